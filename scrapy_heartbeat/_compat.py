@@ -1,0 +1,90 @@
+"""One face over the three ways Scrapy runs: the asyncio reactor, a plain
+Twisted reactor, and no reactor at all (``TWISTED_REACTOR_ENABLED = False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class LoopingTask(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+    def start(self, interval: float, now: bool = True) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def looping_call(func: Callable[[], None]) -> LoopingTask:
+    """Scrapy's ``create_looping_call`` (2.14+), else Twisted's LoopingCall."""
+    try:
+        from scrapy.utils.asyncio import create_looping_call
+    except ImportError:  # Scrapy < 2.14
+        from twisted.internet.task import LoopingCall
+
+        return LoopingCall(func)
+    return create_looping_call(func)
+
+
+def loop_thread_caller() -> Callable[[Callable[[], None]], None]:
+    """A function that runs a callable on the current event loop's thread,
+    callable from any thread. Call this on the loop's thread."""
+    loop = _running_loop()
+    if loop is not None:
+
+        def call_soon(func: Callable[[], None]) -> None:
+            try:
+                loop.call_soon_threadsafe(func)
+            except RuntimeError:  # the loop is closed: the process is ending
+                pass
+
+        return call_soon
+
+    from twisted.internet import reactor
+
+    def call_from_thread(func: Callable[[], None]) -> None:
+        reactor.callFromThread(func)  # type: ignore[attr-defined]
+
+    return call_from_thread
+
+
+async def wait_for_future(future: concurrent.futures.Future[Any], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``future`` without blocking the
+    loop; True if it finished in time."""
+    if future.done():
+        return True
+    if _running_loop() is not None:
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            return False
+        except Exception:
+            return True  # the future finished, with an error
+        return True
+
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    finished: Deferred[None] = Deferred()
+
+    def fire() -> None:
+        if not finished.called:
+            finished.callback(None)
+
+    future.add_done_callback(lambda _: reactor.callFromThread(fire))  # type: ignore[attr-defined]
+    timer = reactor.callLater(timeout, fire)  # type: ignore[attr-defined]
+    await finished
+    if timer.active():
+        timer.cancel()
+    return future.done()

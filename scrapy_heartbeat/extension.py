@@ -1,0 +1,257 @@
+"""HeartbeatExtension reports a crawl's progress to the platform's heartbeat API.
+
+Enable it with ``EXTENSIONS = {"scrapy_heartbeat.HeartbeatExtension": 500}``
+and ``HEARTBEAT_API_BASE_URL``. A beat goes out when the spider opens, then
+every ``HEARTBEAT_INTERVAL`` seconds, and a final ``completed`` or ``failed``
+beat when it closes. Nothing here can stop the crawl or change its result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import NotConfigured
+
+from scrapy_heartbeat._compat import (
+    LoopingTask,
+    loop_thread_caller,
+    looping_call,
+    wait_for_future,
+)
+from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
+from scrapy_heartbeat.middleware import MIDDLEWARE_ORDER, HeartbeatDownloaderMiddleware
+from scrapy_heartbeat.payload import Progress, clean_url, percentage, stage_text
+from scrapy_heartbeat.progress import ProgressTracker, observe_scheduler
+from scrapy_heartbeat.sender import HeartbeatSender
+from scrapy_heartbeat.settings import (
+    ConfigError,
+    HeartbeatConfig,
+    check_execution_id,
+    load_config,
+    new_execution_id,
+    redact_url,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from scrapy import Request, Spider
+    from scrapy.crawler import Crawler
+    from twisted.python.failure import Failure
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatExtension:
+    def __init__(self, crawler: Crawler, config: HeartbeatConfig):
+        self.crawler: Crawler = crawler
+        self.config: HeartbeatConfig = config
+        self.tracker: ProgressTracker = ProgressTracker()
+        self.sender: HeartbeatSender | None = None
+        self.task: LoopingTask | None = None
+        self.execution_id: str | None = None
+        self.start_time: str = ""
+        self.started: float = 0.0
+        self.start_failed: bool = False
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        try:
+            config = load_config(crawler.settings.get)
+        except ConfigError as exc:
+            if crawler.settings.get("HEARTBEAT_API_BASE_URL") is None and "API_BASE_URL" in str(exc):
+                raise NotConfigured(str(exc)) from None  # logged as a WARNING
+            logger.error("scrapy-heartbeat disabled: %s", exc)
+            raise NotConfigured from None
+        if config is None:
+            raise NotConfigured
+        o = cls(crawler, config)
+        try:
+            crawler.settings.setdefault_in_component_priority_dict(
+                "DOWNLOADER_MIDDLEWARES", HeartbeatDownloaderMiddleware, MIDDLEWARE_ORDER
+            )
+        except TypeError:  # frozen settings: built outside Crawler's own set-up
+            logger.warning(
+                "scrapy-heartbeat: settings are frozen, so failed URLs cannot be "
+                "counted; add %s to DOWNLOADER_MIDDLEWARES at %d",
+                "scrapy_heartbeat.HeartbeatDownloaderMiddleware",
+                MIDDLEWARE_ORDER,
+            )
+        for handler, signal in (
+            (o.spider_opened, signals.spider_opened),
+            (o.spider_closed, signals.spider_closed),
+            (o.request_scheduled, signals.request_scheduled),
+            (o.request_reached_downloader, signals.request_reached_downloader),
+            (o.item_scraped, signals.item_scraped),
+            (o.spider_error, signals.spider_error),
+            (o.item_error, signals.item_error),
+        ):
+            crawler.signals.connect(handler, signal=signal)
+        return o
+
+    # -- counting ---------------------------------------------------------------
+
+    def request_scheduled(self, request: Request) -> None:
+        self.tracker.request_scheduled(request)
+
+    def request_reached_downloader(self, request: Request) -> None:
+        self.tracker.current_url = request.url
+
+    def item_scraped(self) -> None:
+        self.tracker.items += 1
+
+    def item_error(self) -> None:
+        self.tracker.errors += 1
+
+    def spider_error(self, failure: Failure, response: Any = None) -> None:
+        self.tracker.errors += 1
+        if response is None:  # raised while reading the spider's start requests
+            self.start_failed = True
+
+    # -- reporting --------------------------------------------------------------
+
+    def spider_opened(self, spider: Spider) -> None:
+        self.started = time.monotonic()
+        self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        engine = self.crawler.engine
+        scheduler = getattr(engine, "scheduler", None)  # Scrapy >= 2.14
+        if scheduler is None:  # an empty scheduler is falsy: test for None
+            scheduler = getattr(getattr(engine, "slot", None), "scheduler", None)
+        if scheduler is None or not observe_scheduler(scheduler, self.tracker):
+            logger.warning(
+                "scrapy-heartbeat: cannot observe the scheduler; total_urls will stay 0",
+                extra={"crawler": self.crawler},
+            )
+        try:
+            self.execution_id = self._execution_id(spider)
+        except ConfigError as exc:
+            logger.error("scrapy-heartbeat disabled: %s", exc, extra={"crawler": self.crawler})
+            return
+        client = HeartbeatClient(
+            self.config.api_base_url,
+            self.execution_id,
+            self.config.container_id,
+            timeout=self.config.timeout,
+            headers=self.config.headers,
+            verify=self.config.tls_verify,
+        )
+        self.sender = HeartbeatSender(client, self.crawler, loop_thread_caller())
+        logger.info(
+            "Sending heartbeats for execution %(execution_id)s to %(url)s every %(interval)gs",
+            {
+                "execution_id": self.execution_id,
+                "url": redact_url(client.heartbeat_url),
+                "interval": self.config.interval,
+            },
+            extra={"crawler": self.crawler},
+        )
+        self.task = looping_call(self.beat)
+        self.task.start(self.config.interval, now=True)
+
+    def _execution_id(self, spider: Spider) -> str:
+        if self.config.execution_id:
+            return self.config.execution_id
+        from_spider = getattr(spider, "execution_id", None)
+        if from_spider is not None:
+            return check_execution_id(from_spider, "spider argument execution_id")
+        generated = new_execution_id()
+        logger.info(
+            "scrapy-heartbeat: no HEARTBEAT_EXECUTION_ID, EXECUTION_ID or spider "
+            "argument execution_id; generated %(execution_id)s",
+            {"execution_id": generated},
+            extra={"crawler": self.crawler},
+        )
+        return generated
+
+    def beat(self) -> None:
+        """The looping call's tick: never raises, never blocks."""
+        try:
+            if self.sender is None or self.sender.in_flight:
+                if self.sender is not None:
+                    self.crawler.stats.inc_value("heartbeat/skipped_in_flight")
+                return
+            paused = bool(getattr(self.crawler.engine, "paused", False))
+            status = "paused" if paused else "running"
+            self.sender.send(status, self._progress(status))
+        except Exception:  # pragma: no cover - a bug of ours must not stop the crawl
+            logger.exception("scrapy-heartbeat: could not send a heartbeat")
+
+    def _progress(self, status: str, final: bool = False) -> dict[str, Any]:
+        downloader = getattr(self.crawler.engine, "downloader", None)
+        self.tracker.settle(getattr(downloader, "active", None), final=final)
+        t = self.tracker
+        crawled, total = t.crawled, t.total
+        pct = percentage(crawled, total)
+        label = getattr(self.crawler.spider, "heartbeat_stage", None)
+        if not isinstance(label, str) or not label:
+            label = self.config.stage_labels.get(status, status)
+        progress: Progress = {
+            "total_urls": total,
+            "crawled_urls": crawled,
+            "successful_urls": t.successful,
+            "failed_urls": t.failed,
+            "current_url": clean_url(t.current_url, strip_query=self.config.strip_query),
+            "current_stage": stage_text(
+                self.config.stage_format,
+                stage=label,
+                status=status,
+                crawled=crawled,
+                total=total,
+                percentage=pct,
+                items=t.items,
+            ),
+            "data_items": t.items,
+            "percentage": pct,
+            "runtime_seconds": round(time.monotonic() - self.started, 2),
+            "start_time": self.start_time,
+            "error_count": t.errors,
+        }
+        if self.config.debug:
+            logger.info(
+                "Heartbeat payload (%(status)s): %(progress)s",
+                {"status": status, "progress": json.dumps(progress, ensure_ascii=False)},
+                extra={"crawler": self.crawler},
+            )
+        return dict(progress)
+
+    async def spider_closed(self, spider: Spider, reason: str) -> None:
+        if self.task and self.task.running:
+            self.task.stop()
+        if self.sender is None:
+            return
+        failed = reason not in self.config.completed_reasons or self.start_failed
+        status = "failed" if failed else "completed"
+        stats = self.crawler.stats
+        stats.set_value("heartbeat/final_status", status)
+        future = self.sender.send_final(
+            status,
+            self._progress(status, final=True),
+            self.config.retry_times,
+            self.config.retry_delay,
+            self.config.close_timeout,
+        )
+        # The worker gives up at the deadline on its own; the margin covers
+        # a request that was in flight when the crawl ended.
+        done = await wait_for_future(future, self.config.close_timeout)
+        result = future.result() if done else HeartbeatResult(
+            "failed", f"no answer within HEARTBEAT_CLOSE_TIMEOUT={self.config.close_timeout:g}s"
+        )
+        self.sender.record(result, final=True)
+        self.sender.close()
+        stats.set_value("heartbeat/final_delivered", result.ok)
+        if result.ok:
+            logger.info(
+                "Final heartbeat (%(status)s) delivered", {"status": status},
+                extra={"crawler": self.crawler},
+            )
+        else:
+            logger.warning(
+                "Final heartbeat (%(status)s) not delivered: %(reason)s",
+                {"status": status, "reason": result.message},
+                extra={"crawler": self.crawler},
+            )

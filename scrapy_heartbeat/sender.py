@@ -1,0 +1,200 @@
+"""Sending beats from a worker thread of our own, so HTTP never runs on the
+reactor thread nor in the reactor's shared thread pool (Scrapy resolves DNS
+there).
+
+The loop thread submits a beat and learns its result on the loop thread again;
+the worker only talks HTTP. At most one periodic beat is in flight: a tick that
+finds one is skipped, never queued (the next beat carries newer state).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+#: After the first failure of a kind, one summary line per this many failures.
+SUMMARY_EVERY = 10
+
+
+@dataclass
+class _Beat:
+    status: str
+    progress: dict[str, Any]
+    future: concurrent.futures.Future[HeartbeatResult]
+    retry_times: int = 0
+    retry_delay: float = 0.0
+    deadline: float | None = None  # time.monotonic() by which to give up
+
+
+class HeartbeatSender:
+    def __init__(
+        self,
+        client: HeartbeatClient,
+        crawler: Crawler,
+        call_in_loop: Callable[[Callable[[], None]], None],
+    ) -> None:
+        self.client = client
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self._call_in_loop = call_in_loop
+        self._jobs: queue.SimpleQueue[_Beat | None] = queue.SimpleQueue()
+        self._in_flight = False
+        self._failures = {"failed": 0, "rejected": 0}
+        self._unreported = {"failed": 0, "rejected": 0}
+        self._failing = False
+        # A daemon thread: a hanging API must never hold the process open.
+        self._thread = threading.Thread(
+            target=self._work,
+            name=f"scrapy-heartbeat-{client.execution_id[:8]}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def in_flight(self) -> bool:
+        return self._in_flight
+
+    # -- loop thread ------------------------------------------------------------
+
+    def send(self, status: str, progress: dict[str, Any]) -> bool:
+        """Send a periodic beat; False (and nothing sent) if one is in flight."""
+        if self._in_flight:
+            self.stats.inc_value("heartbeat/skipped_in_flight")
+            return False
+        self._in_flight = True
+        beat = self._submit(_Beat(status, progress, concurrent.futures.Future()))
+        beat.future.add_done_callback(
+            lambda f: self._call_in_loop(lambda: self._periodic_done(f))
+        )
+        return True
+
+    def send_final(
+        self, status: str, progress: dict[str, Any], retry_times: int, retry_delay: float, timeout: float
+    ) -> concurrent.futures.Future[HeartbeatResult]:
+        """Queue the final beat, retried on connection errors and 5xx, given
+        up ``timeout`` seconds from now."""
+        beat = _Beat(
+            status,
+            progress,
+            concurrent.futures.Future(),
+            retry_times,
+            retry_delay,
+            time.monotonic() + timeout,
+        )
+        return self._submit(beat).future
+
+    def record(self, result: HeartbeatResult, final: bool = False) -> None:
+        """Count and log one result; repeated failures are summarised."""
+        self.stats.inc_value("heartbeat/sent", result.attempts)
+        if result.ok:
+            self.stats.inc_value("heartbeat/ok")
+            if self._failing:
+                logger.info(
+                    "Heartbeat delivered again after failures (%(failed)d failed, "
+                    "%(rejected)d rejected so far)",
+                    dict(self._failures),
+                    extra={"crawler": self.crawler},
+                )
+                self._failing = False
+            else:
+                logger.debug("Heartbeat delivered", extra={"crawler": self.crawler})
+            return
+        kind = result.outcome
+        self.stats.inc_value(f"heartbeat/{kind}")
+        self._failures[kind] += 1
+        self._unreported[kind] += 1
+        if final:
+            return  # the extension logs the final beat's fate itself
+        count = self._failures[kind]
+        if count != 1 and count % SUMMARY_EVERY:
+            return
+        level = logging.ERROR if kind == "rejected" else logging.WARNING
+        what = "rejected by the server" if kind == "rejected" else "failed"
+        if count == 1:
+            logger.log(
+                level,
+                "Heartbeat %(what)s: %(reason)s (further failures are summarised "
+                "every %(every)d)",
+                {"what": what, "reason": result.message, "every": SUMMARY_EVERY},
+                extra={"crawler": self.crawler},
+            )
+        else:
+            logger.log(
+                level,
+                "Heartbeat %(what)s %(new)d more times (%(count)d in all); last: %(reason)s",
+                {
+                    "what": what,
+                    "new": self._unreported[kind],
+                    "count": count,
+                    "reason": result.message,
+                },
+                extra={"crawler": self.crawler},
+            )
+        self._unreported[kind] = 0
+        self._failing = True
+
+    def close(self) -> None:
+        """Let the worker end once its queue is empty; never waits for it."""
+        self._jobs.put(None)
+
+    def _periodic_done(self, future: concurrent.futures.Future[HeartbeatResult]) -> None:
+        self._in_flight = False
+        try:
+            self.record(future.result())
+        except Exception:  # pragma: no cover - the worker never sets exceptions
+            logger.exception("scrapy-heartbeat: unexpected sender error")
+
+    def _submit(self, beat: _Beat) -> _Beat:
+        self._jobs.put(beat)
+        return beat
+
+    # -- worker thread ----------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            beat = self._jobs.get()
+            if beat is None:
+                break
+            if not beat.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = self._deliver(beat)
+            except Exception as exc:  # pragma: no cover - client.send never raises
+                result = HeartbeatResult("failed", type(exc).__name__)
+            beat.future.set_result(result)
+        self.client.close()
+
+    def _deliver(self, beat: _Beat) -> HeartbeatResult:
+        attempts = 0
+        while True:
+            timeout = self.client.timeout
+            if beat.deadline is not None:
+                timeout = min(timeout, beat.deadline - time.monotonic())
+                if timeout <= 0:
+                    return HeartbeatResult(
+                        "failed", "close timeout reached before sending", attempts=attempts
+                    )
+            result = self.client.send(beat.status, beat.progress, timeout=timeout)
+            attempts += 1
+            if result.ok or not result.retryable or attempts > beat.retry_times:
+                break
+            delay = beat.retry_delay * 2 ** (attempts - 1)
+            if beat.deadline is not None and time.monotonic() + delay >= beat.deadline:
+                break
+            time.sleep(delay)
+        return HeartbeatResult(
+            result.outcome, result.message, result.status_code, result.retryable, attempts
+        )

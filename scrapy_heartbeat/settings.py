@@ -1,0 +1,391 @@
+"""The ``HEARTBEAT_*`` settings: every default in one place, validated once.
+
+:func:`load_config` is a pure function of the raw setting values and the
+environment, so every rule here is tested without a crawl. A value that cannot
+be used produces one log line naming the setting, the value and the fix; the
+crawl itself is never stopped by a bad heartbeat setting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+#: Every setting this package reads, with its default. ``None`` means "look
+#: elsewhere" (environment, spider argument, host name), as documented.
+DEFAULTS: dict[str, Any] = {
+    "HEARTBEAT_ENABLED": True,
+    "HEARTBEAT_API_BASE_URL": None,  # else env API_BASE_URL
+    "HEARTBEAT_EXECUTION_ID": None,  # else env EXECUTION_ID, spider arg, uuid4
+    "HEARTBEAT_CONTAINER_ID": None,  # else env HOSTNAME, socket.gethostname()
+    "HEARTBEAT_INTERVAL": 30.0,
+    "HEARTBEAT_MIN_INTERVAL": 10.0,
+    "HEARTBEAT_MAX_INTERVAL": 60.0,
+    "HEARTBEAT_TIMEOUT": 10.0,
+    "HEARTBEAT_CLOSE_TIMEOUT": 30.0,
+    "HEARTBEAT_RETRY_TIMES": 3,
+    "HEARTBEAT_RETRY_DELAY": 5.0,
+    "HEARTBEAT_HEADERS": {},
+    "HEARTBEAT_TLS_VERIFY": True,
+    "HEARTBEAT_DEBUG": None,  # else env DEBUG == "true"
+    "HEARTBEAT_COMPLETED_REASONS": [
+        "finished",
+        "closespider_itemcount",
+        "closespider_pagecount",
+        "closespider_timeout",
+    ],
+    "HEARTBEAT_STAGE_FORMAT": "{stage} ({crawled}/{total})",
+    "HEARTBEAT_STAGE_LABELS": {
+        "running": "爬取中",
+        "paused": "已暂停",
+        "completed": "已完成",
+        "failed": "失败",
+    },
+    "HEARTBEAT_STRIP_QUERY": False,
+}
+
+HEARTBEAT_PATH = "/api/v1/monitoring/heartbeat"
+STAGE_FIELDS = ("stage", "status", "crawled", "total", "percentage", "items")
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+
+class ConfigError(ValueError):
+    """A setting value that makes reporting impossible; the message is one line."""
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    api_base_url: str
+    container_id: str
+    interval: float
+    timeout: float
+    close_timeout: float
+    retry_times: int
+    retry_delay: float
+    headers: dict[str, str] = field(default_factory=dict)
+    tls_verify: bool | str = True
+    debug: bool = False
+    completed_reasons: frozenset[str] = frozenset()
+    stage_format: str = DEFAULTS["HEARTBEAT_STAGE_FORMAT"]
+    stage_labels: dict[str, str] = field(default_factory=dict)
+    strip_query: bool = False
+    execution_id: str | None = None  # None: resolved from the spider later
+
+
+def is_uuid(value: object) -> bool:
+    """True for the canonical 8-4-4-4-12 hex form the platform expects."""
+    return isinstance(value, str) and bool(_UUID_RE.match(value))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+def _as_bool(name: str, value: Any, default: bool, problems: list[str]) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    problems.append(
+        f"{name}={value!r} is not a boolean; use True or False "
+        f"(using the default, {default})"
+    )
+    return default
+
+
+def _as_number(
+    name: str,
+    value: Any,
+    default: float,
+    problems: list[str],
+    *,
+    minimum: float = 0.0,
+    integer: bool = False,
+) -> float:
+    kind = "a whole number" if integer else "a number of seconds"
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = int(value) if integer else float(value)
+    except (TypeError, ValueError):
+        problems.append(
+            f"{name}={value!r} is not {kind}; set it to {kind} >= {minimum:g} "
+            f"(using the default, {default:g})"
+        )
+        return default
+    if number != number or number < minimum:  # NaN or below the floor
+        problems.append(
+            f"{name}={value!r} is out of range; set it to {kind} >= {minimum:g} "
+            f"(using the default, {default:g})"
+        )
+        return default
+    return number
+
+
+def _check_base_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            "HEARTBEAT_API_BASE_URL is not a string; set it to the platform's "
+            "base URL, e.g. 'http://data-platform-api:8000'"
+        )
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"HEARTBEAT_API_BASE_URL={redact_url(url)!r} is not an http(s) URL; "
+            "set it with its scheme and host, e.g. 'http://data-platform-api:8000'"
+        )
+    return url
+
+
+def _check_headers(value: Any) -> dict[str, str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ConfigError(
+                "HEARTBEAT_HEADERS is a string that is not a JSON object; set it "
+                'to a dict such as {"Authorization": "Bearer <token>"}'
+            ) from None
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"HEARTBEAT_HEADERS is a {type(value).__name__}, not a mapping; set "
+            'it to a dict such as {"Authorization": "Bearer <token>"}'
+        )
+    headers: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, (str, bytes)):
+            # Never echo the value: headers carry credentials.
+            raise ConfigError(
+                f"HEARTBEAT_HEADERS[{key!r}] must map a string name to a string "
+                "value; fix that entry"
+            )
+        headers[key] = item.decode("latin-1") if isinstance(item, bytes) else item
+    return headers
+
+
+def _check_tls_verify(value: Any, problems: list[str]) -> bool | str:
+    if isinstance(value, str) and value.strip().lower() not in {
+        "1",
+        "0",
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+    }:
+        path = os.path.expanduser(value.strip())
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise ConfigError(
+                f"HEARTBEAT_TLS_VERIFY={value!r} is not a readable CA bundle "
+                "file; point it at a PEM file, or use True or False"
+            )
+        return path
+    return _as_bool("HEARTBEAT_TLS_VERIFY", value, True, problems)
+
+
+def _check_str_mapping(name: str, value: Any, problems: list[str]) -> dict[str, str]:
+    default: dict[str, str] = DEFAULTS[name]
+    if isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return {**default, **value}
+    problems.append(
+        f"{name}={value!r} is not a dict of strings; set it like "
+        f"{default!r} (using the default)"
+    )
+    return dict(default)
+
+
+def _check_stage_format(value: Any, problems: list[str]) -> str:
+    default: str = DEFAULTS["HEARTBEAT_STAGE_FORMAT"]
+    sample = dict.fromkeys(STAGE_FIELDS, 0)
+    try:
+        if not isinstance(value, str):
+            raise TypeError
+        value.format(**sample)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        problems.append(
+            f"HEARTBEAT_STAGE_FORMAT={value!r} is not a format string over "
+            f"{{{'}, {'.join(STAGE_FIELDS)}}}; fix it (using the default, {default!r})"
+        )
+        return default
+    return value
+
+
+def load_config(
+    get: Callable[[str], Any], environ: Mapping[str, str] | None = None
+) -> HeartbeatConfig | None:
+    """Build the configuration from raw setting values.
+
+    ``get(name)`` returns a setting's raw value or ``None`` when unset.
+    Returns ``None`` when the extension is switched off by
+    ``HEARTBEAT_ENABLED``. Raises :class:`ConfigError` when reporting is
+    impossible (no or bad base URL, unusable headers or CA bundle, a malformed
+    execution id). Values that merely cannot be used are logged as errors and
+    replaced by their default.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+
+    def raw(name: str) -> Any:
+        value = get(name)
+        return DEFAULTS[name] if value is None else value
+
+    if not _as_bool("HEARTBEAT_ENABLED", raw("HEARTBEAT_ENABLED"), True, problems):
+        return None
+
+    base_url = get("HEARTBEAT_API_BASE_URL") or env.get("API_BASE_URL")
+    if not base_url:
+        raise ConfigError(
+            "neither HEARTBEAT_API_BASE_URL nor the API_BASE_URL environment "
+            "variable is set; set one to the platform's base URL to send heartbeats"
+        )
+    api_base_url = _check_base_url(base_url)
+    headers = _check_headers(get("HEARTBEAT_HEADERS"))
+    tls_verify = _check_tls_verify(raw("HEARTBEAT_TLS_VERIFY"), problems)
+
+    execution_id = get("HEARTBEAT_EXECUTION_ID") or env.get("EXECUTION_ID") or None
+    if execution_id is not None:
+        execution_id = check_execution_id(execution_id, "HEARTBEAT_EXECUTION_ID")
+
+    container_id = (
+        get("HEARTBEAT_CONTAINER_ID") or env.get("HOSTNAME") or socket.gethostname()
+    )
+    container_id = str(container_id)[:255]
+
+    min_interval = _as_number(
+        "HEARTBEAT_MIN_INTERVAL",
+        raw("HEARTBEAT_MIN_INTERVAL"),
+        DEFAULTS["HEARTBEAT_MIN_INTERVAL"],
+        problems,
+        minimum=0.001,
+    )
+    max_interval = _as_number(
+        "HEARTBEAT_MAX_INTERVAL",
+        raw("HEARTBEAT_MAX_INTERVAL"),
+        DEFAULTS["HEARTBEAT_MAX_INTERVAL"],
+        problems,
+        minimum=min_interval,
+    )
+    interval = _as_number(
+        "HEARTBEAT_INTERVAL",
+        raw("HEARTBEAT_INTERVAL"),
+        DEFAULTS["HEARTBEAT_INTERVAL"],
+        problems,
+        minimum=0.001,
+    )
+    if not min_interval <= interval <= max_interval:
+        clamped = min(max(interval, min_interval), max_interval)
+        logger.warning(
+            "HEARTBEAT_INTERVAL=%(value)g is outside the platform's bounds "
+            "[%(low)g, %(high)g] s (HEARTBEAT_MIN_INTERVAL/HEARTBEAT_MAX_INTERVAL); "
+            "using %(clamped)g s",
+            {"value": interval, "low": min_interval, "high": max_interval, "clamped": clamped},
+        )
+        interval = clamped
+
+    number_settings = {
+        name: _as_number(
+            name,
+            raw(name),
+            DEFAULTS[name],
+            problems,
+            minimum=minimum,
+            integer=name == "HEARTBEAT_RETRY_TIMES",
+        )
+        for name, minimum in (
+            ("HEARTBEAT_TIMEOUT", 0.001),
+            ("HEARTBEAT_CLOSE_TIMEOUT", 0.0),
+            ("HEARTBEAT_RETRY_TIMES", 0),
+            ("HEARTBEAT_RETRY_DELAY", 0.0),
+        )
+    }
+
+    debug_setting = get("HEARTBEAT_DEBUG")
+    if debug_setting is None:
+        debug = env.get("DEBUG", "").strip().lower() == "true"
+    else:
+        debug = _as_bool("HEARTBEAT_DEBUG", debug_setting, False, problems)
+
+    reasons = raw("HEARTBEAT_COMPLETED_REASONS")
+    if isinstance(reasons, str):
+        reasons = [r.strip() for r in reasons.split(",") if r.strip()]
+    if not isinstance(reasons, (list, tuple, set, frozenset)) or not all(
+        isinstance(r, str) for r in reasons
+    ):
+        problems.append(
+            f"HEARTBEAT_COMPLETED_REASONS={reasons!r} is not a list of finish "
+            "reasons; set it like ['finished'] (using the default)"
+        )
+        reasons = DEFAULTS["HEARTBEAT_COMPLETED_REASONS"]
+
+    stage_format = _check_stage_format(raw("HEARTBEAT_STAGE_FORMAT"), problems)
+    stage_labels = _check_str_mapping(
+        "HEARTBEAT_STAGE_LABELS", raw("HEARTBEAT_STAGE_LABELS"), problems
+    )
+    strip_query = _as_bool(
+        "HEARTBEAT_STRIP_QUERY", raw("HEARTBEAT_STRIP_QUERY"), False, problems
+    )
+
+    for problem in problems:
+        logger.error("scrapy-heartbeat: %s", problem)
+
+    return HeartbeatConfig(
+        api_base_url=api_base_url,
+        container_id=container_id,
+        interval=interval,
+        timeout=number_settings["HEARTBEAT_TIMEOUT"],
+        close_timeout=number_settings["HEARTBEAT_CLOSE_TIMEOUT"],
+        retry_times=int(number_settings["HEARTBEAT_RETRY_TIMES"]),
+        retry_delay=number_settings["HEARTBEAT_RETRY_DELAY"],
+        headers=headers,
+        tls_verify=tls_verify,
+        debug=debug,
+        completed_reasons=frozenset(reasons),
+        stage_format=stage_format,
+        stage_labels=stage_labels,
+        strip_query=strip_query,
+        execution_id=execution_id,
+    )
+
+
+def check_execution_id(value: Any, source: str) -> str:
+    """Return ``value`` stripped if it is a UUID, else raise :class:`ConfigError`."""
+    text = value.strip() if isinstance(value, str) else value
+    if not is_uuid(text):
+        shown = value if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+        raise ConfigError(
+            f"{source}={shown!r} is not a UUID; set it to the platform's execution "
+            "id, e.g. '550e8400-e29b-41d4-a716-446655440000'"
+        )
+    assert isinstance(text, str)
+    return text
+
+
+def new_execution_id() -> str:
+    return str(uuid.uuid4())

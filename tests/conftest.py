@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import HeartbeatServer, SiteServer
+
+EXECUTION_ID = "550e8400-e29b-41d4-a716-446655440000"
+
+
+@pytest.fixture
+def heartbeat_server() -> Iterator[HeartbeatServer]:
+    server = HeartbeatServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pages_site() -> Iterator[SiteServer]:
+    """``/page/<n>`` for any n, each answered after ``delay`` seconds."""
+    site = SiteServer()
+
+    def page(handler, hit):  # type: ignore[no-untyped-def]
+        time.sleep(site.delay)  # type: ignore[attr-defined]
+        handler.respond(200, "<html><body>page</body></html>")
+
+    site.delay = 0.0  # type: ignore[attr-defined]
+    site.pages = _AnyPage(page)  # type: ignore[assignment]
+    yield site
+    site.stop()
+
+
+class _AnyPage(dict):  # type: ignore[type-arg]
+    def __init__(self, page) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self._page = page
+
+    def get(self, path, default=None):  # type: ignore[no-untyped-def]
+        return self._page if path.startswith("/page/") else default

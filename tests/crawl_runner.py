@@ -1,0 +1,74 @@
+"""Runs real crawls in a process of their own and writes what happened as JSON.
+
+    python -m tests.crawl_runner CONFIG.json OUTPUT.json
+
+CONFIG holds ``crawls``: a list of ``{"spider": "module:Class", "settings": {},
+"args": {}}`` run together in one process (two crawlers, one process).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from scrapy import signals
+from scrapy.utils.misc import load_object
+
+
+def main(config_path: str, output_path: str) -> int:
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    crawls = config["crawls"]
+    base: dict[str, Any] = {
+        "LOG_LEVEL": "DEBUG",
+        "TELNETCONSOLE_ENABLED": False,
+        "REQUEST_FINGERPRINTER_IMPLEMENTATION": "2.7",
+        **config.get("settings", {}),
+    }
+    reactor = base.get("TWISTED_REACTOR", "")
+    asyncio_mode = not reactor or "asyncio" in reactor
+    try:
+        from scrapy.crawler import AsyncCrawlerProcess
+    except ImportError:  # Scrapy < 2.13
+        AsyncCrawlerProcess = None  # noqa: N806
+    cls: Any
+    if asyncio_mode and AsyncCrawlerProcess is not None:
+        cls = AsyncCrawlerProcess
+    else:
+        from scrapy.crawler import CrawlerProcess
+
+        cls = CrawlerProcess
+    process = cls(base)
+    results: list[dict[str, Any]] = []
+    for crawl in crawls:
+        spidercls = load_object(crawl["spider"])
+        spidercls.custom_settings = {**(spidercls.custom_settings or {}), **crawl.get("settings", {})}
+        crawler = process.create_crawler(spidercls)
+        result: dict[str, Any] = {"items": [], "stats": {}}
+
+        def scraped(item: Any, result: dict[str, Any] = result) -> None:
+            result["items"].append(dict(item))
+
+        def closed(spider: Any, reason: str, result: dict[str, Any] = result, crawler: Any = crawler) -> None:
+            result["reason"] = reason
+
+        crawler.signals.connect(scraped, signal=signals.item_scraped)
+        crawler.signals.connect(closed, signal=signals.spider_closed)
+        results.append(result)
+        process.crawl(crawler, **crawl.get("args", {}))
+        result["crawler"] = crawler
+    process.start()
+    for result in results:
+        crawler = result.pop("crawler")
+        result["stats"] = {
+            k: (v.isoformat() if hasattr(v, "isoformat") else v)
+            for k, v in crawler.stats.get_stats().items()
+        }
+    with open(output_path, "w", encoding="utf-8") as f:
+        json.dump({"crawls": results}, f, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

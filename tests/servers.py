@@ -1,0 +1,202 @@
+"""Real HTTP servers on 127.0.0.1, port 0, each in a thread of its own.
+
+:class:`HeartbeatServer` records every heartbeat it receives and behaves as a
+test tells it (healthy, down, hanging, 5xx, 4xx, invalid JSON, ...).
+:class:`SiteServer` serves the small site the counting tests crawl.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up on a slow reply are part of the tests
+
+
+class _Running:
+    server: _QuietServer
+
+    def start(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = _QuietServer(("127.0.0.1", 0), handler)
+        self.server.owner = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Received:
+    body: Any
+    raw: bytes
+    headers: dict[str, str]
+    path: str
+    at: float
+
+
+@dataclass
+class HeartbeatServer(_Running):
+    """``behaviour`` is one of: ``ok``, ``status_error``, ``http:<code>``,
+    ``hang``, ``slow:<seconds>``, ``invalid_json``, ``reset``, ``alternate``
+    (ok, then 500, then ok, ...). Change it at any time."""
+
+    behaviour: str = "ok"
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.start(_HeartbeatHandler)
+
+    def bodies(self) -> list[Any]:
+        with self.lock:
+            return [r.body for r in self.received]
+
+    def stop(self) -> None:
+        self.release.set()
+        super().stop()
+
+
+class _HeartbeatHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        owner: HeartbeatServer = self.server.owner  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        with owner.lock:
+            owner.received.append(
+                Received(body, raw, dict(self.headers.items()), self.path, time.time())
+            )
+            count = len(owner.received)
+        behaviour = owner.behaviour
+        if behaviour == "alternate":
+            behaviour = "ok" if count % 2 else "http:500"
+        if behaviour == "hang":
+            owner.release.wait(120)
+            return
+        if behaviour.startswith("slow:"):
+            time.sleep(float(behaviour.split(":", 1)[1]))
+            behaviour = "ok"
+        if behaviour == "reset":
+            self.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            self.close_connection = True
+            return
+        if behaviour == "ok":
+            ok = {"status": "ok", "timestamp": int(time.time())}
+            if isinstance(body, dict):
+                ok["execution_id"] = body.get("execution_id")
+            self._reply(200, json.dumps(ok).encode())
+        elif behaviour == "status_error":
+            self._reply(200, b'{"status": "error", "message": "Invalid execution_id format"}')
+        elif behaviour == "invalid_json":
+            self._reply(200, b"<html>not json</html>")
+        elif behaviour.startswith("http:"):
+            code = int(behaviour.split(":", 1)[1])
+            self._reply(code, json.dumps({"status": "error", "message": f"test {code}"}).encode())
+        else:  # pragma: no cover
+            raise ValueError(behaviour)
+
+    def _reply(self, code: int, payload: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+Page = Callable[["_SiteHandler", int], None]
+
+
+@dataclass
+class SiteServer(_Running):
+    """Serves ``pages``: path -> handler(request_handler, hit_number)."""
+
+    pages: dict[str, Page] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.start(_SiteHandler)
+
+
+class _SiteHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        owner: SiteServer = self.server.owner  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
+        with owner.lock:
+            owner.hits[path] = owner.hits.get(path, 0) + 1
+            hit = owner.hits[path]
+        page = owner.pages.get(path)
+        if page is None:
+            self.respond(404, "not found")
+        else:
+            page(self, hit)
+
+    def respond(
+        self, code: int, text: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        payload = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def html(*links: str) -> Page:
+    body = "".join(f'<a href="{link}">{link}</a>\n' for link in links)
+    return lambda h, hit: h.respond(200, f"<html><body>{body}</body></html>")
+
+
+def redirect(code: int, location: str) -> Page:
+    return lambda h, hit: h.respond(code, "", {"Location": location})
+
+
+def status(code: int) -> Page:
+    return lambda h, hit: h.respond(code, f"status {code}")
+
+
+def free_port() -> int:
+    """A port nothing listens on (connecting to it is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

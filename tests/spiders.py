@@ -1,0 +1,58 @@
+"""Spiders and pipelines the tests crawl with (sites are served locally)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import scrapy
+from scrapy.exceptions import DropItem
+from scrapy.http import Response
+
+
+class SiteSpider(scrapy.Spider):
+    """Follows every link of the site at ``-a site=URL``; one item per page,
+    except ``/raises``, whose callback raises."""
+
+    name = "site"
+    allowed_domains = ["127.0.0.1"]
+
+    def __init__(self, site: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_urls = [site + "/"]
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        if response.url.endswith("/raises"):
+            raise ValueError("a callback that raises")
+        yield {"url": response.url}
+        for href in response.css("a::attr(href)").getall():
+            yield response.follow(href, callback=self.parse)
+
+
+class DropAndRaisePipeline:
+    """Drops the item of ``/item-drop``; raises on the item of ``/item-raise``."""
+
+    def process_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        if item["url"].endswith("/item-drop"):
+            raise DropItem("dropped on purpose")
+        if item["url"].endswith("/item-raise"):
+            raise RuntimeError("a pipeline that raises")
+        return item
+
+
+class PagesSpider(scrapy.Spider):
+    """Crawls ``/page/0`` .. ``/page/<pages - 1>`` of ``-a site=URL``."""
+
+    name = "pages"
+
+    def __init__(self, site: str = "", pages: str = "20", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.site = site
+        self.pages = int(pages)
+
+    async def start(self) -> Any:
+        for n in range(self.pages):
+            yield scrapy.Request(f"{self.site}/page/{n}", callback=self.parse)
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"url": response.url, "n": int(response.url.rsplit("/", 1)[1])}
