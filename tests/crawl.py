@@ -77,6 +77,7 @@ def run_crawl(
 ) -> CrawlResult:
     return run_crawls(
         [{"spider": spider, "settings": settings or {}, "args": args or {}}],
+        settings=settings,  # process-wide too: the reactor is chosen there
         env=env,
         timeout=timeout,
     )

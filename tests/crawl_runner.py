@@ -67,7 +67,7 @@ def main(config_path: str, output_path: str) -> int:
         }
     with open(output_path, "w", encoding="utf-8") as f:
         json.dump({"crawls": results}, f, default=str)
-    return 0
+    return 0 if all("reason" in r for r in results) else 3
 
 
 if __name__ == "__main__":
