@@ -41,9 +41,15 @@ def main(config_path: str, output_path: str) -> int:
         cls = CrawlerProcess
     process = cls(base)
     results: list[dict[str, Any]] = []
+    keep_alive: list[Any] = []
     for crawl in crawls:
-        spidercls = load_object(crawl["spider"])
-        spidercls.custom_settings = {**(spidercls.custom_settings or {}), **crawl.get("settings", {})}
+        base_cls = load_object(crawl["spider"])
+        # a subclass per crawl: two crawls of one spider keep their own settings
+        spidercls = type(
+            base_cls.__name__,
+            (base_cls,),
+            {"custom_settings": {**(base_cls.custom_settings or {}), **crawl.get("settings", {})}},
+        )
         crawler = process.create_crawler(spidercls)
         result: dict[str, Any] = {"items": [], "stats": {}}
 
@@ -53,6 +59,7 @@ def main(config_path: str, output_path: str) -> int:
         def closed(spider: Any, reason: str, result: dict[str, Any] = result, crawler: Any = crawler) -> None:
             result["reason"] = reason
 
+        keep_alive.extend((scraped, closed))  # signals hold receivers weakly
         crawler.signals.connect(scraped, signal=signals.item_scraped)
         crawler.signals.connect(closed, signal=signals.spider_closed)
         results.append(result)

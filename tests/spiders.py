@@ -56,3 +56,19 @@ class PagesSpider(scrapy.Spider):
 
     def parse(self, response: Response) -> Iterator[dict[str, Any]]:
         yield {"url": response.url, "n": int(response.url.rsplit("/", 1)[1])}
+
+
+class PausingSpider(PagesSpider):
+    """Pauses the engine for a second after the first response."""
+
+    name = "pausing"
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        engine = self.crawler.engine
+        if not getattr(self, "_paused_once", False):
+            self._paused_once = True
+            engine.pause()
+            from twisted.internet import reactor
+
+            reactor.callLater(1.0, engine.unpause)  # type: ignore[attr-defined]
+        yield from super().parse(response)

@@ -1,0 +1,254 @@
+"""Sending never gets in the crawl's way: each failure mode of the API is
+crawled next to a healthy run of the same crawl."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import EXECUTION_ID
+from tests.crawl import CrawlResult, run_crawl, run_crawls
+from tests.servers import HeartbeatServer, SiteServer, free_port
+
+FAST = {"HEARTBEAT_INTERVAL": 0.2, "HEARTBEAT_MIN_INTERVAL": 0.1}
+
+
+def crawl_pages(
+    site: SiteServer, api_url: str, pages: int = 30, **settings: Any
+) -> CrawlResult:
+    return run_crawl(
+        "tests.spiders.PagesSpider",
+        {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            "HEARTBEAT_API_BASE_URL": api_url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+            "CONCURRENT_REQUESTS": 2,
+            **FAST,
+            **settings,
+        },
+        args={"site": site.url, "pages": str(pages)},
+    )
+
+
+def items_of(result: CrawlResult) -> list[Any]:
+    return sorted(item["n"] for item in result.items)
+
+
+def heartbeat_log_lines(result: CrawlResult) -> list[str]:
+    return [
+        line
+        for line in result.log.splitlines()
+        if re.search(r"\[scrapy_heartbeat[.\w]*\] (WARNING|ERROR)", line)
+    ]
+
+
+FAULTS = {
+    # behaviour: (server behaviour or None for "nothing listens", stat counting it)
+    "down": (None, "heartbeat/failed"),
+    "hanging": ("hang", "heartbeat/failed"),
+    "http500": ("http:500", "heartbeat/failed"),
+    "http400": ("http:400", "heartbeat/rejected"),
+    "status_error": ("status_error", "heartbeat/rejected"),
+    "invalid_json": ("invalid_json", "heartbeat/failed"),
+    "reset": ("reset", "heartbeat/failed"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_api_fault_leaves_the_crawl_unchanged(
+    fault: str, pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    pages_site.delay = 0.03  # type: ignore[attr-defined]
+    healthy = crawl_pages(pages_site, heartbeat_server.url)
+    behaviour, stat = FAULTS[fault]
+    settings: dict[str, Any] = {
+        "HEARTBEAT_TIMEOUT": 0.5,
+        "HEARTBEAT_CLOSE_TIMEOUT": 2,
+        "HEARTBEAT_RETRY_DELAY": 0.1,
+    }
+    if behaviour is None:
+        api_url = f"http://127.0.0.1:{free_port()}"
+    else:
+        faulty = HeartbeatServer(behaviour=behaviour)
+        api_url = faulty.url
+    try:
+        result = crawl_pages(pages_site, api_url, **settings)
+    finally:
+        if behaviour is not None:
+            faulty.stop()
+
+    assert healthy.returncode == result.returncode == 0
+    assert items_of(result) == items_of(healthy) == list(range(30))
+    assert result.reason == healthy.reason == "finished"
+    assert healthy.stats["heartbeat/final_delivered"] is True
+    assert result.stats["heartbeat/final_delivered"] is False
+    assert result.stats.get(stat, 0) >= 2
+    assert result.stats.get("heartbeat/ok", 0) == 0
+    # bounded log: first failure, summaries every 10, and the final beat's fate
+    lines = heartbeat_log_lines(result)
+    failures = result.stats.get(stat, 0)
+    assert 2 <= len(lines) <= 2 + failures // 10, "\n".join(lines)
+    assert "Traceback" not in result.log
+    assert any("Final heartbeat (completed) not delivered" in line for line in lines)
+
+
+def test_rejection_logs_the_servers_message(pages_site: SiteServer) -> None:
+    server = HeartbeatServer(behaviour="status_error")
+    try:
+        result = crawl_pages(pages_site, server.url, pages=5)
+    finally:
+        server.stop()
+    lines = heartbeat_log_lines(result)
+    assert "ERROR: Heartbeat rejected by the server: Invalid execution_id format" in lines[0]
+
+
+def test_final_beat_waits_no_longer_than_close_timeout(pages_site: SiteServer) -> None:
+    server = HeartbeatServer(behaviour="hang")
+    try:
+        result = crawl_pages(
+            pages_site,
+            server.url,
+            pages=5,
+            HEARTBEAT_TIMEOUT=30,  # the request itself would wait far longer
+            HEARTBEAT_CLOSE_TIMEOUT=1.5,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0
+    assert len(result.items) == 5
+    closing = _log_time(result.log, "Closing spider (finished)")
+    closed = _log_time(result.log, "Spider closed (finished)")
+    # generous margin: this guards against waiting for HEARTBEAT_TIMEOUT (30 s)
+    assert closed - closing <= 1.5 + 2.0
+    assert "no answer within HEARTBEAT_CLOSE_TIMEOUT=1.5s" in result.log
+
+
+def _log_time(log: str, text: str) -> float:
+    for line in log.splitlines():
+        if text in line:
+            stamp = line[:19]
+            return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+    raise AssertionError(f"{text!r} not in log")
+
+
+def test_final_beat_is_retried_until_the_api_recovers(pages_site: SiteServer) -> None:
+    server = HeartbeatServer(behaviour="http:503")
+    try:
+        import threading
+
+        # the API comes back 0.6 s after the first 503 of the final beat
+        def recover() -> None:
+            while not any(b and b.get("status") == "completed" for b in server.bodies()):
+                time.sleep(0.02)
+            time.sleep(0.6)
+            server.behaviour = "ok"
+
+        threading.Thread(target=recover, daemon=True).start()
+        result = crawl_pages(
+            pages_site,
+            server.url,
+            pages=5,
+            HEARTBEAT_RETRY_TIMES=5,
+            HEARTBEAT_RETRY_DELAY=0.2,
+            HEARTBEAT_CLOSE_TIMEOUT=10,
+        )
+    finally:
+        server.stop()
+    finals = [b for b in server.bodies() if b["status"] == "completed"]
+    assert len(finals) >= 2, "the final beat was not retried"
+    assert result.stats["heartbeat/final_delivered"] is True
+    assert finals[-1]["progress"]["crawled_urls"] == 5
+
+
+def test_at_most_one_beat_in_flight(pages_site: SiteServer) -> None:
+    server = HeartbeatServer(behaviour="slow:1.0")
+    pages_site.delay = 0.05  # type: ignore[attr-defined]
+    try:
+        result = crawl_pages(pages_site, server.url, pages=40, CONCURRENT_REQUESTS=1)
+    finally:
+        server.stop()
+    arrivals = [r.at for r in server.received]
+    # beats every 0.2 s, replies after 1 s: ticks in between are skipped
+    assert result.stats["heartbeat/skipped_in_flight"] >= 3
+    running = [t for t, r in zip(arrivals, server.received, strict=True) if r.body["status"] == "running"]
+    gaps = [b - a for a, b in zip(running, running[1:], strict=False)]
+    assert gaps and min(gaps) >= 0.9, gaps
+    assert len(result.items) == 40
+
+
+def test_stats_and_payload_shape(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
+    result = crawl_pages(pages_site, heartbeat_server.url, pages=10)
+    stats = result.stats
+    bodies = heartbeat_server.bodies()
+    assert stats["heartbeat/sent"] == stats["heartbeat/ok"] == len(bodies)
+    assert stats["heartbeat/final_status"] == "completed"
+    first, last = bodies[0], bodies[-1]
+    assert first["status"] == "running"
+    assert first["progress"]["total_urls"] == 0  # sent as the spider opens
+    assert set(last) == {"execution_id", "container_id", "timestamp", "status", "progress"}
+    assert set(last["progress"]) == {
+        "total_urls", "crawled_urls", "successful_urls", "failed_urls", "current_url",
+        "current_stage", "data_items", "percentage", "runtime_seconds", "start_time",
+        "error_count",
+    }
+    assert last["progress"]["current_stage"] == "已完成 (10/10)"
+    assert abs(last["timestamp"] - time.time()) < 60
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$", last["progress"]["start_time"])
+    for received in heartbeat_server.received:
+        assert received.path == "/api/v1/monitoring/heartbeat"
+        assert received.headers["Content-Type"] == "application/json"
+        assert len(received.raw) < 4096
+
+
+def test_two_crawlers_in_one_process_report_separately(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    ids = ["11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"]
+    common = {
+        "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+        "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+        **FAST,
+    }
+    result = run_crawls(
+        [
+            {
+                "spider": "tests.spiders.PagesSpider",
+                "settings": {"HEARTBEAT_EXECUTION_ID": ids[0]},
+                "args": {"site": pages_site.url, "pages": "7"},
+            },
+            {
+                "spider": "tests.spiders.PagesSpider",
+                "settings": {"HEARTBEAT_EXECUTION_ID": ids[1]},
+                "args": {"site": pages_site.url, "pages": "13"},
+            },
+        ],
+        settings=common,
+    )
+    assert result.returncode == 0, result.log[-2000:]
+    for execution_id, pages in zip(ids, (7, 13), strict=True):
+        stream = [b for b in heartbeat_server.bodies() if b["execution_id"] == execution_id]
+        assert stream[-1]["status"] == "completed"
+        final = stream[-1]["progress"]
+        assert final["total_urls"] == final["crawled_urls"] == final["data_items"] == pages
+
+
+def test_paused_engine_reports_paused(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
+    result = run_crawl(
+        "tests.spiders.PausingSpider",
+        {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+            **FAST,
+        },
+        args={"site": pages_site.url, "pages": "3"},
+    )
+    assert result.returncode == 0, result.log[-2000:]
+    statuses = [b["status"] for b in heartbeat_server.bodies()]
+    assert "paused" in statuses
+    assert statuses[-1] == "completed"
+    paused = [b for b in heartbeat_server.bodies() if b["status"] == "paused"]
+    assert paused[0]["progress"]["current_stage"].startswith("已暂停")
