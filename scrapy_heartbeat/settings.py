@@ -127,8 +127,12 @@ def _as_number(
     try:
         if isinstance(value, bool):
             raise TypeError
-        number = int(value) if integer else float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+        if integer:
+            if not number.is_integer():
+                raise ValueError
+            number = int(number)
+    except (TypeError, ValueError, OverflowError):
         problems.append(
             f"{name}={value!r} is not {kind}; set it to {kind} >= {minimum:g} "
             f"(using the default, {default:g})"

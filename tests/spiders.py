@@ -72,3 +72,26 @@ class PausingSpider(PagesSpider):
 
             reactor.callLater(1.0, engine.unpause)  # type: ignore[attr-defined]
         yield from super().parse(response)
+
+
+class RaisingSpider(PagesSpider):
+    name = "raising"
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        raise ValueError("every callback raises")
+
+
+class BrokenStartSpider(PagesSpider):
+    """Yields ``pages`` requests, then raises from ``start()``."""
+
+    name = "broken_start"
+
+    async def start(self) -> Any:
+        async for request in super().start():
+            yield request
+        raise RuntimeError("start() broke")
+
+
+class StageSpider(PagesSpider):
+    name = "stage"
+    heartbeat_stage = "解析详情页"

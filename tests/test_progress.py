@@ -1,0 +1,181 @@
+"""The counting rules as pure transitions, with real Scrapy requests."""
+
+from __future__ import annotations
+
+import pickle
+
+from scrapy import Request
+from scrapy.downloadermiddlewares.retry import get_retry_request
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import HtmlResponse
+from scrapy.http.request import NO_CALLBACK
+from scrapy.utils.test import get_crawler
+
+from scrapy_heartbeat.progress import META_KEY, LogicalUrl, ProgressTracker
+
+
+def accept(t: ProgressTracker, request: Request, accepted: bool = True) -> None:
+    t.request_scheduled(request)
+    t.request_enqueued(request, accepted)
+
+
+def respond(t: ProgressTracker, request: Request, status: int = 200) -> None:
+    t.download_started(request)
+    t.download_finished(request, response=HtmlResponse(request.url, status=status, request=request))
+
+
+def counts(t: ProgressTracker) -> tuple[int, int, int]:
+    return t.total, t.successful, t.failed
+
+
+def test_new_url_counted_on_acceptance_only() -> None:
+    t = ProgressTracker()
+    accept(t, Request("http://a/1"), accepted=False)  # dupe filtered
+    assert counts(t) == (0, 0, 0)
+    accept(t, Request("http://a/2"))
+    assert counts(t) == (1, 0, 0)
+
+
+def test_retry_is_the_same_logical_url() -> None:
+    t = ProgressTracker()
+    first = Request("http://a/1")
+    accept(t, first)
+    t.download_started(first)
+    retry = first.copy()
+    retry.meta["retry_times"] = 1
+    retry.dont_filter = True
+    accept(t, retry)
+    respond(t, retry, 200)
+    assert counts(t) == (1, 1, 0)
+
+
+def test_redirect_into_a_seen_url_is_successful() -> None:
+    t = ProgressTracker()
+    first = Request("http://a/1")
+    accept(t, first)
+    t.download_started(first)
+    hop = first.replace(url="http://a/seen")
+    hop.meta["redirect_times"] = 1
+    accept(t, hop, accepted=False)
+    assert counts(t) == (1, 1, 0)
+
+
+def test_redirect_ignored_before_the_scheduler_is_skipped() -> None:
+    t = ProgressTracker()
+    first = Request("http://a/1")
+    accept(t, first)
+    t.download_started(first)
+    hop = first.replace(url="http://offsite/")
+    hop.meta["redirect_times"] = 1
+    t.request_scheduled(hop)  # OffsiteMiddleware raises: the scheduler never hears of it
+    t.settle(active=set())
+    assert counts(t) == (0, 0, 0)
+
+
+def test_ignored_download_is_skipped_and_errors_fail() -> None:
+    t = ProgressTracker()
+    forbidden, broken = Request("http://a/robots-forbidden"), Request("http://a/refused")
+    for r in (forbidden, broken):
+        accept(t, r)
+        t.download_started(r)
+    t.download_finished(forbidden, exception=IgnoreRequest())
+    t.download_finished(broken, exception=ConnectionRefusedError())
+    assert counts(t) == (1, 0, 1)
+
+
+def test_status_400_and_up_fails() -> None:
+    t = ProgressTracker()
+    for status in (200, 304, 399, 400, 404, 500):
+        r = Request(f"http://a/{status}")
+        accept(t, r)
+        respond(t, r, status)
+    assert counts(t) == (6, 3, 3)
+
+
+def test_lost_download_is_settled_after_two_looks() -> None:
+    t = ProgressTracker()
+    r = Request("http://a/loop")
+    accept(t, r)
+    t.download_started(r)
+    t.settle(active={r})
+    assert counts(t) == (1, 0, 0)
+    t.settle(active=set())  # gone from the downloader, unseen: suspect
+    assert counts(t) == (1, 0, 0)
+    t.settle(active=set())  # still gone: skipped
+    assert counts(t) == (0, 0, 0)
+
+
+def test_final_settle_needs_one_look() -> None:
+    t = ProgressTracker()
+    r = Request("http://a/loop")
+    accept(t, r)
+    t.download_started(r)
+    t.settle(active=set(), final=True)
+    assert counts(t) == (0, 0, 0)
+
+
+def test_user_copied_meta_is_a_new_url() -> None:
+    t = ProgressTracker()
+    first = Request("http://a/1")
+    accept(t, first)
+    respond(t, first)
+    follow = Request("http://a/2", meta=first.meta)  # the classic meta=response.meta
+    accept(t, follow)
+    respond(t, follow)
+    assert counts(t) == (2, 2, 0)
+
+
+def test_retry_from_a_callback_reopens_the_url() -> None:
+    t = ProgressTracker()
+    first = Request("http://a/captcha")
+    accept(t, first)
+    respond(t, first, 200)
+    crawler = get_crawler()
+    spider = crawler.spidercls.from_crawler(crawler, name="s")
+    retry = get_retry_request(first, spider=spider, reason="captcha")
+    assert retry is not None
+    accept(t, retry)
+    assert counts(t) == (1, 0, 0)
+    respond(t, retry, 200)
+    assert counts(t) == (1, 1, 0)
+
+
+def test_internal_requests_are_not_counted() -> None:
+    t = ProgressTracker()
+    accept(t, Request("http://a/robots.txt", callback=NO_CALLBACK))
+    assert counts(t) == (0, 0, 0)
+
+
+def test_two_trackers_never_count_each_others_requests() -> None:
+    a, b = ProgressTracker(), ProgressTracker()
+    r = Request("http://a/1")
+    accept(a, r)
+    b.download_finished(r, response=HtmlResponse(r.url, status=200, request=r))
+    assert counts(b) == (0, 0, 0)
+    assert counts(a) == (1, 0, 0)
+
+
+def test_token_pickles_without_the_request_and_is_adopted() -> None:
+    t = ProgressTracker()
+    r = Request("http://a/1")
+    accept(t, r)
+    t.download_started(r)
+    restored = pickle.loads(pickle.dumps(r.meta[META_KEY]))
+    assert isinstance(restored, LogicalUrl)
+    assert restored.request is None
+    # a request restored from a JOBDIR queue of an earlier process
+    later = ProgressTracker()
+    r2 = Request("http://a/1", meta={META_KEY: restored})
+    later.download_started(r2)
+    respond(later, r2)
+    assert counts(later) == (1, 1, 0)
+
+
+def test_memory_is_not_held_per_finished_url() -> None:
+    t = ProgressTracker()
+    for n in range(1000):
+        r = Request(f"http://a/{n}")
+        accept(t, r)
+        respond(t, r)
+    assert counts(t) == (1000, 1000, 0)
+    assert not t._downloading and not t._suspects and t._candidate is None
