@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -26,6 +27,13 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def _twisted_reactor() -> Any:
+    """The installed reactor (its zope interfaces do not type-check well)."""
+    from twisted.internet import reactor
+
+    return reactor
+
+
 def looping_call(func: Callable[[], None]) -> LoopingTask:
     """Scrapy's ``create_looping_call`` (2.14+), else Twisted's LoopingCall."""
     try:
@@ -44,17 +52,16 @@ def loop_thread_caller() -> Callable[[Callable[[], None]], None]:
     if loop is not None:
 
         def call_soon(func: Callable[[], None]) -> None:
-            try:
+            # a closed loop raises RuntimeError: the process is ending anyway
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(func)
-            except RuntimeError:  # the loop is closed: the process is ending
-                pass
 
         return call_soon
 
-    from twisted.internet import reactor
+    reactor = _twisted_reactor()
 
     def call_from_thread(func: Callable[[], None]) -> None:
-        reactor.callFromThread(func)  # type: ignore[attr-defined]
+        reactor.callFromThread(func)
 
     return call_from_thread
 
@@ -73,17 +80,17 @@ async def wait_for_future(future: concurrent.futures.Future[Any], timeout: float
             return True  # the future finished, with an error
         return True
 
-    from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
+    reactor = _twisted_reactor()
     finished: Deferred[None] = Deferred()
 
     def fire() -> None:
         if not finished.called:
             finished.callback(None)
 
-    future.add_done_callback(lambda _: reactor.callFromThread(fire))  # type: ignore[attr-defined]
-    timer = reactor.callLater(timeout, fire)  # type: ignore[attr-defined]
+    future.add_done_callback(lambda _: reactor.callFromThread(fire))
+    timer = reactor.callLater(timeout, fire)
     await finished
     if timer.active():
         timer.cancel()

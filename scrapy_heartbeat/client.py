@@ -81,9 +81,7 @@ class HeartbeatClient:
     ) -> HeartbeatResult:
         """Send one heartbeat; ``timestamp`` defaults to now, taken just before
         sending so the server's latency figure is true."""
-        body = heartbeat_body(
-            self.execution_id, self.container_id, status, progress, timestamp
-        )
+        body = heartbeat_body(self.execution_id, self.container_id, status, progress, timestamp)
         wait = self.timeout if timeout is None else timeout
         try:
             response = self.session.post(

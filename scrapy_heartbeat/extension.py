@@ -38,11 +38,10 @@ from scrapy_heartbeat.settings import (
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
-
     from scrapy import Request, Spider
     from scrapy.crawler import Crawler
     from twisted.python.failure import Failure
+    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,9 @@ class HeartbeatExtension:
         try:
             config = load_config(crawler.settings.get)
         except ConfigError as exc:
-            if crawler.settings.get("HEARTBEAT_API_BASE_URL") is None and "API_BASE_URL" in str(exc):
+            if crawler.settings.get("HEARTBEAT_API_BASE_URL") is None and "API_BASE_URL" in str(
+                exc
+            ):
                 raise NotConfigured(str(exc)) from None  # logged as a WARNING
             logger.error("scrapy-heartbeat disabled: %s", exc)
             raise NotConfigured from None
@@ -238,15 +239,20 @@ class HeartbeatExtension:
         # The worker gives up at the deadline on its own; the margin covers
         # a request that was in flight when the crawl ended.
         done = await wait_for_future(future, self.config.close_timeout)
-        result = future.result() if done else HeartbeatResult(
-            "failed", f"no answer within HEARTBEAT_CLOSE_TIMEOUT={self.config.close_timeout:g}s"
+        result = (
+            future.result()
+            if done
+            else HeartbeatResult(
+                "failed", f"no answer within HEARTBEAT_CLOSE_TIMEOUT={self.config.close_timeout:g}s"
+            )
         )
         self.sender.record(result, final=True)
         self.sender.close()
         stats.set_value("heartbeat/final_delivered", result.ok)
         if result.ok:
             logger.info(
-                "Final heartbeat (%(status)s) delivered", {"status": status},
+                "Final heartbeat (%(status)s) delivered",
+                {"status": status},
                 extra={"crawler": self.crawler},
             )
         else:

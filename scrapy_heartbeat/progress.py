@@ -34,11 +34,7 @@ from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest
-
-try:  # Scrapy >= 2.8
-    from scrapy.http.request import NO_CALLBACK
-except ImportError:  # pragma: no cover
-    NO_CALLBACK = None
+from scrapy.http.request import NO_CALLBACK
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -73,9 +69,7 @@ class LogicalUrl:
 def hop_count(request: Request) -> int:
     meta = request.meta
     try:
-        return int(meta.get("retry_times", 0) or 0) + int(
-            meta.get("redirect_times", 0) or 0
-        )
+        return int(meta.get("retry_times", 0) or 0) + int(meta.get("redirect_times", 0) or 0)
     except (TypeError, ValueError):
         return 0
 
@@ -108,7 +102,7 @@ class ProgressTracker:
     def request_enqueued(self, request: Request, accepted: bool) -> None:
         if self._candidate is request:
             self._candidate = None
-        if NO_CALLBACK is not None and request.callback is NO_CALLBACK:
+        if request.callback is NO_CALLBACK:
             return  # a Scrapy-internal download
         hops = hop_count(request)
         chain = self._token(request)
@@ -237,9 +231,7 @@ def observe_scheduler(scheduler: Any, tracker: ProgressTracker) -> bool:
     works and nothing outside this crawler changes. The scheduler's answer is
     returned untouched, and a failure of ours never reaches the engine.
     """
-    original: Callable[[Request], bool] | None = getattr(
-        scheduler, "enqueue_request", None
-    )
+    original: Callable[[Request], bool] | None = getattr(scheduler, "enqueue_request", None)
     if original is None:
         return False
 

@@ -76,13 +76,16 @@ class HeartbeatSender:
             return False
         self._in_flight = True
         beat = self._submit(_Beat(status, progress, concurrent.futures.Future()))
-        beat.future.add_done_callback(
-            lambda f: self._call_in_loop(lambda: self._periodic_done(f))
-        )
+        beat.future.add_done_callback(lambda f: self._call_in_loop(lambda: self._periodic_done(f)))
         return True
 
     def send_final(
-        self, status: str, progress: dict[str, Any], retry_times: int, retry_delay: float, timeout: float
+        self,
+        status: str,
+        progress: dict[str, Any],
+        retry_times: int,
+        retry_delay: float,
+        timeout: float,
     ) -> concurrent.futures.Future[HeartbeatResult]:
         """Queue the final beat, retried on connection errors and 5xx, given
         up ``timeout`` seconds from now."""
@@ -126,8 +129,7 @@ class HeartbeatSender:
         if count == 1:
             logger.log(
                 level,
-                "Heartbeat %(what)s: %(reason)s (further failures are summarised "
-                "every %(every)d)",
+                "Heartbeat %(what)s: %(reason)s (further failures are summarised every %(every)d)",
                 {"what": what, "reason": result.message, "every": SUMMARY_EVERY},
                 extra={"crawler": self.crawler},
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -108,8 +109,7 @@ def _as_bool(name: str, value: Any, default: bool, problems: list[str]) -> bool:
     if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
         return False
     problems.append(
-        f"{name}={value!r} is not a boolean; use True or False "
-        f"(using the default, {default})"
+        f"{name}={value!r} is not a boolean; use True or False (using the default, {default})"
     )
     return default
 
@@ -138,7 +138,7 @@ def _as_number(
             f"(using the default, {default:g})"
         )
         return default
-    if number != number or number < minimum:  # NaN or below the floor
+    if math.isnan(number) or number < minimum:
         problems.append(
             f"{name}={value!r} is out of range; set it to {kind} >= {minimum:g} "
             f"(using the default, {default:g})"
@@ -219,8 +219,7 @@ def _check_str_mapping(name: str, value: Any, problems: list[str]) -> dict[str, 
     ):
         return {**default, **value}
     problems.append(
-        f"{name}={value!r} is not a dict of strings; set it like "
-        f"{default!r} (using the default)"
+        f"{name}={value!r} is not a dict of strings; set it like {default!r} (using the default)"
     )
     return dict(default)
 
@@ -277,9 +276,7 @@ def load_config(
     if execution_id is not None:
         execution_id = check_execution_id(execution_id, "HEARTBEAT_EXECUTION_ID")
 
-    container_id = (
-        get("HEARTBEAT_CONTAINER_ID") or env.get("HOSTNAME") or socket.gethostname()
-    )
+    container_id = get("HEARTBEAT_CONTAINER_ID") or env.get("HOSTNAME") or socket.gethostname()
     container_id = str(container_id)[:255]
 
     min_interval = _as_number(
@@ -352,9 +349,7 @@ def load_config(
     stage_labels = _check_str_mapping(
         "HEARTBEAT_STAGE_LABELS", raw("HEARTBEAT_STAGE_LABELS"), problems
     )
-    strip_query = _as_bool(
-        "HEARTBEAT_STRIP_QUERY", raw("HEARTBEAT_STRIP_QUERY"), False, problems
-    )
+    strip_query = _as_bool("HEARTBEAT_STRIP_QUERY", raw("HEARTBEAT_STRIP_QUERY"), False, problems)
 
     for problem in problems:
         logger.error("scrapy-heartbeat: %s", problem)

@@ -55,13 +55,21 @@ def run_crawls(
         child_env["PYTHONPATH"] = str(ROOT)
         started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-W", "error::DeprecationWarning:scrapy_heartbeat",
-             "-m", "tests.crawl_runner", str(config), str(output)],
+            [
+                sys.executable,
+                "-W",
+                "error::DeprecationWarning:scrapy_heartbeat",
+                "-m",
+                "tests.crawl_runner",
+                str(config),
+                str(output),
+            ],
             capture_output=True,
             text=True,
             env=child_env,
             cwd=ROOT,
             timeout=timeout,
+            check=False,
         )
         elapsed = time.monotonic() - started
         data = json.loads(output.read_text()) if output.exists() else {"crawls": []}

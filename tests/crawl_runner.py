@@ -31,7 +31,7 @@ def main(config_path: str, output_path: str) -> int:
     try:
         from scrapy.crawler import AsyncCrawlerProcess
     except ImportError:  # Scrapy < 2.13
-        AsyncCrawlerProcess = None  # noqa: N806
+        AsyncCrawlerProcess = None
     cls: Any
     if asyncio_mode and AsyncCrawlerProcess is not None:
         cls = AsyncCrawlerProcess
@@ -56,7 +56,9 @@ def main(config_path: str, output_path: str) -> int:
         def scraped(item: Any, result: dict[str, Any] = result) -> None:
             result["items"].append(dict(item))
 
-        def closed(spider: Any, reason: str, result: dict[str, Any] = result, crawler: Any = crawler) -> None:
+        def closed(
+            spider: Any, reason: str, result: dict[str, Any] = result, crawler: Any = crawler
+        ) -> None:
             result["reason"] = reason
 
         keep_alive.extend((scraped, closed))  # signals hold receivers weakly

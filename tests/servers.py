@@ -169,9 +169,7 @@ class _SiteHandler(BaseHTTPRequestHandler):
         else:
             page(self, hit)
 
-    def respond(
-        self, code: int, text: str = "", headers: dict[str, str] | None = None
-    ) -> None:
+    def respond(self, code: int, text: str = "", headers: dict[str, str] | None = None) -> None:
         payload = text.encode()
         self.send_response(code)
         self.send_header("Content-Type", "text/html; charset=utf-8")

@@ -48,7 +48,11 @@ def test_server_answers(behaviour: str, outcome: str, retryable: bool, message: 
 
 def test_refused() -> None:
     result = client(f"http://127.0.0.1:{free_port()}").send()
-    assert (result.outcome, result.message, result.retryable) == ("failed", "connection refused", True)
+    assert (result.outcome, result.message, result.retryable) == (
+        "failed",
+        "connection refused",
+        True,
+    )
 
 
 def test_timeout_is_not_retryable() -> None:
@@ -71,7 +75,9 @@ def test_headers_are_sent_and_never_in_messages() -> None:
     assert "s3cret" not in result.message
 
 
-def test_credentials_in_base_url_are_used_and_not_reported(heartbeat_server: HeartbeatServer) -> None:
+def test_credentials_in_base_url_are_used_and_not_reported(
+    heartbeat_server: HeartbeatServer,
+) -> None:
     url = heartbeat_server.url.replace("http://", "http://user:pa55@")
     assert client(url).send().ok
     assert heartbeat_server.received[0].headers["Authorization"].startswith("Basic ")

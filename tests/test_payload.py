@@ -39,13 +39,19 @@ def test_clean_url_is_bounded() -> None:
 def test_stage_text_is_bounded() -> None:
     text = stage_text("{stage} ({crawled}/{total})", stage="s" * 1000, crawled=1, total=2)
     assert len(text) == MAX_STAGE_LENGTH
-    assert stage_text("{stage} ({crawled}/{total})", stage="爬取中", crawled=45, total=100) == "爬取中 (45/100)"
+    assert (
+        stage_text("{stage} ({crawled}/{total})", stage="爬取中", crawled=45, total=100)
+        == "爬取中 (45/100)"
+    )
 
 
 def test_body_matches_the_spec_example() -> None:
     body = heartbeat_body(
-        "550e8400-e29b-41d4-a716-446655440000", "crawler-container-abc123", "running",
-        {"total_urls": 100, "crawled_urls": 45}, timestamp=1640995200,
+        "550e8400-e29b-41d4-a716-446655440000",
+        "crawler-container-abc123",
+        "running",
+        {"total_urls": 100, "crawled_urls": 45},
+        timestamp=1640995200,
     )
     assert body == {
         "execution_id": "550e8400-e29b-41d4-a716-446655440000",

@@ -3,6 +3,7 @@ crawled next to a healthy run of the same crawl."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from typing import Any
@@ -16,9 +17,7 @@ from tests.servers import HeartbeatServer, SiteServer, free_port
 FAST = {"HEARTBEAT_INTERVAL": 0.2, "HEARTBEAT_MIN_INTERVAL": 0.1}
 
 
-def crawl_pages(
-    site: SiteServer, api_url: str, pages: int = 30, **settings: Any
-) -> CrawlResult:
+def crawl_pages(site: SiteServer, api_url: str, pages: int = 30, **settings: Any) -> CrawlResult:
     return run_crawl(
         "tests.spiders.PagesSpider",
         {
@@ -173,8 +172,10 @@ def test_at_most_one_beat_in_flight(pages_site: SiteServer) -> None:
     arrivals = [r.at for r in server.received]
     # beats every 0.2 s, replies after 1 s: ticks in between are skipped
     assert result.stats["heartbeat/skipped_in_flight"] >= 3
-    running = [t for t, r in zip(arrivals, server.received, strict=True) if r.body["status"] == "running"]
-    gaps = [b - a for a, b in zip(running, running[1:], strict=False)]
+    running = [
+        t for t, r in zip(arrivals, server.received, strict=True) if r.body["status"] == "running"
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(running)]
     assert gaps and min(gaps) >= 0.9, gaps
     assert len(result.items) == 40
 
@@ -190,8 +191,16 @@ def test_stats_and_payload_shape(pages_site: SiteServer, heartbeat_server: Heart
     assert first["progress"]["total_urls"] == 0  # sent as the spider opens
     assert set(last) == {"execution_id", "container_id", "timestamp", "status", "progress"}
     assert set(last["progress"]) == {
-        "total_urls", "crawled_urls", "successful_urls", "failed_urls", "current_url",
-        "current_stage", "data_items", "percentage", "runtime_seconds", "start_time",
+        "total_urls",
+        "crawled_urls",
+        "successful_urls",
+        "failed_urls",
+        "current_url",
+        "current_stage",
+        "data_items",
+        "percentage",
+        "runtime_seconds",
+        "start_time",
         "error_count",
     }
     assert last["progress"]["current_stage"] == "已完成 (10/10)"
@@ -235,7 +244,9 @@ def test_two_crawlers_in_one_process_report_separately(
         assert final["total_urls"] == final["crawled_urls"] == final["data_items"] == pages
 
 
-def test_paused_engine_reports_paused(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
+def test_paused_engine_reports_paused(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
     result = run_crawl(
         "tests.spiders.PausingSpider",
         {

@@ -128,7 +128,9 @@ def test_retry_times_rejects_fractions() -> None:
     assert config(HEARTBEAT_RETRY_TIMES="2").retry_times == 2
 
 
-@pytest.mark.parametrize(("interval", "expected"), [(1, 10.0), (5.5, 10.0), (45, 45.0), (600, 60.0)])
+@pytest.mark.parametrize(
+    ("interval", "expected"), [(1, 10.0), (5.5, 10.0), (45, 45.0), (600, 60.0)]
+)
 def test_interval_is_clamped_to_the_spec(
     interval: float, expected: float, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -143,7 +145,10 @@ def test_lowered_minimum_allows_fast_beats() -> None:
 
 
 def test_stage_format_is_validated(caplog: pytest.LogCaptureFixture) -> None:
-    assert config(HEARTBEAT_STAGE_FORMAT="{stage}: {percentage}%").stage_format == "{stage}: {percentage}%"
+    assert (
+        config(HEARTBEAT_STAGE_FORMAT="{stage}: {percentage}%").stage_format
+        == "{stage}: {percentage}%"
+    )
     with caplog.at_level(logging.ERROR, logger="scrapy_heartbeat"):
         c = config(HEARTBEAT_STAGE_FORMAT="{nope}")
     assert c.stage_format == DEFAULTS["HEARTBEAT_STAGE_FORMAT"]
@@ -158,7 +163,12 @@ def test_completed_reasons_from_a_string() -> None:
 # -- the same, as a user meets it in a crawl ---------------------------------
 
 
-def _crawl(site: SiteServer, env: dict[str, str] | None = None, args: dict[str, str] | None = None, **settings: Any):  # type: ignore[no-untyped-def]
+def _crawl(
+    site: SiteServer,
+    env: dict[str, str] | None = None,
+    args: dict[str, str] | None = None,
+    **settings: Any,
+):  # type: ignore[no-untyped-def]
     return run_crawl(
         "tests.spiders.PagesSpider",
         {"EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500}, **settings},
@@ -171,7 +181,11 @@ def test_crawl_without_base_url_warns_once_and_runs(pages_site: SiteServer) -> N
     result = _crawl(pages_site)
     assert result.returncode == 0
     assert len(result.items) == 3
-    warnings = [line for line in result.log.splitlines() if "HeartbeatExtension" in line and "WARNING" in line]
+    warnings = [
+        line
+        for line in result.log.splitlines()
+        if "HeartbeatExtension" in line and "WARNING" in line
+    ]
     assert len(warnings) == 1
     assert "HEARTBEAT_API_BASE_URL" in warnings[0] and "API_BASE_URL environment" in warnings[0]
 
@@ -209,7 +223,11 @@ def test_execution_id_sources_in_order(
 ) -> None:
     env_id = "33333333-3333-4333-8333-333333333333"
     arg_id = "44444444-4444-4444-8444-444444444444"
-    _crawl(pages_site, env={"API_BASE_URL": heartbeat_server.url, "EXECUTION_ID": env_id}, args={"execution_id": arg_id})
+    _crawl(
+        pages_site,
+        env={"API_BASE_URL": heartbeat_server.url, "EXECUTION_ID": env_id},
+        args={"execution_id": arg_id},
+    )
     _crawl(pages_site, env={"API_BASE_URL": heartbeat_server.url}, args={"execution_id": arg_id})
     generated = _crawl(pages_site, env={"API_BASE_URL": heartbeat_server.url, "HOSTNAME": "box-7"})
     ids = [b["execution_id"] for b in heartbeat_server.bodies()]

@@ -31,15 +31,24 @@ def crawl(spider: str, site: SiteServer, server: HeartbeatServer, pages: int = 2
         ({}, "finished", "completed"),
         ({"CLOSESPIDER_ITEMCOUNT": 3}, "closespider_itemcount", "completed"),
         ({"CLOSESPIDER_PAGECOUNT": 3}, "closespider_pagecount", "completed"),
-        ({"HEARTBEAT_COMPLETED_REASONS": ["closespider_pagecount"], "CLOSESPIDER_PAGECOUNT": 3},
-         "closespider_pagecount", "completed"),
-        ({"HEARTBEAT_COMPLETED_REASONS": ["only_this"], "CLOSESPIDER_PAGECOUNT": 3},
-         "closespider_pagecount", "failed"),
+        (
+            {"HEARTBEAT_COMPLETED_REASONS": ["closespider_pagecount"], "CLOSESPIDER_PAGECOUNT": 3},
+            "closespider_pagecount",
+            "completed",
+        ),
+        (
+            {"HEARTBEAT_COMPLETED_REASONS": ["only_this"], "CLOSESPIDER_PAGECOUNT": 3},
+            "closespider_pagecount",
+            "failed",
+        ),
     ],
 )
 def test_finish_reason_maps_to_status(
-    settings: dict[str, Any], reason: str, status: str,
-    pages_site: SiteServer, heartbeat_server: HeartbeatServer,
+    settings: dict[str, Any],
+    reason: str,
+    status: str,
+    pages_site: SiteServer,
+    heartbeat_server: HeartbeatServer,
 ) -> None:
     result = crawl("tests.spiders.PagesSpider", pages_site, heartbeat_server, **settings)
     assert result.reason == reason
@@ -49,7 +58,9 @@ def test_finish_reason_maps_to_status(
     assert final["progress"]["data_items"] == len(result.items)
 
 
-def test_error_count_close_is_failed(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
+def test_error_count_close_is_failed(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
     result = crawl(
         "tests.spiders.RaisingSpider", pages_site, heartbeat_server, CLOSESPIDER_ERRORCOUNT=2
     )
@@ -60,7 +71,9 @@ def test_error_count_close_is_failed(pages_site: SiteServer, heartbeat_server: H
     assert final["progress"]["current_stage"].startswith("失败")
 
 
-def test_exception_in_start_is_failed(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
+def test_exception_in_start_is_failed(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
     result = crawl("tests.spiders.BrokenStartSpider", pages_site, heartbeat_server, pages=2)
     assert result.returncode == 0
     final = heartbeat_server.bodies()[-1]
@@ -69,7 +82,9 @@ def test_exception_in_start_is_failed(pages_site: SiteServer, heartbeat_server: 
     assert final["progress"]["error_count"] == 1
 
 
-def test_debug_logs_payloads_without_secrets(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
+def test_debug_logs_payloads_without_secrets(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
     result = crawl(
         "tests.spiders.PagesSpider",
         pages_site,
@@ -87,6 +102,11 @@ def test_debug_logs_payloads_without_secrets(pages_site: SiteServer, heartbeat_s
 
 
 def test_spider_stage_label(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
-    crawl("tests.spiders.StageSpider", pages_site, heartbeat_server, pages=2,
-          HEARTBEAT_STAGE_FORMAT="{stage}: {percentage}%")
+    crawl(
+        "tests.spiders.StageSpider",
+        pages_site,
+        heartbeat_server,
+        pages=2,
+        HEARTBEAT_STAGE_FORMAT="{stage}: {percentage}%",
+    )
     assert heartbeat_server.bodies()[-1]["progress"]["current_stage"] == "解析详情页: 100.0%"
