@@ -1,5 +1,6 @@
 """Report a Scrapy crawl's progress to a control platform's heartbeat API."""
 
+from scrapy_heartbeat.addon import HeartbeatAddon
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.extension import HeartbeatExtension
 from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware
@@ -7,6 +8,7 @@ from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware
 __version__ = "0.1.0"
 
 __all__ = [
+    "HeartbeatAddon",
     "HeartbeatClient",
     "HeartbeatDownloaderMiddleware",
     "HeartbeatExtension",

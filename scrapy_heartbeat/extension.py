@@ -31,6 +31,7 @@ from scrapy_heartbeat.sender import HeartbeatSender
 from scrapy_heartbeat.settings import (
     ConfigError,
     HeartbeatConfig,
+    MissingBaseUrl,
     check_execution_id,
     load_config,
     new_execution_id,
@@ -62,11 +63,9 @@ class HeartbeatExtension:
     def from_crawler(cls, crawler: Crawler) -> Self:
         try:
             config = load_config(crawler.settings.get)
+        except MissingBaseUrl as exc:
+            raise NotConfigured(str(exc)) from None  # Scrapy logs it as a WARNING
         except ConfigError as exc:
-            if crawler.settings.get("HEARTBEAT_API_BASE_URL") is None and "API_BASE_URL" in str(
-                exc
-            ):
-                raise NotConfigured(str(exc)) from None  # logged as a WARNING
             logger.error("scrapy-heartbeat disabled: %s", exc)
             raise NotConfigured from None
         if config is None:

@@ -118,9 +118,6 @@ class ProgressTracker:
             request.meta[META_KEY] = LogicalUrl(self.owner, hops)
             self.total += 1
 
-    def request_reached_downloader(self, request: Request) -> None:
-        self.current_url = request.url
-
     def download_started(self, request: Request) -> None:
         chain = self._token(request)
         if chain is None:
@@ -152,12 +149,6 @@ class ProgressTracker:
             self._resolve(chain, SKIPPED if ignored else FAILED)
         elif response is not None:
             self._resolve(chain, SUCCESSFUL if response.status < 400 else FAILED)
-
-    def item_scraped(self) -> None:
-        self.items += 1
-
-    def spider_error(self) -> None:
-        self.errors += 1
 
     def settle(self, active: Container[Request] | None, final: bool = False) -> None:
         """Resolve what Scrapy ended without telling us (see the module doc).

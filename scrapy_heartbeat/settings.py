@@ -66,6 +66,10 @@ class ConfigError(ValueError):
     """A setting value that makes reporting impossible; the message is one line."""
 
 
+class MissingBaseUrl(ConfigError):
+    """Neither ``HEARTBEAT_API_BASE_URL`` nor ``API_BASE_URL`` is set."""
+
+
 @dataclass(frozen=True)
 class HeartbeatConfig:
     api_base_url: str
@@ -264,7 +268,7 @@ def load_config(
 
     base_url = get("HEARTBEAT_API_BASE_URL") or env.get("API_BASE_URL")
     if not base_url:
-        raise ConfigError(
+        raise MissingBaseUrl(
             "neither HEARTBEAT_API_BASE_URL nor the API_BASE_URL environment "
             "variable is set; set one to the platform's base URL to send heartbeats"
         )

@@ -248,3 +248,21 @@ def test_disabled_extension_sends_nothing(
     assert result.returncode == 0
     assert heartbeat_server.bodies() == []
     assert "HeartbeatDownloaderMiddleware" not in result.log
+
+
+def test_addon_enables_everything(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    result = run_crawl(
+        "tests.spiders.PagesSpider",
+        {
+            "ADDONS": {"scrapy_heartbeat.HeartbeatAddon": 0},
+            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        },
+        args={"site": pages_site.url, "pages": "4"},
+    )
+    assert result.returncode == 0
+    final = heartbeat_server.bodies()[-1]
+    assert final["status"] == "completed"
+    assert final["progress"]["total_urls"] == final["progress"]["crawled_urls"] == 4
