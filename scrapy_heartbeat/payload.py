@@ -6,12 +6,18 @@ describes, and keep it small whatever the spider does.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from typing import Any, Final, Literal, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 Status = Literal["running", "paused", "completed", "failed"]
 STATUSES: Final = ("running", "paused", "completed", "failed")
+
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 MAX_URL_LENGTH: Final = 2048
 MAX_STAGE_LENGTH: Final = 200
@@ -29,6 +35,11 @@ class Progress(TypedDict, total=False):
     runtime_seconds: float
     start_time: str
     error_count: int
+
+
+def is_uuid(value: object) -> bool:
+    """True for the canonical 8-4-4-4-12 hex form the platform expects."""
+    return isinstance(value, str) and bool(_UUID_RE.match(value))
 
 
 def percentage(crawled: int, total: int) -> float:
@@ -79,3 +90,65 @@ def heartbeat_body(
     if progress is not None:
         body["progress"] = dict(progress)
     return body
+
+
+_INTEGER_FIELDS = (
+    "total_urls",
+    "crawled_urls",
+    "successful_urls",
+    "failed_urls",
+    "data_items",
+    "error_count",
+)
+_STRING_FIELDS = ("current_url", "current_stage", "start_time")
+MAX_CONTAINER_ID = 255
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value)
+
+
+def validate_body(body: object) -> str | None:
+    """Check a request body against the spec; the reason (naming the field)
+    or None when valid. The receiver answers 400 with this message."""
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    for name in ("execution_id", "container_id", "timestamp"):
+        if name not in body:
+            return f"missing required field '{name}'"
+    if not isinstance(body["execution_id"], str) or not is_uuid(body["execution_id"]):
+        return "Invalid execution_id format"
+    container = body["container_id"]
+    if not isinstance(container, str) or not container or len(container) > MAX_CONTAINER_ID:
+        return f"field 'container_id' must be a string of 1 to {MAX_CONTAINER_ID} characters"
+    if not _is_int(body["timestamp"]) or body["timestamp"] < 0:
+        return "field 'timestamp' must be a non-negative integer (unix seconds)"
+    status = body.get("status")
+    if status is not None and status not in STATUSES:
+        return f"field 'status' must be one of {', '.join(STATUSES)}"
+    progress = body.get("progress")
+    if progress is None:
+        return None
+    if not isinstance(progress, dict):
+        return "field 'progress' must be an object"
+    for name in _INTEGER_FIELDS:
+        if name in progress and (not _is_int(progress[name]) or progress[name] < 0):
+            return f"field 'progress.{name}' must be a non-negative integer"
+    for name in _STRING_FIELDS:
+        if name in progress and not isinstance(progress[name], str):
+            return f"field 'progress.{name}' must be a string"
+    if "percentage" in progress and (
+        not _is_number(progress["percentage"]) or not 0 <= progress["percentage"] <= 100
+    ):
+        return "field 'progress.percentage' must be a number from 0 to 100"
+    if "runtime_seconds" in progress and (
+        not _is_number(progress["runtime_seconds"]) or progress["runtime_seconds"] < 0
+    ):
+        return "field 'progress.runtime_seconds' must be a non-negative number"
+    return None

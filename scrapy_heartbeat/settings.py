@@ -12,13 +12,14 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from scrapy_heartbeat.payload import is_uuid
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,6 @@ DEFAULTS: dict[str, Any] = {
 
 HEARTBEAT_PATH = "/api/v1/monitoring/heartbeat"
 STAGE_FIELDS = ("stage", "status", "crawled", "total", "percentage", "items")
-_UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
 
 
 class ConfigError(ValueError):
@@ -87,11 +85,6 @@ class HeartbeatConfig:
     stage_labels: dict[str, str] = field(default_factory=dict)
     strip_query: bool = False
     execution_id: str | None = None  # None: resolved from the spider later
-
-
-def is_uuid(value: object) -> bool:
-    """True for the canonical 8-4-4-4-12 hex form the platform expects."""
-    return isinstance(value, str) and bool(_UUID_RE.match(value))
 
 
 def redact_url(url: str) -> str:

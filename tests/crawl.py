@@ -57,8 +57,6 @@ def run_crawls(
         proc = subprocess.run(
             [
                 sys.executable,
-                "-W",
-                "error::DeprecationWarning:scrapy_heartbeat",
                 "-m",
                 "tests.crawl_runner",
                 str(config),
@@ -73,7 +71,11 @@ def run_crawls(
         )
         elapsed = time.monotonic() - started
         data = json.loads(output.read_text()) if output.exists() else {"crawls": []}
-    return CrawlResult(data["crawls"], proc.stderr + proc.stdout, proc.returncode, elapsed)
+    result = CrawlResult(data["crawls"], proc.stderr + proc.stdout, proc.returncode, elapsed)
+    # Warnings are errors in the crawl processes too.
+    warned = [line for line in result.log.splitlines() if "[py.warnings]" in line]
+    assert not warned, "\n".join(warned)
+    return result
 
 
 def run_crawl(

@@ -9,7 +9,9 @@ CONFIG holds ``crawls``: a list of ``{"spider": "module:Class", "settings": {},
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import warnings
 from typing import Any
 
 from scrapy import signals
@@ -17,6 +19,9 @@ from scrapy.utils.misc import load_object
 
 
 def main(config_path: str, output_path: str) -> int:
+    # Every warning reaches the log, where tests.crawl refuses them.
+    warnings.simplefilter("always")
+    logging.captureWarnings(True)
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
     crawls = config["crawls"]

@@ -1,0 +1,5 @@
+import sys
+
+from scrapy_heartbeat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,171 @@
+"""``scrapy-heartbeat``: ``serve`` the reference receiver, ``send`` one
+heartbeat from a shell, or run the end-to-end ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from scrapy_heartbeat.payload import STATUSES
+
+EXIT_ACCEPTED, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
+COUNTERS = (
+    "total_urls",
+    "crawled_urls",
+    "successful_urls",
+    "failed_urls",
+    "data_items",
+    "error_count",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scrapy-heartbeat", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the reference heartbeat receiver")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port, 0 for any (default 8000)")
+    serve.add_argument("--db", default="heartbeats.sqlite3", help="SQLite file")
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("HEARTBEAT_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' (env HEARTBEAT_TOKEN)",
+    )
+    serve.add_argument("--max-body", type=int, default=64 * 1024, help="largest body, bytes")
+    serve.add_argument(
+        "--print",
+        dest="print_beats",
+        action="store_true",
+        help="print one line per heartbeat received",
+    )
+
+    send = commands.add_parser("send", help="send one heartbeat and exit 0/1/2")
+    send.add_argument(
+        "--api-base-url",
+        default=os.environ.get("API_BASE_URL"),
+        help="platform base URL (env API_BASE_URL)",
+    )
+    send.add_argument(
+        "--execution-id",
+        default=os.environ.get("EXECUTION_ID"),
+        help="execution UUID (env EXECUTION_ID)",
+    )
+    send.add_argument(
+        "--container-id",
+        default=os.environ.get("HOSTNAME"),
+        help="container id (env HOSTNAME, else the host name)",
+    )
+    send.add_argument("--status", choices=STATUSES, default=None)
+    send.add_argument("--progress", help="progress object as JSON")
+    for name in COUNTERS:
+        send.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
+    send.add_argument("--current-url")
+    send.add_argument("--current-stage")
+    send.add_argument("--timeout", type=float, default=10.0)
+    send.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
+    send.add_argument("--insecure", action="store_true", help="skip TLS verification")
+
+    demo = commands.add_parser("demo", help="receiver + local site + example crawl, end to end")
+    demo.add_argument(
+        "--keep-open",
+        action="store_true",
+        help="keep the receiver and its dashboard running afterwards",
+    )
+    demo.add_argument("--project", help="path of example_project (found automatically)")
+    demo.add_argument("--interval", type=float, default=0.5, help="heartbeat interval, s")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "send":
+        return _send(args, parser)
+    from scrapy_heartbeat.demo import run_demo
+
+    return run_demo(keep_open=args.keep_open, project=args.project, interval=args.interval)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from scrapy_heartbeat.receiver import HeartbeatReceiver, listen
+    from scrapy_heartbeat.store import HeartbeatStore
+
+    store = HeartbeatStore(args.db)
+    on_beat = print_heartbeat if args.print_beats else None
+    receiver = HeartbeatReceiver(store, args.token, args.max_body, on_beat)
+    port = listen(receiver, args.host, args.port)
+    url = f"http://{args.host}:{port.getHost().port}"
+    print(f"Receiving heartbeats at {url}/api/v1/monitoring/heartbeat", flush=True)
+    print(f"Dashboard: {url}/   database: {args.db}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    store.close()
+    return 0
+
+
+def print_heartbeat(body: dict[str, Any], latency: float) -> None:
+    p = body.get("progress") or {}
+    print(
+        f"heartbeat {body['execution_id'][:8]} {body.get('status') or '-':9} "
+        f"{p.get('crawled_urls', 0)}/{p.get('total_urls', 0)} URLs "
+        f"({p.get('percentage', 0)}%), ok {p.get('successful_urls', 0)}, "
+        f"failed {p.get('failed_urls', 0)}, items {p.get('data_items', 0)}, "
+        f"errors {p.get('error_count', 0)}, latency {latency:g}s | {p.get('current_stage', '')}",
+        flush=True,
+    )
+
+
+def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import socket
+
+    from scrapy_heartbeat.client import HeartbeatClient
+    from scrapy_heartbeat.settings import ConfigError
+
+    if not args.api_base_url:
+        parser.error("set --api-base-url or the API_BASE_URL environment variable")
+    if not args.execution_id:
+        parser.error("set --execution-id or the EXECUTION_ID environment variable")
+    progress: dict[str, Any] = {}
+    if args.progress:
+        try:
+            progress = json.loads(args.progress)
+        except ValueError:
+            parser.error("--progress is not valid JSON; pass an object like '{\"total_urls\": 3}'")
+        if not isinstance(progress, dict):
+            parser.error("--progress must be a JSON object")
+    for name in (*COUNTERS, "current_url", "current_stage"):
+        if getattr(args, name) is not None:
+            progress[name] = getattr(args, name)
+    headers = {}
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep:
+            parser.error(f"--header {name!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    try:
+        client = HeartbeatClient(
+            args.api_base_url,
+            args.execution_id,
+            args.container_id or socket.gethostname(),
+            timeout=args.timeout,
+            headers=headers,
+            verify=not args.insecure,
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+    with client:
+        result = client.send(args.status, progress or None)
+    if result.ok:
+        print(f"heartbeat accepted ({args.status or 'no status'})")
+        return EXIT_ACCEPTED
+    print(f"heartbeat {result.outcome}: {result.message}", file=sys.stderr)
+    return EXIT_REJECTED if result.outcome == "rejected" else EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

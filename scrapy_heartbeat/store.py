@@ -1,0 +1,165 @@
+"""The reference receiver's storage: every accepted heartbeat, and one row per
+execution with its latest state, in SQLite (WAL mode).
+
+Used from one thread (the receiver's reactor thread). Writes are small and
+``synchronous=NORMAL`` makes a commit cost no fsync, so a write takes tens of
+microseconds: cheaper than handing it to another thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+#: Beats an execution is assumed to send per this many seconds until it has
+#: sent two (the spec's recommended interval).
+DEFAULT_INTERVAL = 30.0
+FINISHED = ("completed", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS heartbeats (
+    id INTEGER PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    status TEXT,
+    client_timestamp INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    latency REAL NOT NULL,
+    progress TEXT
+);
+CREATE INDEX IF NOT EXISTS heartbeats_by_execution ON heartbeats (execution_id, id);
+CREATE TABLE IF NOT EXISTS executions (
+    execution_id TEXT PRIMARY KEY,
+    container_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress TEXT,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    beats INTEGER NOT NULL,
+    latency REAL NOT NULL
+);
+"""
+
+_UPSERT = """
+INSERT INTO executions VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?)
+ON CONFLICT (execution_id) DO UPDATE SET
+    container_id = excluded.container_id,
+    status = COALESCE(?, executions.status),
+    progress = COALESCE(excluded.progress, executions.progress),
+    last_seen = excluded.last_seen,
+    beats = executions.beats + 1,
+    latency = excluded.latency
+"""
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class HeartbeatStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def add(self, body: dict[str, Any], received_at: float | None = None) -> float:
+        """Store one validated heartbeat; returns the network latency in
+        seconds (server receive time minus the client's timestamp)."""
+        now = time.time() if received_at is None else received_at
+        latency = round(now - body["timestamp"], 3)
+        status = body.get("status")
+        progress = body.get("progress")
+        progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
+        execution_id, container_id = body["execution_id"], body["container_id"]
+        with self.db:  # one transaction
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO heartbeats (execution_id, container_id, status, "
+                "client_timestamp, received_at, latency, progress) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    execution_id,
+                    container_id,
+                    status,
+                    body["timestamp"],
+                    now,
+                    latency,
+                    progress_json,
+                ),
+            )
+            self.db.execute(
+                _UPSERT,
+                (execution_id, container_id, status, progress_json, now, now, latency, status),
+            )
+        return latency
+
+    def executions(
+        self, status: str | None = None, now: float | None = None
+    ) -> list[dict[str, Any]]:
+        query = "SELECT * FROM executions"
+        args: tuple[Any, ...] = ()
+        if status in ("stale", "active"):
+            pass  # computed below
+        elif status is not None:
+            query += " WHERE status = ?"
+            args = (status,)
+        rows = self.db.execute(query + " ORDER BY last_seen DESC", args).fetchall()
+        result = [self._execution(row, now) for row in rows]
+        if status == "stale":
+            result = [e for e in result if e["stale"]]
+        elif status == "active":
+            result = [e for e in result if not e["finished"]]
+        return result
+
+    def execution(self, execution_id: str, now: float | None = None) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT * FROM executions WHERE execution_id = ?", (execution_id,)
+        ).fetchone()
+        return None if row is None else self._execution(row, now)
+
+    def history(self, execution_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT status, client_timestamp, received_at, latency, progress FROM heartbeats "
+            "WHERE execution_id = ? ORDER BY id DESC LIMIT ?",
+            (execution_id, limit),
+        ).fetchall()
+        return [
+            {
+                "status": status,
+                "timestamp": client_ts,
+                "received_at": iso(received),
+                "latency_seconds": latency,
+                "progress": None if progress is None else json.loads(progress),
+            }
+            for status, client_ts, received, latency, progress in reversed(rows)
+        ]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM heartbeats").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
+
+    @staticmethod
+    def _execution(row: tuple[Any, ...], now: float | None) -> dict[str, Any]:
+        execution_id, container_id, status, progress, first, last, beats, latency = row
+        interval = (last - first) / (beats - 1) if beats > 1 else None
+        finished = status in FINISHED
+        silent_for = (time.time() if now is None else now) - last
+        return {
+            "execution_id": execution_id,
+            "container_id": container_id,
+            "status": status,
+            "progress": None if progress is None else json.loads(progress),
+            "first_seen": iso(first),
+            "last_seen": iso(last),
+            "beats": beats,
+            "latency_seconds": latency,
+            "interval_seconds": None if interval is None else round(interval, 3),
+            "finished": finished,
+            "stale": not finished and silent_for > 2 * (interval or DEFAULT_INTERVAL),
+        }
