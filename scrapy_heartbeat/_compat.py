@@ -27,7 +27,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _twisted_reactor() -> Any:
+def twisted_reactor() -> Any:
     """The installed reactor (its zope interfaces do not type-check well)."""
     from twisted.internet import reactor
 
@@ -58,7 +58,7 @@ def loop_thread_caller() -> Callable[[Callable[[], None]], None]:
 
         return call_soon
 
-    reactor = _twisted_reactor()
+    reactor = twisted_reactor()
 
     def call_from_thread(func: Callable[[], None]) -> None:
         reactor.callFromThread(func)
@@ -82,7 +82,7 @@ async def wait_for_future(future: concurrent.futures.Future[Any], timeout: float
 
     from twisted.internet.defer import Deferred
 
-    reactor = _twisted_reactor()
+    reactor = twisted_reactor()
     finished: Deferred[None] = Deferred()
 
     def fire() -> None:

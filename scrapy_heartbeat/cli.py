@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from twisted.internet import reactor
-
+    from scrapy_heartbeat._compat import twisted_reactor
     from scrapy_heartbeat.receiver import HeartbeatReceiver, listen
     from scrapy_heartbeat.store import HeartbeatStore
 
@@ -102,8 +101,9 @@ def _serve(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{port.getHost().port}"
     print(f"Receiving heartbeats at {url}/api/v1/monitoring/heartbeat", flush=True)
     print(f"Dashboard: {url}/   database: {args.db}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor = twisted_reactor()
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.run()
     store.close()
     return 0
 

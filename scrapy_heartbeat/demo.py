@@ -4,6 +4,7 @@ each in a process of its own as in production."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -130,10 +131,8 @@ def run_demo(keep_open: bool = False, project: str | None = None, interval: floa
         ok = crawl.returncode == 0 and execution["status"] == "completed"
         if keep_open:
             print(f"5. {dashboard}: the dashboard stays open; Ctrl-C to stop.")
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 receiver.wait()
-            except KeyboardInterrupt:
-                pass
         else:
             print("   (run `scrapy-heartbeat demo --keep-open` to keep the dashboard open)")
         return 0 if ok else 1

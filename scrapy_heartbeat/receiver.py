@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.web import resource, server
 
+from scrapy_heartbeat._compat import twisted_reactor
 from scrapy_heartbeat.payload import STATUSES, is_uuid, validate_body
 from scrapy_heartbeat.settings import HEARTBEAT_PATH
 from scrapy_heartbeat.store import HeartbeatStore
@@ -158,9 +159,7 @@ def _error(request: Request, code: int, message: str) -> bytes:
 
 def listen(receiver: HeartbeatReceiver, host: str = "127.0.0.1", port: int = 8000) -> Any:
     """Start serving on the installed reactor; returns the listening port."""
-    from twisted.internet import reactor
-
     site = server.Site(receiver)
     site.noisy = False
     site.displayTracebacks = False
-    return reactor.listenTCP(port, site, interface=host)  # type: ignore[attr-defined]
+    return twisted_reactor().listenTCP(port, site, interface=host)

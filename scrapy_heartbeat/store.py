@@ -71,7 +71,7 @@ class HeartbeatStore:
         """Store one validated heartbeat; returns the network latency in
         seconds (server receive time minus the client's timestamp)."""
         now = time.time() if received_at is None else received_at
-        latency = round(now - body["timestamp"], 3)
+        latency = round(now - float(body["timestamp"]), 3)
         status = body.get("status")
         progress = body.get("progress")
         progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
