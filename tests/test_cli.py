@@ -1,0 +1,97 @@
+"""``scrapy-heartbeat send`` exit codes and the end-to-end demo, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXECUTION_ID
+from tests.crawl import ROOT
+from tests.servers import HeartbeatServer, free_port
+from tests.test_receiver import Receiver, start_receiver, stop_receiver
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    child_env = {k: v for k, v in os.environ.items() if k not in {"API_BASE_URL", "EXECUTION_ID"}}
+    child_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "scrapy_heartbeat", *args],
+        capture_output=True, text=True, env=child_env, cwd=ROOT, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    r = start_receiver(tmp_path)
+    yield r
+    stop_receiver(r)
+
+
+def test_send_accepted_from_environment(receiver: Receiver) -> None:
+    result = cli(
+        "send", "--status", "failed", "--crawled-urls", "7", "--total-urls", "9",
+        env={"API_BASE_URL": receiver.url, "EXECUTION_ID": EXECUTION_ID, "HOSTNAME": "box-1"},
+    )
+    assert result.returncode == 0, result.stderr
+    stored = receiver.get(f"/api/v1/monitoring/executions/{EXECUTION_ID}").json()
+    assert stored["status"] == "failed"
+    assert stored["container_id"] == "box-1"
+    assert stored["progress"] == {"total_urls": 9, "crawled_urls": 7}
+
+
+def test_send_progress_json_and_flags(heartbeat_server: HeartbeatServer) -> None:
+    result = cli(
+        "send", "--api-base-url", heartbeat_server.url, "--execution-id", EXECUTION_ID,
+        "--container-id", "c1", "--progress", json.dumps({"data_items": 3}),
+        "--header", "Authorization: Bearer t",
+    )
+    assert result.returncode == 0
+    received = heartbeat_server.received[0]
+    assert received.body["progress"] == {"data_items": 3}
+    assert received.headers["Authorization"] == "Bearer t"
+    assert "status" not in received.body
+
+
+def test_send_rejected_exits_1() -> None:
+    server = HeartbeatServer(behaviour="status_error")
+    try:
+        result = cli("send", "--api-base-url", server.url, "--execution-id", EXECUTION_ID)
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    assert "Invalid execution_id format" in result.stderr
+
+
+def test_send_network_failure_exits_2() -> None:
+    result = cli("send", "--api-base-url", f"http://127.0.0.1:{free_port()}",
+                 "--execution-id", EXECUTION_ID)
+    assert result.returncode == 2
+    assert "connection refused" in result.stderr
+
+
+def test_send_usage_errors_name_the_fix() -> None:
+    missing = cli("send", "--execution-id", EXECUTION_ID)
+    assert missing.returncode == 2
+    assert "API_BASE_URL" in missing.stderr
+    bad_id = cli("send", "--api-base-url", "http://127.0.0.1:1", "--execution-id", "x")
+    assert "execution_id='x' is not a UUID" in bad_id.stderr
+    bad_json = cli("send", "--api-base-url", "http://127.0.0.1:1", "--execution-id",
+                   EXECUTION_ID, "--progress", "{")
+    assert "--progress is not valid JSON" in bad_json.stderr
+
+
+def test_demo_runs_end_to_end() -> None:
+    result = cli("demo", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "1. receiver: Receiving heartbeats at http://127.0.0.1:" in out
+    assert "heartbeat " in out and " completed " in out
+    # the bundled site: 44 logical URLs, 3 of them 404s, 36 book pages
+    assert "completed, 44/44 URLs (41 ok, 3 failed), 36 items, 0 errors" in out
+    assert "--keep-open" in out

@@ -1,0 +1,251 @@
+"""The reference receiver over real HTTP: ``scrapy-heartbeat serve`` in a
+process of its own, on 127.0.0.1 port 0."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import EXECUTION_ID
+from tests.crawl import ROOT, run_crawl
+from tests.servers import SiteServer
+
+HEARTBEAT = "/api/v1/monitoring/heartbeat"
+EXECUTIONS = "/api/v1/monitoring/executions"
+
+
+@dataclass
+class Receiver:
+    url: str
+    db: Path
+    process: subprocess.Popen[str]
+
+    def post(self, body: Any, **kwargs: Any) -> requests.Response:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+        return requests.post(self.url + HEARTBEAT, data=data, headers=headers, timeout=10, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=10, **kwargs)
+
+    def rows(self) -> int:
+        with sqlite3.connect(self.db) as db:
+            return int(db.execute("SELECT COUNT(*) FROM heartbeats").fetchone()[0])
+
+
+def start_receiver(tmp_path: Path, *args: str) -> Receiver:
+    db = tmp_path / "hb.sqlite3"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    url = line.strip().rsplit(" ", 1)[-1].removesuffix(HEARTBEAT)
+    assert url.startswith("http://127.0.0.1:"), line
+    return Receiver(url, db, process)
+
+
+def stop_receiver(receiver: Receiver) -> None:
+    receiver.process.terminate()
+    receiver.process.wait(10)
+    assert receiver.process.stdout is not None
+    receiver.process.stdout.close()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    r = start_receiver(tmp_path)
+    yield r
+    stop_receiver(r)
+
+
+def beat(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "execution_id": EXECUTION_ID,
+        "container_id": "crawler-container-abc123",
+        "status": "running",
+        "progress": {
+            "total_urls": 100, "crawled_urls": 45, "successful_urls": 42, "failed_urls": 3,
+            "current_url": "https://example.com/page45", "current_stage": "爬取中 (45/100)",
+            "data_items": 1250, "percentage": 45.0, "runtime_seconds": 1800,
+            "start_time": "2024-01-01T10:00:00", "error_count": 0,
+        },
+        "timestamp": int(time.time()),
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+def test_spec_example_is_accepted_and_stored(receiver: Receiver) -> None:
+    response = receiver.post(beat())
+    assert response.status_code == 200
+    reply = response.json()
+    assert reply["status"] == "ok"
+    assert reply["execution_id"] == EXECUTION_ID
+    assert abs(reply["timestamp"] - time.time()) < 5
+    [execution] = receiver.get(EXECUTIONS).json()["executions"]
+    assert execution["status"] == "running"
+    assert execution["progress"]["current_stage"] == "爬取中 (45/100)"
+    assert execution["container_id"] == "crawler-container-abc123"
+    assert receiver.rows() == 1
+
+
+def test_latency_is_computed_from_the_client_timestamp(receiver: Receiver) -> None:
+    receiver.post(beat(timestamp=int(time.time()) - 100))
+    execution = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
+    assert 99 <= execution["latency_seconds"] <= 103
+    assert 99 <= execution["history"][0]["latency_seconds"] <= 103
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (beat(execution_id="not-a-uuid"), "Invalid execution_id format"),
+        (beat(execution_id=12), "Invalid execution_id format"),
+        (beat(execution_id=...), "missing required field 'execution_id'"),
+        (beat(container_id=...), "missing required field 'container_id'"),
+        (beat(timestamp=...), "missing required field 'timestamp'"),
+        (beat(container_id=""), "field 'container_id' must be a string"),
+        (beat(timestamp="1640995200"), "field 'timestamp' must be a non-negative integer"),
+        (beat(timestamp=True), "field 'timestamp' must be a non-negative integer"),
+        (beat(timestamp=1.5), "field 'timestamp' must be a non-negative integer"),
+        (beat(status="done"), "field 'status' must be one of running, paused, completed, failed"),
+        (beat(progress=[1, 2]), "field 'progress' must be an object"),
+        (beat(progress={"total_urls": "100"}), "field 'progress.total_urls'"),
+        (beat(progress={"crawled_urls": -1}), "field 'progress.crawled_urls'"),
+        (beat(progress={"percentage": 101}), "field 'progress.percentage'"),
+        (beat(progress={"runtime_seconds": "long"}), "field 'progress.runtime_seconds'"),
+        (beat(progress={"current_url": 5}), "field 'progress.current_url'"),
+        ([beat()], "body must be a JSON object"),
+    ],
+)
+def test_invalid_bodies_are_400_naming_the_field(
+    receiver: Receiver, body: Any, message: str
+) -> None:
+    response = receiver.post(body)
+    assert response.status_code == 400
+    reply = response.json()
+    assert reply["status"] == "error"
+    assert message in reply["message"]
+    assert receiver.rows() == 0
+
+
+def test_status_and_progress_are_optional(receiver: Receiver) -> None:
+    assert receiver.post(beat(status=..., progress=...)).status_code == 200
+    assert receiver.get(EXECUTIONS).json()["executions"][0]["status"] == "running"
+
+
+def test_malformed_json(receiver: Receiver) -> None:
+    response = receiver.post(b'{"execution_id": ')
+    assert (response.status_code, response.json()["message"]) == (400, "body is not valid JSON")
+
+
+def test_wrong_content_type(receiver: Receiver) -> None:
+    response = receiver.post(json.dumps(beat()), headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    assert "Content-Type" in response.json()["message"]
+
+
+def test_body_over_the_limit(receiver: Receiver) -> None:
+    response = receiver.post(beat(container_id="x" * 70_000))
+    assert response.status_code == 413
+    assert receiver.rows() == 0
+
+
+def test_unknown_path_and_wrong_method(receiver: Receiver) -> None:
+    assert receiver.get("/api/v1/nope").status_code == 404
+    response = receiver.get(HEARTBEAT)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.json()["status"] == "error"
+    assert requests.delete(receiver.url + EXECUTIONS, timeout=5).status_code == 405
+
+
+def test_read_api_filters_and_history(receiver: Receiver) -> None:
+    other = str(uuid.uuid4())
+    receiver.post(beat())
+    receiver.post(beat(status="completed"))
+    receiver.post(beat(execution_id=other))
+    completed = receiver.get(EXECUTIONS, params={"status": "completed"}).json()["executions"]
+    assert [e["execution_id"] for e in completed] == [EXECUTION_ID]
+    running = receiver.get(EXECUTIONS, params={"status": "running"}).json()["executions"]
+    assert [e["execution_id"] for e in running] == [other]
+    detail = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
+    assert [h["status"] for h in detail["history"]] == ["running", "completed"]
+    assert detail["beats"] == 2
+    assert detail["finished"] is True
+    assert receiver.get(f"{EXECUTIONS}/{uuid.uuid4()}").status_code == 404
+    assert receiver.get(f"{EXECUTIONS}/nope").status_code == 400
+    assert receiver.get(EXECUTIONS, params={"status": "bogus"}).status_code == 400
+
+
+def test_staleness(receiver: Receiver) -> None:
+    finished = str(uuid.uuid4())
+    for _ in range(2):
+        receiver.post(beat())
+        receiver.post(beat(execution_id=finished, status="completed"))
+        time.sleep(0.3)
+    assert receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()["stale"] is False
+    time.sleep(0.5)  # over twice the observed 0.3 s interval
+    assert receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()["stale"] is True
+    assert receiver.get(f"{EXECUTIONS}/{finished}").json()["stale"] is False
+    stale = receiver.get(EXECUTIONS, params={"status": "stale"}).json()["executions"]
+    assert [e["execution_id"] for e in stale] == [EXECUTION_ID]
+
+
+def test_token(tmp_path: Path) -> None:
+    r = start_receiver(tmp_path, "--token", "s3cret")
+    try:
+        assert r.post(beat()).status_code == 401
+        assert r.post(beat(), headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert r.get(EXECUTIONS).status_code == 401
+        ok = r.post(beat(), headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert r.get(EXECUTIONS, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert r.rows() == 1
+    finally:
+        stop_receiver(r)
+
+
+def test_dashboard_is_served(receiver: Receiver) -> None:
+    page = receiver.get("/")
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "textContent" in page.text
+
+
+def test_crawl_against_serve_stores_the_final_numbers(
+    receiver: Receiver, pages_site: SiteServer
+) -> None:
+    result = run_crawl(
+        "tests.spiders.PagesSpider",
+        {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            "HEARTBEAT_API_BASE_URL": receiver.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+            "HEARTBEAT_INTERVAL": 0.2,
+            "HEARTBEAT_MIN_INTERVAL": 0.1,
+        },
+        args={"site": pages_site.url, "pages": "25"},
+    )
+    assert result.returncode == 0
+    stored = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
+    assert stored["status"] == "completed"
+    p = stored["progress"]
+    assert p["total_urls"] == p["crawled_urls"] == p["successful_urls"] == 25
+    assert p["data_items"] == result.stats["item_scraped_count"] == 25
+    assert stored["beats"] == result.stats["heartbeat/ok"] == receiver.rows()
