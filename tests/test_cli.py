@@ -17,12 +17,19 @@ from tests.servers import HeartbeatServer, free_port
 from tests.test_receiver import Receiver, start_receiver, stop_receiver
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     child_env = {k: v for k, v in os.environ.items() if k not in {"API_BASE_URL", "EXECUTION_ID"}}
     child_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "scrapy_heartbeat", *args],
-        capture_output=True, text=True, env=child_env, cwd=ROOT, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        env=child_env,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -35,7 +42,13 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 
 def test_send_accepted_from_environment(receiver: Receiver) -> None:
     result = cli(
-        "send", "--status", "failed", "--crawled-urls", "7", "--total-urls", "9",
+        "send",
+        "--status",
+        "failed",
+        "--crawled-urls",
+        "7",
+        "--total-urls",
+        "9",
         env={"API_BASE_URL": receiver.url, "EXECUTION_ID": EXECUTION_ID, "HOSTNAME": "box-1"},
     )
     assert result.returncode == 0, result.stderr
@@ -47,9 +60,17 @@ def test_send_accepted_from_environment(receiver: Receiver) -> None:
 
 def test_send_progress_json_and_flags(heartbeat_server: HeartbeatServer) -> None:
     result = cli(
-        "send", "--api-base-url", heartbeat_server.url, "--execution-id", EXECUTION_ID,
-        "--container-id", "c1", "--progress", json.dumps({"data_items": 3}),
-        "--header", "Authorization: Bearer t",
+        "send",
+        "--api-base-url",
+        heartbeat_server.url,
+        "--execution-id",
+        EXECUTION_ID,
+        "--container-id",
+        "c1",
+        "--progress",
+        json.dumps({"data_items": 3}),
+        "--header",
+        "Authorization: Bearer t",
     )
     assert result.returncode == 0
     received = heartbeat_server.received[0]
@@ -69,8 +90,9 @@ def test_send_rejected_exits_1() -> None:
 
 
 def test_send_network_failure_exits_2() -> None:
-    result = cli("send", "--api-base-url", f"http://127.0.0.1:{free_port()}",
-                 "--execution-id", EXECUTION_ID)
+    result = cli(
+        "send", "--api-base-url", f"http://127.0.0.1:{free_port()}", "--execution-id", EXECUTION_ID
+    )
     assert result.returncode == 2
     assert "connection refused" in result.stderr
 
@@ -81,8 +103,15 @@ def test_send_usage_errors_name_the_fix() -> None:
     assert "API_BASE_URL" in missing.stderr
     bad_id = cli("send", "--api-base-url", "http://127.0.0.1:1", "--execution-id", "x")
     assert "execution_id='x' is not a UUID" in bad_id.stderr
-    bad_json = cli("send", "--api-base-url", "http://127.0.0.1:1", "--execution-id",
-                   EXECUTION_ID, "--progress", "{")
+    bad_json = cli(
+        "send",
+        "--api-base-url",
+        "http://127.0.0.1:1",
+        "--execution-id",
+        EXECUTION_ID,
+        "--progress",
+        "{",
+    )
     assert "--progress is not valid JSON" in bad_json.stderr
 
 

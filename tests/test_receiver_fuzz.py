@@ -16,14 +16,18 @@ from tests.test_receiver import Receiver, beat, start_receiver, stop_receiver
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=20), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=20), children, max_size=5)
+    ),
     max_leaves=20,
 )
 # bodies near the contract: a valid beat with fields replaced by arbitrary values
 near_valid = st.builds(
-    lambda field, value, sub: {**beat(), field: value}
-    if sub is None
-    else {**beat(), "progress": {**beat()["progress"], sub: value}},
+    lambda field, value, sub: (
+        {**beat(), field: value}
+        if sub is None
+        else {**beat(), "progress": {**beat()["progress"], sub: value}}
+    ),
     st.sampled_from(["execution_id", "container_id", "timestamp", "status", "progress", "extra"]),
     json_values,
     st.none() | st.sampled_from(["total_urls", "percentage", "current_url", "runtime_seconds"]),
@@ -57,14 +61,18 @@ def _check(r: Receiver, session: requests.Session, data: bytes, valid: bool) -> 
         assert r.rows() == before
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=json_values | near_valid)
 def test_arbitrary_json(fuzz_receiver: Receiver, body: object) -> None:
     with requests.Session() as session:
         _check(fuzz_receiver, session, json.dumps(body).encode(), validate_body(body) is None)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=300))
 def test_arbitrary_bytes(fuzz_receiver: Receiver, data: bytes) -> None:
     try:
