@@ -3,7 +3,7 @@
 from scrapy_heartbeat.addon import HeartbeatAddon
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.extension import HeartbeatExtension
-from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware
+from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware, HeartbeatSpiderMiddleware
 
 __version__ = "0.1.0"
 
@@ -13,5 +13,6 @@ __all__ = [
     "HeartbeatDownloaderMiddleware",
     "HeartbeatExtension",
     "HeartbeatResult",
+    "HeartbeatSpiderMiddleware",
     "__version__",
 ]

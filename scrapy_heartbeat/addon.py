@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scrapy_heartbeat.extension import HeartbeatExtension
-from scrapy_heartbeat.middleware import MIDDLEWARE_ORDER, HeartbeatDownloaderMiddleware
+from scrapy_heartbeat.extension import COMPANIONS, HeartbeatExtension
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -14,12 +13,11 @@ EXTENSION_ORDER = 500
 
 
 class HeartbeatAddon:
-    """Enables the extension and its middleware, unless already configured."""
+    """Enables the extension and its middlewares, unless already configured."""
 
     def update_settings(self, settings: BaseSettings) -> None:
         settings.setdefault_in_component_priority_dict(
             "EXTENSIONS", HeartbeatExtension, EXTENSION_ORDER
         )
-        settings.setdefault_in_component_priority_dict(
-            "DOWNLOADER_MIDDLEWARES", HeartbeatDownloaderMiddleware, MIDDLEWARE_ORDER
-        )
+        for setting, component, order in COMPANIONS:
+            settings.setdefault_in_component_priority_dict(setting, component, order)

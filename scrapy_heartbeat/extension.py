@@ -24,7 +24,12 @@ from scrapy_heartbeat._compat import (
     wait_for_future,
 )
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
-from scrapy_heartbeat.middleware import MIDDLEWARE_ORDER, HeartbeatDownloaderMiddleware
+from scrapy_heartbeat.middleware import (
+    MIDDLEWARE_ORDER,
+    SPIDER_MIDDLEWARE_ORDER,
+    HeartbeatDownloaderMiddleware,
+    HeartbeatSpiderMiddleware,
+)
 from scrapy_heartbeat.payload import Progress, clean_url, percentage, stage_text
 from scrapy_heartbeat.progress import ProgressTracker, observe_scheduler
 from scrapy_heartbeat.sender import HeartbeatSender
@@ -46,6 +51,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The middlewares the extension enables itself: (setting, class, order).
+COMPANIONS: tuple[tuple[str, type, int], ...] = (
+    ("DOWNLOADER_MIDDLEWARES", HeartbeatDownloaderMiddleware, MIDDLEWARE_ORDER),
+    ("SPIDER_MIDDLEWARES", HeartbeatSpiderMiddleware, SPIDER_MIDDLEWARE_ORDER),
+)
+
 
 class HeartbeatExtension:
     def __init__(self, crawler: Crawler, config: HeartbeatConfig):
@@ -57,7 +68,6 @@ class HeartbeatExtension:
         self.execution_id: str | None = None
         self.start_time: str = ""
         self.started: float = 0.0
-        self.start_failed: bool = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -71,17 +81,19 @@ class HeartbeatExtension:
         if config is None:
             raise NotConfigured
         o = cls(crawler, config)
-        try:
-            crawler.settings.setdefault_in_component_priority_dict(
-                "DOWNLOADER_MIDDLEWARES", HeartbeatDownloaderMiddleware, MIDDLEWARE_ORDER
-            )
-        except TypeError:  # frozen settings: built outside Crawler's own set-up
-            logger.warning(
-                "scrapy-heartbeat: settings are frozen, so failed URLs cannot be "
-                "counted; add %s to DOWNLOADER_MIDDLEWARES at %d",
-                "scrapy_heartbeat.HeartbeatDownloaderMiddleware",
-                MIDDLEWARE_ORDER,
-            )
+        for setting, component, order in COMPANIONS:
+            try:
+                crawler.settings.setdefault_in_component_priority_dict(setting, component, order)
+            except TypeError:  # frozen settings: built outside Crawler's own set-up
+                logger.warning(
+                    "scrapy-heartbeat: settings are frozen; add %(path)s to %(setting)s "
+                    "at %(order)d, or outcomes will be missing from the counts",
+                    {
+                        "path": f"scrapy_heartbeat.{component.__name__}",
+                        "setting": setting,
+                        "order": order,
+                    },
+                )
         for handler, signal in (
             (o.spider_opened, signals.spider_opened),
             (o.spider_closed, signals.spider_closed),
@@ -109,9 +121,8 @@ class HeartbeatExtension:
         self.tracker.errors += 1
 
     def spider_error(self, failure: Failure, response: Any = None) -> None:
-        self.tracker.errors += 1
-        if response is None:  # raised while reading the spider's start requests
-            self.start_failed = True
+        if response is not None:  # None: start() raised; HeartbeatSpiderMiddleware counts it
+            self.tracker.errors += 1
 
     # -- reporting --------------------------------------------------------------
 
@@ -119,9 +130,10 @@ class HeartbeatExtension:
         self.started = time.monotonic()
         self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
         engine = self.crawler.engine
-        scheduler = getattr(engine, "scheduler", None)  # Scrapy >= 2.14
-        if scheduler is None:  # an empty scheduler is falsy: test for None
-            scheduler = getattr(getattr(engine, "slot", None), "scheduler", None)
+        scheduler = getattr(engine, "scheduler", None)  # public in newer Scrapy
+        for slot in ("_slot", "slot"):  # Scrapy 2.13; an empty scheduler is falsy
+            if scheduler is None:
+                scheduler = getattr(getattr(engine, slot, None), "scheduler", None)
         if scheduler is None or not observe_scheduler(scheduler, self.tracker):
             logger.warning(
                 "scrapy-heartbeat: cannot observe the scheduler; total_urls will stay 0",
@@ -224,7 +236,7 @@ class HeartbeatExtension:
             self.task.stop()
         if self.sender is None:
             return
-        failed = reason not in self.config.completed_reasons or self.start_failed
+        failed = reason not in self.config.completed_reasons or self.tracker.start_failed
         status = "failed" if failed else "completed"
         stats = self.crawler.stats
         stats.set_value("heartbeat/final_status", status)

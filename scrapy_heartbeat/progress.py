@@ -84,6 +84,7 @@ class ProgressTracker:
         self.failed = 0
         self.items = 0
         self.errors = 0
+        self.start_failed = False  # the spider's start() raised
         self.current_url: str | None = None
         self._candidate: Request | None = None
         self._downloading: set[LogicalUrl] = set()

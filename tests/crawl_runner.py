@@ -28,7 +28,6 @@ def main(config_path: str, output_path: str) -> int:
     base: dict[str, Any] = {
         "LOG_LEVEL": "DEBUG",
         "TELNETCONSOLE_ENABLED": False,
-        "REQUEST_FINGERPRINTER_IMPLEMENTATION": "2.7",
         **config.get("settings", {}),
     }
     reactor = base.get("TWISTED_REACTOR", "")

@@ -32,7 +32,7 @@ class SiteSpider(scrapy.Spider):
 class DropAndRaisePipeline:
     """Drops the item of ``/item-drop``; raises on the item of ``/item-raise``."""
 
-    def process_item(self, item: dict[str, Any]) -> dict[str, Any]:
+    def process_item(self, item: dict[str, Any], spider: Any = None) -> dict[str, Any]:
         if item["url"].endswith("/item-drop"):
             raise DropItem("dropped on purpose")
         if item["url"].endswith("/item-raise"):

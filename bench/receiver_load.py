@@ -1,0 +1,195 @@
+"""Load on the reference receiver: a simulated fleet posting heartbeats.
+
+    python bench/receiver_load.py [--containers 10000] [--rate 1000] [--seconds 60]
+
+Starts ``scrapy-heartbeat serve`` (its own process, a fresh SQLite file) and
+drives it open-loop from this process: request *i* is due at ``start + i /
+rate`` whatever happened before, and its latency is measured from that due
+time, so a stalled server cannot hide its queueing (no coordinated omission).
+Keep-alive connections, raw HTTP/1.1 on asyncio. At the end the rows in the
+database are counted and compared with the 200 replies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PATH = "/api/v1/monitoring/heartbeat"
+
+
+def body(execution_id: str, container: str, n: int) -> bytes:
+    crawled = n % 1000
+    return json.dumps(
+        {
+            "execution_id": execution_id,
+            "container_id": container,
+            "status": "running",
+            "timestamp": int(time.time()),
+            "progress": {
+                "total_urls": 1000,
+                "crawled_urls": crawled,
+                "successful_urls": crawled,
+                "failed_urls": 0,
+                "current_url": f"https://example.com/page/{crawled}",
+                "current_stage": f"爬取中 ({crawled}/1000)",
+                "data_items": crawled * 3,
+                "percentage": round(crawled / 10, 2),
+                "runtime_seconds": n,
+                "start_time": "2026-01-01T00:00:00+00:00",
+                "error_count": 0,
+            },
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+async def worker(
+    host: str,
+    port: int,
+    *,
+    schedule: asyncio.Queue[tuple[int, float]],
+    ids: list[str],
+    latencies: list[float],
+    statuses: dict[int, int],
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while True:
+            n, due = await schedule.get()
+            if n < 0:
+                return
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            payload = body(ids[n % len(ids)], f"container-{n % len(ids)}", n)
+            writer.write(
+                f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            latencies.append(time.monotonic() - due)
+            code = int(head.split(b" ", 2)[1])
+            statuses[code] = statuses.get(code, 0) + 1
+    finally:
+        writer.close()
+
+
+async def drive(
+    host: str, port: int, *, containers: int, rate: float, seconds: float, connections: int
+) -> tuple[list[float], dict[int, int], float]:
+    ids = [str(uuid.uuid4()) for _ in range(containers)]
+    total = int(rate * seconds)
+    schedule: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    start = time.monotonic() + 0.5
+    for n in range(total):
+        schedule.put_nowait((n, start + n / rate))
+    for _ in range(connections):
+        schedule.put_nowait((-1, 0.0))
+    workers = [
+        asyncio.create_task(
+            worker(host, port, schedule=schedule, ids=ids, latencies=latencies, statuses=statuses)
+        )
+        for _ in range(connections)
+    ]
+    await asyncio.gather(*workers)
+    return latencies, statuses, time.monotonic() - start
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--containers", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="heartbeats per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp, "bench.sqlite3")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip().rsplit(" ", 1)[-1]
+            port = int(url.split(":")[2].split("/")[0])
+            cpu_before = os.times()
+            latencies, statuses, elapsed = asyncio.run(
+                drive(
+                    "127.0.0.1",
+                    port,
+                    containers=args.containers,
+                    rate=args.rate,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                )
+            )
+            client_cpu = sum(os.times()[:2]) - sum(cpu_before[:2])
+        finally:
+            server.terminate()
+            server.wait(10)
+            if server.stdout:
+                server.stdout.close()
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT COUNT(*) FROM heartbeats").fetchone()[0]
+            executions = conn.execute("SELECT COUNT(*) FROM executions").fetchone()[0]
+
+    accepted = statuses.get(200, 0)
+    report = {
+        "containers": args.containers,
+        "target_rate": args.rate,
+        "requests": len(latencies),
+        "achieved_rate": round(len(latencies) / elapsed, 1),
+        "seconds": round(elapsed, 1),
+        "statuses": statuses,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 0.50) * 1000, 2),
+            "p99": round(percentile(latencies, 0.99) * 1000, 2),
+            "max": round(max(latencies) * 1000, 2),
+            "mean": round(statistics.fmean(latencies) * 1000, 2),
+        },
+        "rows_stored": rows,
+        "executions_stored": executions,
+        "every_accepted_beat_stored": rows == accepted,
+        "load_generator_cpu_s": round(client_cpu, 1),
+    }
+    print(json.dumps(report, indent=2))
+    ok = (
+        report["every_accepted_beat_stored"]
+        and accepted == len(latencies)
+        and report["achieved_rate"] >= 0.98 * args.rate
+        and report["latency_ms"]["p99"] < 100
+    )
+    print("PASS" if ok else "FAIL: see the figures above")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
