@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test test-compat test-matrix lint unit bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,11 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile
 
+# The oldest declared versions, and every crawl without a Twisted reactor.
+test-compat: $(STAMP)
+	$(VENV)/bin/tox run -e oldest,reactorless
+
+test-matrix: lint unit test-compat
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tox build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

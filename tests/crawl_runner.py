@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from typing import Any
 
 from scrapy import signals
 from scrapy.utils.misc import load_object
+
+
+#: HEARTBEAT_TEST_RUN_MODE runs every crawl of the suite in one mode (tox's
+#: reactorless env); a test that sets its own reactor settings keeps them.
+RUN_MODES: dict[str, dict[str, Any]] = {
+    "asyncio": {},
+    "epoll": {"TWISTED_REACTOR": "twisted.internet.epollreactor.EPollReactor"},
+    "reactorless": {"TWISTED_REACTOR_ENABLED": False},
+}
 
 
 def main(config_path: str, output_path: str) -> int:
@@ -30,6 +40,8 @@ def main(config_path: str, output_path: str) -> int:
         "TELNETCONSOLE_ENABLED": False,
         **config.get("settings", {}),
     }
+    if not {"TWISTED_REACTOR", "TWISTED_REACTOR_ENABLED"} & set(base):
+        base.update(RUN_MODES[os.environ.get("HEARTBEAT_TEST_RUN_MODE", "asyncio")])
     reactor = base.get("TWISTED_REACTOR", "")
     asyncio_mode = not reactor or "asyncio" in reactor
     try:

@@ -68,9 +68,13 @@ class PausingSpider(PagesSpider):
         if not getattr(self, "_paused_once", False):
             self._paused_once = True
             engine.pause()
-            from twisted.internet import reactor
+            try:
+                from scrapy.utils.asyncio import call_later  # works without a reactor
+            except ImportError:  # Scrapy < 2.14
+                from twisted.internet import reactor
 
-            reactor.callLater(1.0, engine.unpause)  # type: ignore[attr-defined]
+                call_later = reactor.callLater  # type: ignore[attr-defined]
+            call_later(1.0, engine.unpause)
         yield from super().parse(response)
 
 
