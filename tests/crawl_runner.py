@@ -18,7 +18,6 @@ from typing import Any
 from scrapy import signals
 from scrapy.utils.misc import load_object
 
-
 #: HEARTBEAT_TEST_RUN_MODE runs every crawl of the suite in one mode (tox's
 #: reactorless env); a test that sets its own reactor settings keeps them.
 RUN_MODES: dict[str, dict[str, Any]] = {
