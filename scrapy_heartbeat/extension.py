@@ -68,6 +68,7 @@ class HeartbeatExtension:
         self.execution_id: str | None = None
         self.start_time: str = ""
         self.started: float = 0.0
+        self.bad_stage_logged: bool = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -199,8 +200,8 @@ class HeartbeatExtension:
         t = self.tracker
         crawled, total = t.crawled, t.total
         pct = percentage(crawled, total)
-        label = getattr(self.crawler.spider, "heartbeat_stage", None)
-        if not isinstance(label, str) or not label:
+        label = self._spider_stage()
+        if label is None:
             label = self.config.stage_labels.get(status, status)
         progress: Progress = {
             "total_urls": total,
@@ -230,6 +231,22 @@ class HeartbeatExtension:
                 extra={"crawler": self.crawler},
             )
         return dict(progress)
+
+    def _spider_stage(self) -> str | None:
+        """The spider's own ``heartbeat_stage`` text, when it sets a usable one."""
+        label = getattr(self.crawler.spider, "heartbeat_stage", None)
+        if label is None or (isinstance(label, str) and label):
+            return label
+        if not self.bad_stage_logged:
+            self.bad_stage_logged = True
+            logger.error(
+                "scrapy-heartbeat: spider attribute heartbeat_stage=%(value)r is not a "
+                "non-empty string; set it to a short text such as '解析详情页' "
+                "(using the stage labels meanwhile)",
+                {"value": label},
+                extra={"crawler": self.crawler},
+            )
+        return None
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         if self.task and self.task.running:

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,32 @@ class CrawlResult:
     def reason(self) -> str:
         return self.crawls[0]["reason"]
 
+    def log_time(self, text: str) -> float:
+        """When the first log line containing ``text`` was written (unix time)."""
+        for line in self.log.splitlines():
+            if text in line:
+                stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+                return stamp.timestamp()
+        raise AssertionError(f"{text!r} is not in the crawl's log")
 
-def run_crawls(
-    crawls: list[dict[str, Any]],
-    settings: dict[str, Any] | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 180,
-) -> CrawlResult:
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp, "config.json")
-        output = Path(tmp, "output.json")
+    def close_seconds(self) -> float:
+        """How long the spider took to close: the extension's final beat is
+        awaited in between."""
+        return self.log_time("Spider closed (") - self.log_time("Closing spider (")
+
+
+class RunningCrawl:
+    """A crawl process under way; :meth:`finish` waits and reads its output."""
+
+    def __init__(
+        self,
+        crawls: list[dict[str, Any]],
+        settings: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        config = Path(self._tmp.name, "config.json")
+        self._output = Path(self._tmp.name, "output.json")
         config.write_text(json.dumps({"crawls": crawls, "settings": settings or {}}))
         child_env = {
             k: v
@@ -58,34 +75,45 @@ def run_crawls(
         }
         child_env.update(env or {})
         child_env["PYTHONPATH"] = str(ROOT)
-        started = time.monotonic()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.crawl_runner",
-                str(config),
-                str(output),
-            ],
-            capture_output=True,
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.crawl_runner", str(config), str(self._output)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             env=child_env,
             cwd=ROOT,
-            timeout=timeout,
-            check=False,
         )
-        elapsed = time.monotonic() - started
-        data = json.loads(output.read_text()) if output.exists() else {"crawls": []}
-    result = CrawlResult(data["crawls"], proc.stderr + proc.stdout, proc.returncode, elapsed)
-    # Warnings are errors in the crawl processes too, but for those a
-    # dependency emits that we cannot fix.
-    warned = [
-        line
-        for line in result.log.splitlines()
-        if "[py.warnings]" in line and not any(known in line for known in DEPENDENCY_WARNINGS)
-    ]
-    assert not warned, "\n".join(warned)
-    return result
+
+    def finish(self, timeout: float = 180) -> CrawlResult:
+        try:
+            log, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            log, _ = self.process.communicate()
+            raise AssertionError(f"the crawl ran past {timeout}s:\n{log[-3000:]}") from None
+        elapsed = time.monotonic() - self.started
+        data = json.loads(self._output.read_text()) if self._output.exists() else {"crawls": []}
+        self._tmp.cleanup()
+        result = CrawlResult(data["crawls"], log, self.process.returncode, elapsed)
+        # Warnings are errors in the crawl processes too, but for those a
+        # dependency emits that we cannot fix.
+        warned = [
+            line
+            for line in result.log.splitlines()
+            if "[py.warnings]" in line and not any(known in line for known in DEPENDENCY_WARNINGS)
+        ]
+        assert not warned, "\n".join(warned)
+        return result
+
+
+def run_crawls(
+    crawls: list[dict[str, Any]],
+    settings: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+) -> CrawlResult:
+    return RunningCrawl(crawls, settings, env).finish(timeout)
 
 
 def run_crawl(

@@ -36,6 +36,7 @@ def main(config_path: str, output_path: str) -> int:
     crawls = config["crawls"]
     base: dict[str, Any] = {
         "LOG_LEVEL": "DEBUG",
+        "LOG_FORMAT": "%(asctime)s.%(msecs)03d [%(name)s] %(levelname)s: %(message)s",
         "TELNETCONSOLE_ENABLED": False,
         **config.get("settings", {}),
     }

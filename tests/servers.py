@@ -7,13 +7,17 @@ test tells it (healthy, down, hanging, 5xx, 4xx, invalid JSON, ...).
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -28,8 +32,8 @@ class _QuietServer(ThreadingHTTPServer):
 class _Running:
     server: _QuietServer
 
-    def start(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.server = _QuietServer(("127.0.0.1", 0), handler)
+    def start(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self.server = _QuietServer(("127.0.0.1", port), handler)
         self.server.owner = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
@@ -66,9 +70,20 @@ class HeartbeatServer(_Running):
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
+    port_to_use: int = 0
+    certificate: Path | None = None  # serve HTTPS with this PEM (cert + key)
 
     def __post_init__(self) -> None:
-        self.start(_HeartbeatHandler)
+        self.start(_HeartbeatHandler, self.port_to_use)
+        if self.certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.certificate)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.certificate is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def bodies(self) -> list[Any]:
         with self.lock:
@@ -99,7 +114,7 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
             )
             count = len(owner.received)
         behaviour = owner.behaviour
-        if behaviour == "alternate":
+        if behaviour == "alternate":  # fails every other request
             behaviour = "ok" if count % 2 else "http:500"
         if behaviour == "hang":
             owner.release.wait(120)
@@ -198,3 +213,43 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A fresh self-signed certificate for 127.0.0.1: (the server's PEM with
+    certificate and key, the certificate alone to use as a CA bundle)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    ca = directory / "ca.pem"
+    ca.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    server = directory / "server.pem"
+    server.write_bytes(
+        ca.read_bytes()
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return server, ca

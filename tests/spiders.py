@@ -99,3 +99,43 @@ class BrokenStartSpider(PagesSpider):
 class StageSpider(PagesSpider):
     name = "stage"
     heartbeat_stage = "解析详情页"
+
+
+class BogusStageSpider(PagesSpider):
+    name = "bogus_stage"
+    heartbeat_stage = 42
+
+
+class SlowPagesSpider(PagesSpider):
+    """Many pages, slowly: a crawl to interrupt."""
+
+    name = "slow_pages"
+    custom_settings = {"CONCURRENT_REQUESTS": 1, "DOWNLOAD_DELAY": 0.1}
+
+
+class SecretSpider(scrapy.Spider):
+    """Crawls a URL with credentials and a token in its query."""
+
+    name = "secret"
+
+    def __init__(self, site: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        host = site.removeprefix("http://")
+        self.start_urls = [f"http://crawluser:crawl-pa55@{host}/page/1?token=q-s3cret"]
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"n": 1}
+
+
+class LongUrlSpider(scrapy.Spider):
+    """A 10,000-character URL and a very long stage text."""
+
+    name = "long_url"
+    heartbeat_stage = "阶段" * 500
+
+    def __init__(self, site: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_urls = [f"{site}/page/1?" + "q" * 10_000]
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        yield {"n": 1}

@@ -8,11 +8,9 @@ import re
 import time
 from typing import Any
 
-import pytest
-
 from tests.conftest import EXECUTION_ID
 from tests.crawl import CrawlResult, run_crawl, run_crawls
-from tests.servers import HeartbeatServer, SiteServer, free_port
+from tests.servers import HeartbeatServer, SiteServer
 
 FAST = {"HEARTBEAT_INTERVAL": 0.2, "HEARTBEAT_MIN_INTERVAL": 0.1}
 
@@ -44,56 +42,6 @@ def heartbeat_log_lines(result: CrawlResult) -> list[str]:
     ]
 
 
-FAULTS = {
-    # behaviour: (server behaviour or None for "nothing listens", stat counting it)
-    "down": (None, "heartbeat/failed"),
-    "hanging": ("hang", "heartbeat/failed"),
-    "http500": ("http:500", "heartbeat/failed"),
-    "http400": ("http:400", "heartbeat/rejected"),
-    "status_error": ("status_error", "heartbeat/rejected"),
-    "invalid_json": ("invalid_json", "heartbeat/failed"),
-    "reset": ("reset", "heartbeat/failed"),
-}
-
-
-@pytest.mark.parametrize("fault", list(FAULTS))
-def test_api_fault_leaves_the_crawl_unchanged(
-    fault: str, pages_site: SiteServer, heartbeat_server: HeartbeatServer
-) -> None:
-    pages_site.delay = 0.03  # type: ignore[attr-defined]
-    healthy = crawl_pages(pages_site, heartbeat_server.url)
-    behaviour, stat = FAULTS[fault]
-    settings: dict[str, Any] = {
-        "HEARTBEAT_TIMEOUT": 0.5,
-        "HEARTBEAT_CLOSE_TIMEOUT": 2,
-        "HEARTBEAT_RETRY_DELAY": 0.1,
-    }
-    if behaviour is None:
-        api_url = f"http://127.0.0.1:{free_port()}"
-    else:
-        faulty = HeartbeatServer(behaviour=behaviour)
-        api_url = faulty.url
-    try:
-        result = crawl_pages(pages_site, api_url, **settings)
-    finally:
-        if behaviour is not None:
-            faulty.stop()
-
-    assert healthy.returncode == result.returncode == 0
-    assert items_of(result) == items_of(healthy) == list(range(30))
-    assert result.reason == healthy.reason == "finished"
-    assert healthy.stats["heartbeat/final_delivered"] is True
-    assert result.stats["heartbeat/final_delivered"] is False
-    assert result.stats.get(stat, 0) >= 2
-    assert result.stats.get("heartbeat/ok", 0) == 0
-    # bounded log: first failure, summaries every 10, and the final beat's fate
-    lines = heartbeat_log_lines(result)
-    failures = result.stats.get(stat, 0)
-    assert 2 <= len(lines) <= 2 + failures // 10, "\n".join(lines)
-    assert "Traceback" not in result.log
-    assert any("Final heartbeat (completed) not delivered" in line for line in lines)
-
-
 def test_rejection_logs_the_servers_message(pages_site: SiteServer) -> None:
     server = HeartbeatServer(behaviour="status_error")
     try:
@@ -118,19 +66,9 @@ def test_final_beat_waits_no_longer_than_close_timeout(pages_site: SiteServer) -
         server.stop()
     assert result.returncode == 0
     assert len(result.items) == 5
-    closing = _log_time(result.log, "Closing spider (finished)")
-    closed = _log_time(result.log, "Spider closed (finished)")
     # generous margin: this guards against waiting for HEARTBEAT_TIMEOUT (30 s)
-    assert closed - closing <= 1.5 + 2.0
+    assert result.close_seconds() <= 1.5 + 1.0
     assert "no answer within HEARTBEAT_CLOSE_TIMEOUT=1.5s" in result.log
-
-
-def _log_time(log: str, text: str) -> float:
-    for line in log.splitlines():
-        if text in line:
-            stamp = line[:19]
-            return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
-    raise AssertionError(f"{text!r} not in log")
 
 
 def test_final_beat_is_retried_until_the_api_recovers(pages_site: SiteServer) -> None:
