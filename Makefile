@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-compat test-matrix lint unit bench clean
+.PHONY: demo test test-compat test-matrix lint unit bench bench-receiver clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test-compat: $(STAMP)
 	$(VENV)/bin/tox run -e oldest,reactorless
 
 test-matrix: lint unit test-compat
+
+bench-receiver: $(STAMP)
+	$(PY) bench/receiver_load.py
 
 clean:
 	rm -rf $(VENV) .tox build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
