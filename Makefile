@@ -31,6 +31,15 @@ test-compat: $(STAMP)
 
 test-matrix: lint unit test-compat
 
+# Issue 5's benchmarks, in order; each prints its figures and saves them in
+# bench/results/. The peers are installed here, not with the package.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet scrapeops-scrapy spidermon
+	$(PY) bench/event_cost.py
+	$(PY) bench/crawl_cost.py
+	$(PY) bench/stall.py
+	$(PY) bench/soak.py
+
 bench-receiver: $(STAMP)
 	$(PY) bench/receiver_load.py
 

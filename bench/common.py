@@ -1,0 +1,144 @@
+"""What the crawl benchmarks share: the site and receiver processes, one
+measured crawl, and median/min–max summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class Service:
+    url: str
+    process: subprocess.Popen[str]
+    started: float
+
+    def stop(self) -> str:
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=20)
+        return out
+
+
+@contextmanager
+def site_server(pages: int, scrapeops_period: int = 10) -> Iterator[Service]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "site_server.py"),
+            "--pages",
+            str(pages),
+            "--scrapeops-period",
+            str(scrapeops_period),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    service = Service(process.stdout.readline().strip(), process, time.monotonic())
+    try:
+        yield service
+    finally:
+        tail = service.stop().strip().splitlines()
+        report = json.loads(tail[-1]) if tail else {}
+        busy = report.get("cpu_seconds", 0) / (time.monotonic() - service.started)
+        print(
+            f"site server: {report.get('cpu_seconds', 0):.1f} CPU s, busy {busy:.0%} of the "
+            f"run (below 100%: not the bottleneck), scrapeops calls {report.get('scrapeops_calls')}"
+        )
+
+
+@contextmanager
+def receiver() -> Iterator[Service]:
+    with tempfile.TemporaryDirectory() as tmp:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scrapy_heartbeat",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                str(Path(tmp, "bench.sqlite3")),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert process.stdout is not None
+        url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+        service = Service(
+            url.removesuffix("/api/v1/monitoring/heartbeat"), process, time.monotonic()
+        )
+        try:
+            yield service
+        finally:
+            service.stop()
+
+
+def crawl(
+    variant: str,
+    site: str,
+    api: str,
+    delay: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one crawl process; add its CPU seconds, wall seconds and the time
+    from "Closing spider" to the process's exit."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    args = [sys.executable, str(ROOT / "bench" / "crawl_process.py"), variant, site, api]
+    if delay is not None:
+        args.append(str(delay))
+    done = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "BENCH_EXTRA_SETTINGS": json.dumps(extra or {}),
+        },
+    )
+    exited = time.time()
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{variant} crawl failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["wall_seconds"] = wall
+    result["shutdown_seconds"] = exited - result["closing_at"] if result["closing_at"] else None
+    return result
+
+
+def summary(values: list[float], digits: int = 3) -> str:
+    return (
+        f"{round(statistics.median(values), digits)} "
+        f"({round(min(values), digits)}–{round(max(values), digits)})"
+    )
+
+
+def save(name: str, data: Any) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path

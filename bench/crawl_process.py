@@ -1,0 +1,186 @@
+"""One benchmark crawl, measured from inside: ``python bench/crawl_process.py
+VARIANT SITE_URL API_URL [--pages N] [--delay S]`` prints one JSON line.
+
+Measured here: items, the crawl phase's wall time and pages/s, a stall probe
+(a looping call due every 10 ms; its lateness is how long the event loop was
+blocked), RSS at the start and end of the crawl, and the wall-clock time of
+"Closing spider" (the parent takes the process's exit time and CPU time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import scrapy
+from scrapy import signals
+from scrapy.crawler import AsyncCrawlerProcess
+from scrapy.http import Response
+
+PROBE_PERIOD = 0.010
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE
+
+
+class BenchSpider(scrapy.Spider):
+    name = "bench"
+
+    def __init__(self, site: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_urls = [f"{site}/p/0"]
+
+    def parse(self, response: Response) -> Any:
+        yield {"url": response.url, "price": response.css(".price::text").get()}
+        yield from response.follow_all(css="a", callback=self.parse)
+
+
+def variant_settings(variant: str, site: str, api: str) -> dict[str, Any]:
+    heartbeat = {
+        "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+        "HEARTBEAT_API_BASE_URL": api,
+        "HEARTBEAT_EXECUTION_ID": "550e8400-e29b-41d4-a716-446655440000",
+    }
+    if variant == "none":
+        return {}
+    if variant == "heartbeat-10s":
+        return {**heartbeat, "HEARTBEAT_INTERVAL": 10}
+    if variant == "heartbeat-1s":
+        return {**heartbeat, "HEARTBEAT_INTERVAL": 1, "HEARTBEAT_MIN_INTERVAL": 1}
+    if variant.startswith("heartbeat-"):  # heartbeat-<seconds>, for the soak
+        interval = float(variant.split("-", 1)[1].removesuffix("s"))
+        return {**heartbeat, "HEARTBEAT_INTERVAL": interval, "HEARTBEAT_MIN_INTERVAL": interval}
+    if variant == "scrapeops":
+        return {
+            "EXTENSIONS": {"scrapeops_scrapy.extension.ScrapeOpsMonitor": 500},
+            "SCRAPEOPS_API_KEY": "bench",
+            "SCRAPEOPS_ENDPOINT": api.rstrip("/") + "/scrapeops/",
+        }
+    if variant == "spidermon":
+        return {
+            "EXTENSIONS": {"spidermon.contrib.scrapy.extensions.Spidermon": 500},
+            "SPIDERMON_ENABLED": True,
+            "SPIDERMON_PERIODIC_MONITORS": {"bench.peers.PeriodicSuite": 10},
+        }
+    raise SystemExit(f"unknown variant {variant!r}")
+
+
+class Probe:
+    """Due every 10 ms; records how late each call ran."""
+
+    def __init__(self) -> None:
+        self.lateness: list[float] = []
+        self.due = 0.0
+        self.task: Any = None
+
+    def start(self) -> None:
+        from scrapy.utils.asyncio import create_looping_call
+
+        self.task = create_looping_call(self.tick)
+        self.due = time.monotonic()
+        self.task.start(PROBE_PERIOD, now=True)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self.lateness.append(max(0.0, now - self.due))
+        self.due = now + PROBE_PERIOD
+
+    def stop(self) -> None:
+        if self.task is not None and self.task.running:
+            self.task.stop()
+
+
+class ClosingClock(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.closing is None and record.getMessage().startswith("Closing spider"):
+            self.closing = time.time()
+
+
+def main() -> int:
+    variant, site, api = sys.argv[1:4]
+    settings: dict[str, Any] = {
+        "LOG_LEVEL": "WARNING",
+        "CONCURRENT_REQUESTS": 32,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": 32,
+        # Scrapy 2.19 runs CONCURRENT_ITEMS (default 100) asyncio tasks per
+        # response to process its output, which caps this crawl near 360
+        # pages/s. One item per page needs one: a faster crawl, in which any
+        # cost of monitoring weighs more, not less.
+        "CONCURRENT_ITEMS": int(os.environ.get("BENCH_CONCURRENT_ITEMS", "1")),
+        "TELNETCONSOLE_ENABLED": False,
+        "ROBOTSTXT_OBEY": False,
+        **variant_settings(variant, site, api),
+        # e.g. a short close timeout for the fault runs (bench/stall.py)
+        **json.loads(os.environ.get("BENCH_EXTRA_SETTINGS", "{}")),
+    }
+    if len(sys.argv) > 4:
+        settings["DOWNLOAD_DELAY"] = float(sys.argv[4])
+        settings["CONCURRENT_REQUESTS_PER_DOMAIN"] = 1
+    reactor = os.environ.get("BENCH_REACTOR")
+    if reactor:  # e.g. twisted.internet.epollreactor.EPollReactor
+        from scrapy.crawler import CrawlerProcess
+
+        process: Any = CrawlerProcess({**settings, "TWISTED_REACTOR": reactor})
+    else:
+        process = AsyncCrawlerProcess(settings)
+    crawler = process.create_crawler(BenchSpider)
+    probe = Probe()
+    clock = ClosingClock()
+    logging.getLogger("scrapy.core.engine").addHandler(clock)
+    marks: dict[str, float] = {}
+
+    def opened(spider: Any) -> None:
+        marks["opened"] = time.monotonic()
+        marks["rss_start"] = rss_bytes()
+        probe.start()
+
+    def closed(spider: Any, reason: str) -> None:
+        probe.stop()
+        marks["closed"] = time.monotonic()
+        marks["rss_end"] = rss_bytes()
+
+    crawler.signals.connect(opened, signal=signals.spider_opened)
+    crawler.signals.connect(closed, signal=signals.spider_closed)
+    process.crawl(crawler, site=site)
+    process.start()
+    stats = crawler.stats.get_stats()
+    items = stats.get("item_scraped_count", 0)
+    crawl_seconds = marks["closed"] - marks["opened"]
+    lateness = sorted(probe.lateness) or [0.0]
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "items": items,
+                "crawl_seconds": round(crawl_seconds, 3),
+                "pages_per_second": round(items / crawl_seconds, 1),
+                "stall_max_ms": round(lateness[-1] * 1000, 2),
+                "stall_p99_ms": round(lateness[int(len(lateness) * 0.99)] * 1000, 2),
+                "rss_start": marks["rss_start"],
+                "rss_end": marks["rss_end"],
+                "closing_at": clock.closing,
+                "heartbeat_ok": stats.get("heartbeat/ok", 0),
+                "heartbeat_failed": stats.get("heartbeat/failed", 0),
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

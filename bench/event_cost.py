@@ -1,0 +1,197 @@
+"""Per-event cost and memory of the counting, driven directly.
+
+    python bench/event_cost.py [--events 1000000]
+
+A synthetic stream of N requests, N responses and N items goes straight into
+the handlers (no signal dispatch, no network), in chunks of 10,000 real Scrapy
+``Request``/``Response`` objects built outside the timed region:
+
+* scrapy-heartbeat: per request ``request_scheduled`` + the scheduler's answer
+  + ``process_request`` + ``request_reached_downloader``; per response
+  ``process_response``; per item ``item_scraped``;
+* Scrapy's own stats, measured the same way: ``CoreStats.response_received``
+  and ``CoreStats.item_scraped``, and, for requests (``CoreStats`` has no
+  request handler), the ``DownloaderStats`` middleware's ``process_request``.
+
+Memory: tracemalloc's traced size after 10,000 and after N logical URLs have
+gone through their whole life; the growth between the two is what the
+tracker keeps per URL (nothing, by design).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scrapy import Request
+from scrapy.downloadermiddlewares.stats import DownloaderStats
+from scrapy.extensions.corestats import CoreStats
+from scrapy.http import HtmlResponse
+from scrapy.utils.test import get_crawler
+
+from bench.common import save
+from scrapy_heartbeat.extension import HeartbeatExtension
+from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware
+from scrapy_heartbeat.settings import load_config
+
+CHUNK = 10_000
+
+
+def chunk(start: int) -> tuple[list[Request], list[HtmlResponse]]:
+    requests = [Request(f"http://example.com/p/{n}") for n in range(start, start + CHUNK)]
+    responses = [HtmlResponse(r.url, status=200, request=r) for r in requests]
+    return requests, responses
+
+
+def timed(events: int, run: Callable[[list[Request], list[HtmlResponse]], float]) -> float:
+    """Total seconds spent inside the handlers for ``events`` of each kind."""
+    total = 0.0
+    for start in range(0, events, CHUNK):
+        requests, responses = chunk(start)
+        gc.collect()
+        total += run(requests, responses)
+    return total
+
+
+def heartbeat_parts(
+    ext: HeartbeatExtension, mw: HeartbeatDownloaderMiddleware
+) -> dict[str, Callable[[list[Request], list[HtmlResponse]], float]]:
+    tracker = ext.tracker
+
+    def requests_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
+        t = time.perf_counter()
+        for r in reqs:
+            ext.request_scheduled(r)
+            tracker.request_enqueued(r, True)  # what the scheduler wrapper adds
+            mw.process_request(r)
+            ext.request_reached_downloader(r)
+        elapsed = time.perf_counter() - t
+        for r, resp in zip(reqs, resps, strict=True):  # finish them, untimed
+            mw.process_response(r, resp)
+        return elapsed
+
+    def responses_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
+        for r in reqs:  # start them, untimed
+            tracker.request_enqueued(r, True)
+            mw.process_request(r)
+        t = time.perf_counter()
+        for r, resp in zip(reqs, resps, strict=True):
+            mw.process_response(r, resp)
+        return time.perf_counter() - t
+
+    def items_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
+        t = time.perf_counter()
+        for _ in reqs:
+            ext.item_scraped()
+        return time.perf_counter() - t
+
+    return {"request": requests_, "response": responses_, "item": items_}
+
+
+def scrapy_parts(
+    core: CoreStats, dstats: DownloaderStats, spider: object
+) -> dict[str, Callable[[list[Request], list[HtmlResponse]], float]]:
+    def requests_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
+        t = time.perf_counter()
+        for r in reqs:
+            dstats.process_request(r)
+        return time.perf_counter() - t
+
+    def responses_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
+        t = time.perf_counter()
+        for _ in resps:  # CoreStats.response_received only takes the spider
+            core.response_received(spider)  # type: ignore[arg-type]
+        return time.perf_counter() - t
+
+    def items_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
+        item = {"x": 1}
+        t = time.perf_counter()
+        for _ in reqs:
+            core.item_scraped(item, spider)  # type: ignore[arg-type]
+        return time.perf_counter() - t
+
+    return {"request": requests_, "response": responses_, "item": items_}
+
+
+def memory_growth(events: int) -> dict[str, int]:
+    crawler = get_crawler(settings_dict={"HEARTBEAT_API_BASE_URL": "http://127.0.0.1:9"})
+    ext = HeartbeatExtension(crawler, load_config(crawler.settings.get))  # type: ignore[arg-type]
+    mw = HeartbeatDownloaderMiddleware(ext.tracker)
+    tracker = ext.tracker
+    tracemalloc.start()
+    marks: dict[str, int] = {}
+    done = 0
+    for target in (10_000, events):
+        while done < target:
+            for n in range(done, done + CHUNK):
+                r = Request(f"http://example.com/p/{n}")
+                ext.request_scheduled(r)
+                tracker.request_enqueued(r, True)
+                mw.process_request(r)
+                ext.request_reached_downloader(r)
+                mw.process_response(r, HtmlResponse(r.url, status=200, request=r))
+                ext.item_scraped()
+            done += CHUNK
+        tracker.settle(set(), final=True)
+        gc.collect()
+        marks[f"traced_after_{target}"] = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert tracker.total == tracker.crawled == events
+    marks["growth_bytes"] = marks[f"traced_after_{events}"] - marks["traced_after_10000"]
+    return marks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    crawler = get_crawler(settings_dict={"HEARTBEAT_API_BASE_URL": "http://127.0.0.1:9"})
+    config = load_config(crawler.settings.get)
+    assert config is not None
+    ext = HeartbeatExtension(crawler, config)
+    mw = HeartbeatDownloaderMiddleware(ext.tracker)
+    crawler.stats.open_spider()
+    spider = crawler._create_spider("bench") if hasattr(crawler, "_create_spider") else None
+    core = CoreStats(crawler.stats)
+    dstats = DownloaderStats(crawler.stats)
+
+    ours = {k: timed(args.events, f) for k, f in heartbeat_parts(ext, mw).items()}
+    theirs = {k: timed(args.events, f) for k, f in scrapy_parts(core, dstats, spider).items()}
+    ns = {
+        "heartbeat": {k: v / args.events * 1e9 for k, v in ours.items()},
+        "scrapy": {k: v / args.events * 1e9 for k, v in theirs.items()},
+    }
+    for row in ns.values():
+        row["per_event"] = sum(row[k] for k in ("request", "response", "item")) / 3
+    memory = memory_growth(args.events)
+    print(f"{args.events:,} requests, responses and items each; ns per event")
+    print(f"{'':12} {'request':>10} {'response':>10} {'item':>10} {'per event':>10}")
+    for who, row in ns.items():
+        print(
+            f"{who:12} {row['request']:>10.0f} {row['response']:>10.0f} {row['item']:>10.0f} "
+            f"{row['per_event']:>10.0f}"
+        )
+    print(
+        f"memory: traced after 10,000 URLs {memory['traced_after_10000']:,} B, after "
+        f"{args.events:,} {memory[f'traced_after_{args.events}']:,} B: growth "
+        f"{memory['growth_bytes']:,} B (target < 65,536)"
+    )
+    save("event_cost", {"events": args.events, "ns": ns, "memory": memory})
+    ok = (
+        ns["heartbeat"]["per_event"] <= ns["scrapy"]["per_event"] and memory["growth_bytes"] < 65536
+    )
+    print("targets:", "PASS" if ok else "MISSED")
+    print(json.dumps({"per_event_ns": {k: round(v["per_event"]) for k, v in ns.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
