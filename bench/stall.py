@@ -11,8 +11,9 @@ lateness is the largest stall (its 99th percentile is reported too: the
 largest alone is noisy, since Scrapy's own busiest loop iterations and GC
 pauses set it). The crawl's close is not measured here (see crawl_cost.py),
 so these runs give the final beat 2 s (HEARTBEAT_CLOSE_TIMEOUT).
-scrapeops-scrapy against a hanging API is not run: its requests.post() on the reactor thread waits 30 s, 3 times, per
-call (scrapeops_scrapy/core/api.py: TIMEOUT = 30, RETRY_LIMIT = 3).
+scrapeops-scrapy against a hanging API is not run: its requests.post() on
+the reactor thread waits 30 s, 3 times, per call
+(scrapeops_scrapy/core/api.py: TIMEOUT = 30, RETRY_LIMIT = 3).
 """
 
 from __future__ import annotations
