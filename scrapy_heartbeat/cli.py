@@ -10,17 +10,9 @@ import signal
 import sys
 from typing import Any
 
-from scrapy_heartbeat.payload import STATUSES
+from scrapy_heartbeat.payload import COUNTER_FIELDS, STATUSES
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
-COUNTERS = (
-    "total_urls",
-    "crawled_urls",
-    "successful_urls",
-    "failed_urls",
-    "data_items",
-    "error_count",
-)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     send.add_argument("--status", choices=STATUSES, default=None)
     send.add_argument("--progress", help="progress object as JSON")
-    for name in COUNTERS:
+    for name in COUNTER_FIELDS:
         send.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
     send.add_argument("--current-url")
     send.add_argument("--current-stage")
@@ -138,7 +130,7 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error("--progress is not valid JSON; pass an object like '{\"total_urls\": 3}'")
         if not isinstance(progress, dict):
             parser.error("--progress must be a JSON object")
-    for name in (*COUNTERS, "current_url", "current_stage"):
+    for name in (*COUNTER_FIELDS, "current_url", "current_stage"):
         if getattr(args, name) is not None:
             progress[name] = getattr(args, name)
     headers = {}

@@ -20,6 +20,24 @@ from typing import IO, Any
 from scrapy_heartbeat.store import HeartbeatStore
 
 
+def spawn_receiver(db: Path | str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """Start ``scrapy-heartbeat serve`` on a free port of 127.0.0.1 with the
+    database ``db``; returns the process (its stdout a pipe, the first line
+    read) and the receiver's base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline().strip()
+    url = first.rsplit(" ", 1)[-1].removesuffix("/api/v1/monitoring/heartbeat")
+    if not url.startswith("http://"):
+        process.kill()
+        raise RuntimeError(f"the receiver did not start: {first!r}")
+    return process, url
+
+
 def find_project(project: str | None) -> Path:
     candidates = (
         [Path(project)]
@@ -56,27 +74,11 @@ def run_demo(keep_open: bool = False, project: str | None = None, interval: floa
     project_dir = find_project(project)
     workdir = Path(tempfile.mkdtemp(prefix="scrapy-heartbeat-demo-"))
     db = workdir / "heartbeats.sqlite3"
-    receiver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scrapy_heartbeat",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            "--print",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    receiver, api = spawn_receiver(db, "--print")
     try:
         assert receiver.stdout is not None
-        first = receiver.stdout.readline().strip()
         dashboard = receiver.stdout.readline().strip()
-        api = first.rsplit(" ", 1)[-1].removesuffix("/api/v1/monitoring/heartbeat")
-        print(f"1. receiver: {first}")
+        print(f"1. receiver: receiving heartbeats at {api}/api/v1/monitoring/heartbeat")
         site = serve_site(project_dir / "bookshop" / "site")
         site_url = f"http://127.0.0.1:{site.server_address[1]}"
         print(f"2. site: the example project's bundled bookshop at {site_url}/")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
+from scrapy.extensions.corestats import CoreStats
 
 from scrapy_heartbeat._compat import (
     LoopingTask,
@@ -44,7 +45,7 @@ from scrapy_heartbeat.settings import (
 )
 
 if TYPE_CHECKING:
-    from scrapy import Request, Spider
+    from scrapy import Spider
     from scrapy.crawler import Crawler
     from twisted.python.failure import Failure
     from typing_extensions import Self
@@ -69,6 +70,7 @@ class HeartbeatExtension:
         self.start_time: str = ""
         self.started: float = 0.0
         self.bad_stage_logged: bool = False
+        self.counts_items: bool = False  # True only when CoreStats is off
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -98,9 +100,6 @@ class HeartbeatExtension:
         for handler, signal in (
             (o.spider_opened, signals.spider_opened),
             (o.spider_closed, signals.spider_closed),
-            (o.request_scheduled, signals.request_scheduled),
-            (o.request_reached_downloader, signals.request_reached_downloader),
-            (o.item_scraped, signals.item_scraped),
             (o.spider_error, signals.spider_error),
             (o.item_error, signals.item_error),
         ):
@@ -109,14 +108,13 @@ class HeartbeatExtension:
 
     # -- counting ---------------------------------------------------------------
 
-    def request_scheduled(self, request: Request) -> None:
-        self.tracker.request_scheduled(request)
-
-    def request_reached_downloader(self, request: Request) -> None:
-        self.tracker.current_url = request.url
-
     def item_scraped(self) -> None:
         self.tracker.items += 1
+
+    def _items(self) -> int:
+        if self.counts_items:
+            return self.tracker.items
+        return int(self.crawler.stats.get_value("item_scraped_count", 0) or 0)
 
     def item_error(self) -> None:
         self.tracker.errors += 1
@@ -129,6 +127,11 @@ class HeartbeatExtension:
 
     def spider_opened(self, spider: Spider) -> None:
         self.started = time.monotonic()
+        # CoreStats already counts item_scraped (dropped items excluded): read
+        # its stat rather than add a signal handler to every item.
+        if not any(isinstance(e, CoreStats) for e in self.crawler.extensions.middlewares):
+            self.counts_items = True
+            self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
         engine = self.crawler.engine
         scheduler = getattr(engine, "scheduler", None)  # public in newer Scrapy
@@ -200,6 +203,7 @@ class HeartbeatExtension:
         t = self.tracker
         crawled, total = t.crawled, t.total
         pct = percentage(crawled, total)
+        items = self._items()
         label = self._spider_stage()
         if label is None:
             label = self.config.stage_labels.get(status, status)
@@ -216,9 +220,9 @@ class HeartbeatExtension:
                 crawled=crawled,
                 total=total,
                 percentage=pct,
-                items=t.items,
+                items=items,
             ),
-            "data_items": t.items,
+            "data_items": items,
             "percentage": pct,
             "runtime_seconds": round(time.monotonic() - self.started, 2),
             "start_time": self.start_time,

@@ -92,7 +92,8 @@ def heartbeat_body(
     return body
 
 
-_INTEGER_FIELDS = (
+#: The progress counters: non-negative integers.
+COUNTER_FIELDS = (
     "total_urls",
     "crawled_urls",
     "successful_urls",
@@ -137,7 +138,7 @@ def validate_body(body: object) -> str | None:
         return None
     if not isinstance(progress, dict):
         return "field 'progress' must be an object"
-    for name in _INTEGER_FIELDS:
+    for name in COUNTER_FIELDS:
         if name in progress and (not _is_int(progress[name]) or progress[name] < 0):
             return f"field 'progress.{name}' must be a non-negative integer"
     for name in _STRING_FIELDS:

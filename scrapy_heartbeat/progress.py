@@ -7,22 +7,23 @@ hops are the same logical URL: they carry the same :class:`LogicalUrl` token in
 only by tokens of requests still queued or in flight, never by a set of seen
 URLs.
 
-Scrapy does not say everything we need, so three observation points are used:
+Scrapy does not say everything we need, so two observation points are used:
 
 * the scheduler's own answer (:func:`observe_scheduler` wraps
   ``enqueue_request`` on this crawler's scheduler instance): ``request_scheduled``
   fires *before* the dupe filter and before handlers such as Scrapy 2.19's
   ``OffsiteMiddleware`` have had their say, so it cannot tell acceptance;
-* a ``request_scheduled`` that the scheduler never hears about was ignored by
-  such a handler; a redirect chain that ends that way is skipped;
 * the outermost downloader middleware
   (:class:`~scrapy_heartbeat.middleware.HeartbeatDownloaderMiddleware`) sees
-  each chain's final response, and its final exception once retries are
-  exhausted: Scrapy has no signal for a final download error.
+  each request handed to the downloader, each chain's final response, and its
+  final exception once retries are exhausted: Scrapy has no signal for a
+  final download error.
 
-An exception raised from another middleware's ``process_response`` (for
-example "max redirections reached") reaches no middleware; :meth:`settle`
-finds such chains by their request having left ``downloader.active`` and
+Some chains end where no middleware looks: an exception raised from another
+middleware's ``process_response`` (for example "max redirections reached"),
+or a redirect hop that a ``request_scheduled`` handler (``OffsiteMiddleware``)
+ignored before the scheduler heard of it. :meth:`settle` finds them by their
+last request having left ``downloader.active`` with no hop accepted, and
 counts them as skipped, like every other ``IgnoreRequest``.
 """
 
@@ -86,7 +87,6 @@ class ProgressTracker:
         self.errors = 0
         self.start_failed = False  # the spider's start() raised
         self.current_url: str | None = None
-        self._candidate: Request | None = None
         self._downloading: set[LogicalUrl] = set()
         self._suspects: set[LogicalUrl] = set()
 
@@ -96,13 +96,7 @@ class ProgressTracker:
 
     # -- observation points -------------------------------------------------
 
-    def request_scheduled(self, request: Request) -> None:
-        self._flush_candidate()
-        self._candidate = request
-
     def request_enqueued(self, request: Request, accepted: bool) -> None:
-        if self._candidate is request:
-            self._candidate = None
         if request.callback is NO_CALLBACK:
             return  # a Scrapy-internal download
         hops = hop_count(request)
@@ -120,6 +114,7 @@ class ProgressTracker:
             self.total += 1
 
     def download_started(self, request: Request) -> None:
+        self.current_url = request.url
         chain = self._token(request)
         if chain is None:
             foreign = request.meta.get(META_KEY)
@@ -157,7 +152,6 @@ class ProgressTracker:
         A chain is skipped when its request is no longer in ``active`` at two
         consecutive calls, or at one call when ``final`` (the crawl is over).
         """
-        self._flush_candidate()
         if active is None:
             return
         lost = {c for c in self._downloading if c.request not in active}
@@ -184,18 +178,6 @@ class ProgressTracker:
         chain.request = None
         self._downloading.discard(chain)
         self._suspects.discard(chain)
-
-    def _flush_candidate(self) -> None:
-        request, self._candidate = self._candidate, None
-        if request is None:
-            return
-        # request_scheduled fired but the scheduler was never asked: a
-        # request_scheduled handler (e.g. OffsiteMiddleware) ignored it.
-        chain = self._token(request)
-        hops = hop_count(request)
-        if chain is not None and hops == chain.hops + 1 and chain.outcome == PENDING:
-            self._continue(chain, hops)
-            self._resolve(chain, SKIPPED)  # a redirect chain that ends offsite
 
     def _resolve(self, chain: LogicalUrl, outcome: int) -> None:
         chain.outcome = outcome

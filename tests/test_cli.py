@@ -119,7 +119,7 @@ def test_demo_runs_end_to_end() -> None:
     result = cli("demo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "1. receiver: Receiving heartbeats at http://127.0.0.1:" in out
+    assert "1. receiver: receiving heartbeats at http://127.0.0.1:" in out
     assert "heartbeat " in out and " completed " in out
     # the bundled site: 44 logical URLs, 3 of them 404s, 36 book pages
     assert "completed, 44/44 URLs (41 ok, 3 failed), 36 items, 0 errors" in out

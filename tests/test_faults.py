@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXECUTION_ID
-from tests.crawl import CrawlResult, run_crawl
+from tests.crawl import CrawlResult
 from tests.servers import HeartbeatServer, SiteServer, free_port, self_signed_certificate
+from tests.test_sending import crawl_pages
 
 CLOSE_TIMEOUT = 2.0
 FAULT_SETTINGS: dict[str, Any] = {
@@ -34,18 +34,7 @@ PAGES = 30
 
 
 def crawl(site: SiteServer, api_url: str, **settings: Any) -> CrawlResult:
-    return run_crawl(
-        "tests.spiders.PagesSpider",
-        {
-            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
-            "HEARTBEAT_API_BASE_URL": api_url,
-            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
-            "CONCURRENT_REQUESTS": 2,
-            **FAULT_SETTINGS,
-            **settings,
-        },
-        args={"site": site.url, "pages": str(PAGES)},
-    )
+    return crawl_pages(site, api_url, PAGES, **{**FAULT_SETTINGS, **settings})
 
 
 @dataclass

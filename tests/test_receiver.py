@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +16,9 @@ from typing import Any
 import pytest
 import requests
 
+from scrapy_heartbeat.demo import spawn_receiver
 from tests.conftest import EXECUTION_ID
-from tests.crawl import ROOT, run_crawl
+from tests.crawl import run_crawl
 from tests.servers import SiteServer
 
 HEARTBEAT = "/api/v1/monitoring/heartbeat"
@@ -46,16 +46,8 @@ class Receiver:
 
 def start_receiver(tmp_path: Path, *args: str) -> Receiver:
     db = tmp_path / "hb.sqlite3"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db), *args],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    url = line.strip().rsplit(" ", 1)[-1].removesuffix(HEARTBEAT)
-    assert url.startswith("http://127.0.0.1:"), line
+    process, url = spawn_receiver(db, *args)
+    assert url.startswith("http://127.0.0.1:"), url
     return Receiver(url, db, process)
 
 
