@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scrapy_heartbeat.demo import spawn_receiver
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -65,26 +67,8 @@ def site_server(pages: int, scrapeops_period: int = 10) -> Iterator[Service]:
 @contextmanager
 def receiver() -> Iterator[Service]:
     with tempfile.TemporaryDirectory() as tmp:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scrapy_heartbeat",
-                "serve",
-                "--port",
-                "0",
-                "--db",
-                str(Path(tmp, "bench.sqlite3")),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert process.stdout is not None
-        url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
-        service = Service(
-            url.removesuffix("/api/v1/monitoring/heartbeat"), process, time.monotonic()
-        )
+        process, url = spawn_receiver(Path(tmp, "bench.sqlite3"))
+        service = Service(url, process, time.monotonic())
         try:
             yield service
         finally:

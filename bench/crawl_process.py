@@ -51,7 +51,7 @@ def variant_settings(variant: str, site: str, api: str) -> dict[str, Any]:
         "HEARTBEAT_API_BASE_URL": api,
         "HEARTBEAT_EXECUTION_ID": "550e8400-e29b-41d4-a716-446655440000",
     }
-    if variant == "none":
+    if variant in ("none", "none-again"):  # none-again: the A/A control
         return {}
     if variant == "heartbeat-10s":
         return {**heartbeat, "HEARTBEAT_INTERVAL": 10}

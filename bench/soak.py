@@ -1,6 +1,6 @@
 """A one-hour-equivalent soak: 360 beats at a short interval, memory flat.
 
-    python bench/soak.py [--interval 0.1] [--beats 360] [--rounds 2]
+    python bench/soak.py [--interval 0.1] [--beats 360] [--rounds 1]
 
 A slow crawl (DOWNLOAD_DELAY, one request at a time) long enough for the
 given number of beats runs without monitoring and with scrapy-heartbeat
@@ -26,7 +26,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--beats", type=int, default=360)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     seconds = args.interval * args.beats * 1.05
     delay = 0.01

@@ -41,7 +41,7 @@ RUNS = [
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pages", type=int, default=5_000)
+    parser.add_argument("--pages", type=int, default=3_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     apis = {b: HeartbeatServer(behaviour=b) for b in ("hang", "slow:5")}
