@@ -187,9 +187,10 @@ class HeartbeatExtension:
     def beat(self) -> None:
         """The looping call's tick: never raises, never blocks."""
         try:
-            if self.sender is None or self.sender.in_flight:
-                if self.sender is not None:
-                    self.crawler.stats.inc_value("heartbeat/skipped_in_flight")
+            if self.sender is None:
+                return
+            if self.sender.in_flight:  # skipped, never queued
+                self.crawler.stats.inc_value("heartbeat/skipped_in_flight")
                 return
             paused = bool(getattr(self.crawler.engine, "paused", False))
             status = "paused" if paused else "running"
@@ -268,8 +269,8 @@ class HeartbeatExtension:
             self.config.retry_delay,
             self.config.close_timeout,
         )
-        # The worker gives up at the deadline on its own; the margin covers
-        # a request that was in flight when the crawl ended.
+        # The worker gives up at the deadline on its own; this bound also
+        # holds when a request is still hanging as the deadline passes.
         done = await wait_for_future(future, self.config.close_timeout)
         result = (
             future.result()

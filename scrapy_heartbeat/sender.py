@@ -70,9 +70,9 @@ class HeartbeatSender:
     # -- loop thread ------------------------------------------------------------
 
     def send(self, status: str, progress: dict[str, Any]) -> bool:
-        """Send a periodic beat; False (and nothing sent) if one is in flight."""
+        """Send a periodic beat; False (and nothing sent) if one is in flight.
+        The caller checks :attr:`in_flight` first, to skip building a payload."""
         if self._in_flight:
-            self.stats.inc_value("heartbeat/skipped_in_flight")
             return False
         self._in_flight = True
         beat = self._submit(_Beat(status, progress, concurrent.futures.Future()))
