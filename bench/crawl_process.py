@@ -3,8 +3,10 @@ VARIANT SITE_URL API_URL [--pages N] [--delay S]`` prints one JSON line.
 
 Measured here: items, the crawl phase's wall time and pages/s, a stall probe
 (a looping call due every 10 ms; its lateness is how long the event loop was
-blocked), RSS at the start and end of the crawl, and the wall-clock time of
-"Closing spider" (the parent takes the process's exit time and CPU time).
+blocked; the five largest stalls and when they happened), RSS at the start and
+end of the crawl, the wall-clock time of "Closing spider" (the parent takes
+the process's exit time and CPU time), and for scrapy-heartbeat the longest
+its own work ran on the loop thread (one beat, or one result coming back).
 """
 
 from __future__ import annotations
@@ -66,11 +68,12 @@ def variant_settings(variant: str, site: str, api: str) -> dict[str, Any]:
             "SCRAPEOPS_API_KEY": "bench",
             "SCRAPEOPS_ENDPOINT": api.rstrip("/") + "/scrapeops/",
         }
-    if variant == "spidermon":
+    if variant == "spidermon" or variant.startswith("spidermon-"):  # spidermon-<seconds>s
+        period = float(variant.split("-", 1)[1].removesuffix("s")) if "-" in variant else 10
         return {
             "EXTENSIONS": {"spidermon.contrib.scrapy.extensions.Spidermon": 500},
             "SPIDERMON_ENABLED": True,
-            "SPIDERMON_PERIODIC_MONITORS": {"bench.peers.PeriodicSuite": 10},
+            "SPIDERMON_PERIODIC_MONITORS": {"bench.peers.PeriodicSuite": period},
         }
     raise SystemExit(f"unknown variant {variant!r}")
 
@@ -80,6 +83,7 @@ class Probe:
 
     def __init__(self) -> None:
         self.lateness: list[float] = []
+        self.at: list[float] = []
         self.due = 0.0
         self.task: Any = None
 
@@ -93,11 +97,50 @@ class Probe:
     def tick(self) -> None:
         now = time.monotonic()
         self.lateness.append(max(0.0, now - self.due))
+        self.at.append(now)
         self.due = now + PROBE_PERIOD
+
+    def largest(self, n: int = 5) -> list[tuple[float, float]]:
+        """The n largest stalls: (milliseconds, seconds into the crawl)."""
+        order = sorted(range(len(self.lateness)), key=self.lateness.__getitem__)[-n:]
+        start = self.at[0] if self.at else 0.0
+        return [
+            (round(self.lateness[i] * 1000, 1), round(self.at[i] - start, 2))
+            for i in reversed(order)
+        ]
 
     def stop(self) -> None:
         if self.task is not None and self.task.running:
             self.task.stop()
+
+
+class LoopTimer:
+    """How long scrapy-heartbeat's own work runs on the loop thread: each
+    beat (building the payload, handing it to the sender) and each result
+    coming back. Its largest value is the most a beat can block the loop."""
+
+    def __init__(self) -> None:
+        self.seconds: list[tuple[float, str]] = []
+
+    def install(self) -> None:
+        from scrapy_heartbeat.extension import HeartbeatExtension
+        from scrapy_heartbeat.sender import HeartbeatSender
+
+        for cls, name in ((HeartbeatExtension, "beat"), (HeartbeatSender, "_periodic_done")):
+            setattr(cls, name, self._timed(getattr(cls, name), name))
+
+    def largest(self) -> tuple[float, str]:
+        return max(self.seconds, default=(0.0, "-"))
+
+    def _timed(self, method: Any, name: str) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds.append((time.perf_counter() - started, name))
+
+        return timed
 
 
 class ClosingClock(logging.Handler):
@@ -137,6 +180,9 @@ def main() -> int:
         process: Any = CrawlerProcess({**settings, "TWISTED_REACTOR": reactor})
     else:
         process = AsyncCrawlerProcess(settings)
+    timer = LoopTimer()
+    if variant.startswith("heartbeat"):
+        timer.install()
     crawler = process.create_crawler(BenchSpider)
     probe = Probe()
     clock = ClosingClock()
@@ -170,11 +216,14 @@ def main() -> int:
                 "pages_per_second": round(items / crawl_seconds, 1),
                 "stall_max_ms": round(lateness[-1] * 1000, 2),
                 "stall_p99_ms": round(lateness[int(len(lateness) * 0.99)] * 1000, 2),
+                "stall_largest": probe.largest(),
                 "rss_start": marks["rss_start"],
                 "rss_end": marks["rss_end"],
                 "closing_at": clock.closing,
                 "heartbeat_ok": stats.get("heartbeat/ok", 0),
                 "heartbeat_failed": stats.get("heartbeat/failed", 0),
+                "heartbeat_loop_max_ms": round(timer.largest()[0] * 1000, 3),
+                "heartbeat_loop_max_in": timer.largest()[1],
             }
         ),
         flush=True,

@@ -36,6 +36,7 @@ RUNS = [
     ("heartbeat-1s", "refused"),
     ("scrapeops", "slow:5"),
     ("scrapeops", "refused"),
+    ("none-again", None),  # the A/A control: how far two unmonitored runs differ
 ]
 
 
@@ -65,7 +66,8 @@ def main() -> int:
                     print(
                         f"round {n + 1} {variant:13} api={behaviour or '-':8} "
                         f"stall max {r['stall_max_ms']:7.1f} ms, {r['pages_per_second']} pages/s, "
-                        f"wall {r['wall_seconds']:.1f} s",
+                        f"wall {r['wall_seconds']:.1f} s, heartbeat on the loop max "
+                        f"{r['heartbeat_loop_max_ms']} ms",
                         flush=True,
                     )
     finally:
@@ -76,7 +78,7 @@ def main() -> int:
     print(f"\n{args.pages} pages, {args.rounds} rounds; median (min–max)")
     print(
         f"{'run':26} {'stall max ms':>22} {'stall - none, ms':>22} {'stall p99 ms':>22} "
-        f"{'throughput ratio':>22}"
+        f"{'throughput ratio':>22} {'heartbeat on loop, ms':>22}"
     )
     for name, runs in results.items():
         pairs = list(zip(base, runs, strict=True))
@@ -84,7 +86,9 @@ def main() -> int:
         p99 = [r["stall_p99_ms"] for r in runs]
         extra = [r["stall_max_ms"] - b["stall_max_ms"] for b, r in pairs]
         rate = [r["pages_per_second"] / b["pages_per_second"] for b, r in pairs]
+        loop = [r["heartbeat_loop_max_ms"] for r in runs]
         report[name] = {
+            "heartbeat_loop_max_ms": loop,
             "stall_max_ms": stall,
             "stall_p99_ms": p99,
             "stall_extra_ms": extra,
@@ -94,7 +98,7 @@ def main() -> int:
         }
         print(
             f"{name:26} {summary(stall, 1):>22} {summary(extra, 1):>22} {summary(p99, 1):>22} "
-            f"{summary(rate):>22}"
+            f"{summary(rate):>22} {summary(loop, 2):>22}"
         )
     save("stall", {"pages": args.pages, "rounds": args.rounds, "runs": report})
     ours = [k for k in report if k.startswith("heartbeat")]

@@ -97,11 +97,16 @@ class ProgressTracker:
     # -- observation points -------------------------------------------------
 
     def request_enqueued(self, request: Request, accepted: bool) -> None:
-        if request.callback is NO_CALLBACK:
-            return  # a Scrapy-internal download
-        hops = hop_count(request)
         chain = self._token(request)
-        if chain is not None and hops == chain.hops + 1:
+        if chain is None:  # the common case: a new URL, or a duplicate (not accepted)
+            if accepted and request.callback is not NO_CALLBACK:  # not Scrapy-internal
+                request.meta[META_KEY] = LogicalUrl(self.owner, hop_count(request))
+                self.total += 1
+            return
+        if request.callback is NO_CALLBACK:
+            return
+        hops = hop_count(request)
+        if hops == chain.hops + 1:
             self._continue(chain, hops)
             if accepted:
                 if chain.outcome != PENDING:

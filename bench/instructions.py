@@ -1,0 +1,227 @@
+"""What monitoring costs a crawl, counted in instructions: a figure this
+machine's noise cannot move.
+
+    python bench/instructions.py [--pages 1000] [--project-pages 20000]
+
+CPU time on a shared 2-core VM moves by several percent between identical
+crawls (crawl_cost.py's A/A control), more than the 2 % this has to resolve.
+Here each crawl runs under ``valgrind --tool=callgrind`` (Debian's
+``valgrind`` package), which counts the instructions the crawl process
+executes: the same work gives nearly the same count, however busy the
+machine is. Under valgrind a crawl runs ~40 times slower, so a periodic cost
+(a beat, a monitor suite, a stats post) would weigh 40 times more than in a
+real crawl. So the cost is split into parts, each measured:
+
+* fixed: a 1-page crawl (imports, set-up, start and final beats);
+* per page: an N-page crawl minus the fixed part, with the periodic work
+  made rare (every 60 s for scrapy-heartbeat, its longest; 600 s for peers);
+* per period: the same N-page crawl with the periodic work every second,
+  minus the rare one, divided by the number of extra periods.
+
+The ratio then projected for the crawl_cost.py crawl (``--project-pages``
+pages at the unmonitored crawl's native pages/s, so many beats or periods at
+each interval) is ``(fixed + pages * per_page + periods * per_period)`` over
+the unmonitored crawl's ``fixed + pages * per_page``. ``none-again`` repeats
+the unmonitored N-page crawl: how far two identical counts differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import RESULTS, ROOT, receiver, save, site_server
+
+RARE, OFTEN = 600, 1  # peers' periods, seconds
+HEARTBEAT_RARE = 60  # scrapy-heartbeat's longest interval (the spec's 60 s)
+COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+@dataclass
+class Run:
+    name: str
+    variant: str
+    site: str  # "one", "many" or "many-often" (scrapeops' stub period is set by the site)
+    period: float | None  # seconds between periodic runs, None: no periodic work
+
+
+def plan() -> list[Run]:
+    return [
+        Run("none/1", "none", "one", None),
+        Run("none/N", "none", "many", None),
+        Run("none-again/N", "none", "many", None),
+        Run("heartbeat/1", f"heartbeat-{HEARTBEAT_RARE}s", "one", HEARTBEAT_RARE),
+        Run("heartbeat/N", f"heartbeat-{HEARTBEAT_RARE}s", "many", HEARTBEAT_RARE),
+        Run("heartbeat/N often", f"heartbeat-{OFTEN}s", "many", OFTEN),
+        Run("scrapeops/1", "scrapeops", "one", RARE),
+        Run("scrapeops/N", "scrapeops", "many", RARE),
+        Run("scrapeops/N often", "scrapeops", "many-often", OFTEN),
+        Run("spidermon/1", f"spidermon-{RARE}s", "one", RARE),
+        Run("spidermon/N", f"spidermon-{RARE}s", "many", RARE),
+        Run("spidermon/N often", f"spidermon-{OFTEN}s", "many", OFTEN),
+    ]
+
+
+def count(run: Run, site: str, api: str, out: Path) -> dict[str, Any]:
+    """One crawl under callgrind: its instruction count and its own report."""
+    target = site if run.variant == "scrapeops" else api
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            str(ROOT / "bench" / "crawl_process.py"),
+            run.variant,
+            site,
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        # A fixed hash seed: the same dict and set layouts in every run.
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"},
+    )
+    found = COLLECTED.search(done.stderr)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not found or not lines:
+        raise SystemExit(f"{run.name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    report: dict[str, Any] = json.loads(lines[-1])
+    report["instructions"] = int(found.group(1))
+    if run.period is None:
+        report["periods"] = 0
+    elif run.variant.startswith("heartbeat"):
+        report["periods"] = report["heartbeat_ok"] + report["heartbeat_failed"]
+    else:  # a peer's periodic task: one per period of the crawl
+        report["periods"] = int(report["crawl_seconds"] // run.period)
+    return report
+
+
+def native_pages_per_second() -> float:
+    """The unmonitored crawl's speed in the last crawl_cost.py run, else ~620."""
+    try:
+        runs = json.loads((RESULTS / "crawl_cost.json").read_text())["variants"]["none"]["runs"]
+        rates = sorted(r["pages_per_second"] for r in runs)
+        return float(rates[len(rates) // 2])
+    except (OSError, KeyError, ValueError):
+        return 620.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=1000)
+    parser.add_argument("--project-pages", type=int, default=20_000)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind not found: install it (apt-get install valgrind)")
+    runs = plan()
+    results: dict[str, dict[str, Any]] = {}
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        sites = {
+            "one": stack.enter_context(site_server(1, scrapeops_period=RARE)).url,
+            "many": stack.enter_context(site_server(args.pages, scrapeops_period=RARE)).url,
+            "many-often": stack.enter_context(site_server(args.pages, scrapeops_period=OFTEN)).url,
+        }
+        api = stack.enter_context(receiver()).url
+
+        def one(run: Run) -> tuple[str, dict[str, Any]]:
+            out = Path(tmp, re.sub(r"\W+", "-", run.name) + ".out")
+            report = count(run, sites[run.site], api, out)
+            print(
+                f"{run.name:20} {report['instructions'] / 1e9:8.3f} G instructions, "
+                f"{report['items']} pages, {report['periods']} periods, "
+                f"{report['crawl_seconds']:.0f} s under valgrind",
+                flush=True,
+            )
+            return run.name, report
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results.update(pool.map(one, runs))
+
+    def parts(name: str) -> dict[str, float]:
+        small, big = results[f"{name}/1"], results[f"{name}/N"]
+        often = results.get(f"{name}/N often")
+        per_period = 0.0
+        if often is not None and often["periods"] > big["periods"]:
+            per_period = (often["instructions"] - big["instructions"]) / (
+                often["periods"] - big["periods"]
+            )
+        fixed = small["instructions"] - small["periods"] * per_period
+        pages = big["items"] - small["items"]
+        per_page = (big["instructions"] - big["periods"] * per_period - fixed) / pages
+        return {"fixed": fixed, "per_page": per_page, "per_period": per_period}
+
+    rate = native_pages_per_second()
+    seconds = args.project_pages / rate
+    base = parts("none")
+    base_total = base["fixed"] + args.project_pages * base["per_page"]
+    rows: dict[str, dict[str, float]] = {}
+    # (name, parts of, periods in the projected crawl). Heartbeat's start and
+    # final beats are counted as periods in every run, so they are added back
+    # here; the peers' calls at start and close stay in their fixed part.
+    projected = [
+        ("heartbeat, 10 s", "heartbeat", seconds // 10 + 2),
+        ("heartbeat, 1 s", "heartbeat", seconds // 1 + 2),
+        ("scrapeops, 10 s", "scrapeops", seconds // 10),
+        ("spidermon, 10 s", "spidermon", seconds // 10),
+    ]
+    print(
+        f"\nparts, instructions (unmonitored per page: {base['per_page'] / 1e6:.2f} M, "
+        f"fixed {base['fixed'] / 1e9:.2f} G)"
+    )
+    for name in ("heartbeat", "scrapeops", "spidermon"):
+        p = parts(name)
+        print(
+            f"{name:10} fixed +{(p['fixed'] - base['fixed']) / 1e6:8.1f} M, per page "
+            f"+{(p['per_page'] - base['per_page']) / 1e3:7.1f} k "
+            f"(+{(p['per_page'] / base['per_page'] - 1) * 100:.2f} %), per period "
+            f"{p['per_period'] / 1e6:.2f} M"
+        )
+    print(
+        f"\nprojected for {args.project_pages} pages at {rate:.0f} pages/s ({seconds:.0f} s): "
+        "instruction ratio to no monitoring"
+    )
+    for label, name, periods in projected:
+        p = parts(name)
+        total = p["fixed"] + args.project_pages * p["per_page"] + periods * p["per_period"]
+        rows[label] = {**p, "periods": periods, "ratio": total / base_total}
+        print(f"{label:18} {total / base_total:.4f}  ({periods:.0f} periods)")
+    control = results["none-again/N"]["instructions"] / results["none/N"]["instructions"]
+    print(f"A/A control (none again / none, {args.pages} pages): {control:.4f}")
+    ours = [v["ratio"] for k, v in rows.items() if k.startswith("heartbeat")]
+    peers = [v["ratio"] for k, v in rows.items() if not k.startswith("heartbeat")]
+    ok = max(ours) <= 1.02 and max(ours) < min(peers)
+    print("targets (ratio <= 1.02 and below every peer):", "PASS" if ok else "MISSED")
+    path = save(
+        "instructions",
+        {
+            "pages": args.pages,
+            "project_pages": args.project_pages,
+            "native_pages_per_second": rate,
+            "runs": results,
+            "none": base,
+            "projected": rows,
+            "aa_control": control,
+        },
+    )
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
