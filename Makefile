@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-compat test-matrix lint unit bench bench-receiver clean
+.PHONY: demo test test-compat test-matrix lint unit bench bench-instructions bench-receiver clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +32,22 @@ test-compat: $(STAMP)
 test-matrix: lint unit test-compat
 
 # Issue 5's benchmarks, in order; each prints its figures and saves them in
-# bench/results/. The peers are installed here, not with the package.
+# bench/results/. The peers are installed here, not with the package;
+# bench-instructions needs Debian's valgrind (installed here when missing).
 bench: $(STAMP)
+	@start=$$(date +%s); \
+	$(PY) -m pip install --quiet scrapeops-scrapy spidermon && \
+	$(PY) bench/event_cost.py && \
+	$(PY) bench/crawl_cost.py && \
+	$(PY) bench/stall.py && \
+	$(PY) bench/soak.py && \
+	$(MAKE) --no-print-directory bench-instructions && \
+	echo "make bench: $$(( $$(date +%s) - start )) s"
+
+bench-instructions: $(STAMP)
+	command -v valgrind >/dev/null || apt-get install -y -qq valgrind
 	$(PY) -m pip install --quiet scrapeops-scrapy spidermon
-	$(PY) bench/event_cost.py
-	$(PY) bench/crawl_cost.py
-	$(PY) bench/stall.py
-	$(PY) bench/soak.py
+	$(PY) bench/instructions.py
 
 bench-receiver: $(STAMP)
 	$(PY) bench/receiver_load.py
