@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/crawl_cost.py && \
 	$(PY) bench/stall.py && \
 	$(PY) bench/soak.py && \
+	$(PY) bench/shutdown.py && \
 	$(MAKE) --no-print-directory bench-instructions && \
 	echo "make bench: $$(( $$(date +%s) - start )) s"
 

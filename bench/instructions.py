@@ -23,6 +23,11 @@ pages at the unmonitored crawl's native pages/s, so many beats or periods at
 each interval) is ``(fixed + pages * per_page + periods * per_period)`` over
 the unmonitored crawl's ``fixed + pages * per_page``. ``none-again`` repeats
 the unmonitored N-page crawl: how far two identical counts differ.
+
+Three more N-page runs beat every second against an API that hangs, answers
+after 5 s, or refuses connections: their counts against the healthy API's
+say what a misbehaving API costs the crawl in work (with beats ~40 times
+denser per page than in a real crawl, an upper bound).
 """
 
 from __future__ import annotations
@@ -44,10 +49,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, ROOT, receiver, save, site_server
+from tests.servers import HeartbeatServer, free_port
 
 RARE, OFTEN = 600, 1  # peers' periods, seconds
 HEARTBEAT_RARE = 60  # scrapy-heartbeat's longest interval (the spec's 60 s)
 COLLECTED = re.compile(r"Collected : (\d+)")
+REFUSED = f"http://127.0.0.1:{free_port()}"
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Run:
     variant: str
     site: str  # "one", "many" or "many-often" (scrapeops' stub period is set by the site)
     period: float | None  # seconds between periodic runs, None: no periodic work
+    api: str = "receiver"  # or a fault: "hang", "slow:5", "refused"
 
 
 def plan() -> list[Run]:
@@ -72,6 +80,10 @@ def plan() -> list[Run]:
         Run("spidermon/1", f"spidermon-{RARE}s", "one", RARE),
         Run("spidermon/N", f"spidermon-{RARE}s", "many", RARE),
         Run("spidermon/N often", f"spidermon-{OFTEN}s", "many", OFTEN),
+        # The API misbehaving, beats every second: what a fault costs the crawl.
+        Run("heartbeat/N hang", f"heartbeat-{OFTEN}s", "many", OFTEN, "hang"),
+        Run("heartbeat/N slow", f"heartbeat-{OFTEN}s", "many", OFTEN, "slow:5"),
+        Run("heartbeat/N refused", f"heartbeat-{OFTEN}s", "many", OFTEN, "refused"),
     ]
 
 
@@ -93,8 +105,14 @@ def count(run: Run, site: str, api: str, out: Path) -> dict[str, Any]:
         text=True,
         cwd=ROOT,
         check=False,
-        # A fixed hash seed: the same dict and set layouts in every run.
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"},
+        # A fixed hash seed: the same dict and set layouts in every run; a
+        # short close timeout for the fault runs (the close is not counted).
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONHASHSEED": "0",
+            "BENCH_EXTRA_SETTINGS": json.dumps({"HEARTBEAT_CLOSE_TIMEOUT": 2}),
+        },
     )
     found = COLLECTED.search(done.stderr)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -137,11 +155,15 @@ def main() -> int:
             "many": stack.enter_context(site_server(args.pages, scrapeops_period=RARE)).url,
             "many-often": stack.enter_context(site_server(args.pages, scrapeops_period=OFTEN)).url,
         }
-        api = stack.enter_context(receiver()).url
+        apis = {"receiver": stack.enter_context(receiver()).url, "refused": REFUSED}
+        for fault in ("hang", "slow:5"):
+            server = HeartbeatServer(behaviour=fault)
+            stack.callback(server.stop)
+            apis[fault] = server.url
 
         def one(run: Run) -> tuple[str, dict[str, Any]]:
             out = Path(tmp, re.sub(r"\W+", "-", run.name) + ".out")
-            report = count(run, sites[run.site], api, out)
+            report = count(run, sites[run.site], apis[run.api], out)
             print(
                 f"{run.name:20} {report['instructions'] / 1e9:8.3f} G instructions, "
                 f"{report['items']} pages, {report['periods']} periods, "
@@ -201,6 +223,20 @@ def main() -> int:
         total = p["fixed"] + args.project_pages * p["per_page"] + periods * p["per_period"]
         rows[label] = {**p, "periods": periods, "ratio": total / base_total}
         print(f"{label:18} {total / base_total:.4f}  ({periods:.0f} periods)")
+    healthy = results["heartbeat/N often"]["instructions"]
+    faults: dict[str, dict[str, float]] = {}
+    print(f"\nthe API misbehaving, {args.pages} pages, a beat every second under valgrind:")
+    for fault in ("hang", "slow", "refused"):
+        r = results[f"heartbeat/N {fault}"]
+        faults[fault] = {
+            "vs_healthy": r["instructions"] / healthy,
+            "vs_none": r["instructions"] / results["none/N"]["instructions"],
+        }
+        print(
+            f"{fault:8} {faults[fault]['vs_healthy']:.4f} of the healthy API's count, "
+            f"{faults[fault]['vs_none']:.4f} of no monitoring's "
+            f"({r['periods']} beats with an outcome)"
+        )
     control = results["none-again/N"]["instructions"] / results["none/N"]["instructions"]
     print(f"A/A control (none again / none, {args.pages} pages): {control:.4f}")
     ours = [v["ratio"] for k, v in rows.items() if k.startswith("heartbeat")]
@@ -216,6 +252,7 @@ def main() -> int:
             "runs": results,
             "none": base,
             "projected": rows,
+            "faults": faults,
             "aa_control": control,
         },
     )

@@ -1,18 +1,21 @@
 """Never blocking: the event loop's largest stall and the crawl's throughput
 while the monitoring API misbehaves.
 
-    python bench/stall.py [--pages 2000] [--rounds 5]
+    python bench/stall.py [--pages 3000] [--rounds 5]
 
 Each round crawls the local site without monitoring, then with
-scrapy-heartbeat against an API that hangs, one that answers after 5 s, and
-one that refuses connections, then scrapeops-scrapy against the same slow and
-refusing APIs. A probe in the crawl process is due every 10 ms; its largest
-lateness is the largest stall (its 99th percentile is reported too: the
-largest alone is noisy, since Scrapy's own busiest loop iterations and GC
-pauses set it). The crawl's close is not measured here (see crawl_cost.py),
-so these runs give the final beat 2 s (HEARTBEAT_CLOSE_TIMEOUT).
-scrapeops-scrapy against a hanging API is not run: its requests.post() on
-the reactor thread waits 30 s, 3 times, per call
+scrapy-heartbeat (a beat every second) against an API that hangs, one that
+answers after 5 s, and one that refuses connections, then scrapeops-scrapy
+against the same slow and refusing APIs, then without monitoring again (the
+A/A control: how far two identical runs differ in these figures). A probe in
+the crawl process is due every 10 ms; its largest lateness is the largest
+stall (its 99th percentile is reported too: the largest alone is noisy, since
+Scrapy's own busiest loop iterations and GC pauses set it). For
+scrapy-heartbeat the longest its own work ran on the loop thread is reported
+as well: what a beat can add to a stall, at most. The crawl's close is not
+measured here (see crawl_cost.py), so these runs give the final beat 2 s
+(HEARTBEAT_CLOSE_TIMEOUT). scrapeops-scrapy against a hanging API is not run:
+its requests.post() on the reactor thread waits 30 s, 3 times, per call
 (scrapeops_scrapy/core/api.py: TIMEOUT = 30, RETRY_LIMIT = 3).
 """
 
