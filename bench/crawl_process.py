@@ -143,6 +143,24 @@ class LoopTimer:
         return timed
 
 
+def ablate(parts: str) -> None:
+    """Take parts of scrapy-heartbeat out (bench/ablate.py): ``request`` and
+    ``response`` are the downloader middleware's methods, ``scheduler`` the
+    scheduler observation (and so every token). What remains still runs."""
+    from scrapy_heartbeat import extension
+    from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware as Middleware
+
+    for part in filter(None, parts.split(",")):
+        if part == "request":
+            del Middleware.process_request
+        elif part == "response":
+            del Middleware.process_response, Middleware.process_exception
+        elif part == "scheduler":
+            extension.observe_scheduler = lambda scheduler, tracker: True  # type: ignore[assignment]
+        else:
+            raise SystemExit(f"unknown part {part!r}")
+
+
 class ClosingClock(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
@@ -183,6 +201,7 @@ def main() -> int:
     timer = LoopTimer()
     if variant.startswith("heartbeat"):
         timer.install()
+        ablate(os.environ.get("BENCH_ABLATE", ""))
     crawler = process.create_crawler(BenchSpider)
     probe = Probe()
     clock = ClosingClock()

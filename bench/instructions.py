@@ -64,6 +64,7 @@ class Run:
     site: str  # "one", "many" or "many-often" (scrapeops' stub period is set by the site)
     period: float | None  # seconds between periodic runs, None: no periodic work
     api: str = "receiver"  # or a fault: "hang", "slow:5", "refused"
+    ablate: str = ""  # parts of scrapy-heartbeat taken out (bench/ablate.py)
 
 
 def plan() -> list[Run]:
@@ -112,6 +113,7 @@ def count(run: Run, site: str, api: str, out: Path) -> dict[str, Any]:
             "PYTHONPATH": str(ROOT),
             "PYTHONHASHSEED": "0",
             "BENCH_EXTRA_SETTINGS": json.dumps({"HEARTBEAT_CLOSE_TIMEOUT": 2}),
+            "BENCH_ABLATE": run.ablate,
         },
     )
     found = COLLECTED.search(done.stderr)
