@@ -75,18 +75,19 @@ def receiver() -> Iterator[Service]:
             service.stop()
 
 
-def crawl(
+def run_crawl_process(
     variant: str,
     site: str,
     api: str,
+    *,
     delay: float | None = None,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run one crawl process; add its CPU seconds, wall seconds and the time
-    from "Closing spider" to the process's exit."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    args = [sys.executable, str(ROOT / "bench" / "crawl_process.py"), variant, site, api]
+    prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Run ``bench/crawl_process.py`` (after ``prefix``, such as valgrind);
+    its JSON report and its stderr. A failed crawl ends the benchmark."""
+    args = [*prefix, sys.executable, str(ROOT / "bench" / "crawl_process.py"), variant, site, api]
     if delay is not None:
         args.append(str(delay))
     done = subprocess.run(
@@ -99,15 +100,30 @@ def crawl(
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "BENCH_EXTRA_SETTINGS": json.dumps(extra or {}),
+            **(env or {}),
         },
     )
-    exited = time.time()
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{variant} crawl failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
+    return json.loads(lines[-1]), done.stderr
+
+
+def crawl(
+    variant: str,
+    site: str,
+    api: str,
+    delay: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one crawl process; add its CPU seconds, wall seconds and the time
+    from "Closing spider" to the process's exit."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    result, _ = run_crawl_process(variant, site, api, delay=delay, extra=extra)
+    exited = time.time()
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result["wall_seconds"] = wall
     result["shutdown_seconds"] = exited - result["closing_at"] if result["closing_at"] else None

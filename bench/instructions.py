@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, ROOT, receiver, save, site_server
+from bench.common import RESULTS, receiver, run_crawl_process, save, site_server
 from tests.servers import HeartbeatServer, free_port
 
 RARE, OFTEN = 600, 1  # peers' periods, seconds
@@ -91,36 +90,19 @@ def plan() -> list[Run]:
 def count(run: Run, site: str, api: str, out: Path) -> dict[str, Any]:
     """One crawl under callgrind: its instruction count and its own report."""
     target = site if run.variant == "scrapeops" else api
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            str(ROOT / "bench" / "crawl_process.py"),
-            run.variant,
-            site,
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        # A fixed hash seed: the same dict and set layouts in every run; a
-        # short close timeout for the fault runs (the close is not counted).
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "PYTHONHASHSEED": "0",
-            "BENCH_EXTRA_SETTINGS": json.dumps({"HEARTBEAT_CLOSE_TIMEOUT": 2}),
-            "BENCH_ABLATE": run.ablate,
-        },
+    report, stderr = run_crawl_process(
+        run.variant,
+        site,
+        target,
+        # A short close timeout for the fault runs (the close is not counted).
+        extra={"HEARTBEAT_CLOSE_TIMEOUT": 2},
+        prefix=("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
+        # A fixed hash seed: the same dict and set layouts in every run.
+        env={"PYTHONHASHSEED": "0", "BENCH_ABLATE": run.ablate},
     )
-    found = COLLECTED.search(done.stderr)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not found or not lines:
-        raise SystemExit(f"{run.name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    report: dict[str, Any] = json.loads(lines[-1])
+    found = COLLECTED.search(stderr)
+    if not found:
+        raise SystemExit(f"{run.name}: no instruction count from valgrind:\n{stderr[-3000:]}")
     report["instructions"] = int(found.group(1))
     if run.period is None:
         report["periods"] = 0
