@@ -97,25 +97,21 @@ class ProgressTracker:
     # -- observation points -------------------------------------------------
 
     def request_enqueued(self, request: Request, accepted: bool) -> None:
-        chain = self._token(request)
-        if chain is None:  # the common case: a new URL, or a duplicate (not accepted)
-            if accepted and request.callback is not NO_CALLBACK:  # not Scrapy-internal
-                request.meta[META_KEY] = LogicalUrl(self.owner, hop_count(request))
-                self.total += 1
-            return
         if request.callback is NO_CALLBACK:
-            return
-        hops = hop_count(request)
-        if hops == chain.hops + 1:
-            self._continue(chain, hops)
-            if accepted:
-                if chain.outcome != PENDING:
-                    self._reopen(chain)  # e.g. get_retry_request() in a callback
-            elif chain.outcome == PENDING:
-                self._resolve(chain, SUCCESSFUL)  # a hop into an already-seen URL
-            return
-        if accepted:
-            request.meta[META_KEY] = LogicalUrl(self.owner, hops)
+            return  # a Scrapy-internal download
+        chain = self._token(request)
+        if chain is not None:  # a retry or redirect hop, or meta copied from a response
+            hops = hop_count(request)
+            if hops == chain.hops + 1:
+                self._continue(chain, hops)
+                if accepted:
+                    if chain.outcome != PENDING:
+                        self._reopen(chain)  # e.g. get_retry_request() in a callback
+                elif chain.outcome == PENDING:
+                    self._resolve(chain, SUCCESSFUL)  # a hop into an already-seen URL
+                return
+        if accepted:  # a new URL (a duplicate, not accepted, costs nothing more)
+            request.meta[META_KEY] = LogicalUrl(self.owner, hop_count(request))
             self.total += 1
 
     def download_started(self, request: Request) -> None:
