@@ -226,6 +226,7 @@ def main() -> int:
     items = stats.get("item_scraped_count", 0)
     crawl_seconds = marks["closed"] - marks["opened"]
     lateness = sorted(probe.lateness) or [0.0]
+    loop_max, loop_max_in = timer.largest()
     print(
         json.dumps(
             {
@@ -241,8 +242,8 @@ def main() -> int:
                 "closing_at": clock.closing,
                 "heartbeat_ok": stats.get("heartbeat/ok", 0),
                 "heartbeat_failed": stats.get("heartbeat/failed", 0),
-                "heartbeat_loop_max_ms": round(timer.largest()[0] * 1000, 3),
-                "heartbeat_loop_max_in": timer.largest()[1],
+                "heartbeat_loop_max_ms": round(loop_max * 1000, 3),
+                "heartbeat_loop_max_in": loop_max_in,
             }
         ),
         flush=True,

@@ -174,7 +174,8 @@ def main() -> int:
 
     rate = native_pages_per_second()
     seconds = args.project_pages / rate
-    base = parts("none")
+    split = {name: parts(name) for name in ("none", "heartbeat", "scrapeops", "spidermon")}
+    base = split["none"]
     base_total = base["fixed"] + args.project_pages * base["per_page"]
     rows: dict[str, dict[str, float]] = {}
     # (name, parts of, periods in the projected crawl). Heartbeat's start and
@@ -191,7 +192,7 @@ def main() -> int:
         f"fixed {base['fixed'] / 1e9:.2f} G)"
     )
     for name in ("heartbeat", "scrapeops", "spidermon"):
-        p = parts(name)
+        p = split[name]
         print(
             f"{name:10} fixed +{(p['fixed'] - base['fixed']) / 1e6:8.1f} M, per page "
             f"+{(p['per_page'] - base['per_page']) / 1e3:7.1f} k "
@@ -203,7 +204,7 @@ def main() -> int:
         "instruction ratio to no monitoring"
     )
     for label, name, periods in projected:
-        p = parts(name)
+        p = split[name]
         total = p["fixed"] + args.project_pages * p["per_page"] + periods * p["per_period"]
         rows[label] = {**p, "periods": periods, "ratio": total / base_total}
         print(f"{label:18} {total / base_total:.4f}  ({periods:.0f} periods)")
