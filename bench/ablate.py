@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import receiver, save, site_server
 from bench.instructions import HEARTBEAT_RARE, Run, count
 
-PARTS = ["", "request", "response", "scheduler", "request,response,scheduler"]
+PARTS = ["", "downloader", "scheduler", "downloader,scheduler"]
 
 
 def main() -> int:

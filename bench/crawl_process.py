@@ -144,17 +144,14 @@ class LoopTimer:
 
 
 def ablate(parts: str) -> None:
-    """Take parts of scrapy-heartbeat out (bench/ablate.py): ``request`` and
-    ``response`` are the downloader middleware's methods, ``scheduler`` the
-    scheduler observation (and so every token). What remains still runs."""
+    """Take parts of scrapy-heartbeat out (bench/ablate.py): ``downloader``
+    and ``scheduler`` are the two observations (without the scheduler's there
+    are no tokens, so the downloader's is cut short too). What remains runs."""
     from scrapy_heartbeat import extension
-    from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware as Middleware
 
     for part in filter(None, parts.split(",")):
-        if part == "request":
-            del Middleware.process_request
-        elif part == "response":
-            del Middleware.process_response, Middleware.process_exception
+        if part == "downloader":
+            extension.observe_downloader = lambda downloader, tracker, restores: True  # type: ignore[assignment]
         elif part == "scheduler":
             extension.observe_scheduler = lambda scheduler, tracker: True  # type: ignore[assignment]
         else:

@@ -6,10 +6,12 @@ A synthetic stream of N requests, N responses and N items goes straight into
 the handlers (no signal dispatch, no network), in chunks of 10,000 real Scrapy
 ``Request``/``Response`` objects built outside the timed region:
 
-* scrapy-heartbeat: per request the scheduler's answer + ``process_request``;
-  per response ``process_response``; per item ``item_scraped`` (the handler
-  used only when CoreStats is off; with it on, items cost nothing: its stat
-  is read at each beat);
+* scrapy-heartbeat: per request what its observation of the scheduler's
+  ``enqueue_request`` and of the downloader's ``fetch`` adds (around
+  components that answer at once: accepted, and a Deferred); per response
+  firing that Deferred, which runs its callback; per item ``item_scraped``
+  (the handler used only when CoreStats is off; with it on, items cost
+  nothing: its stat is read at each beat);
 * Scrapy's own stats, measured the same way: ``CoreStats.response_received``
   and ``CoreStats.item_scraped``, and, for requests (``CoreStats`` has no
   request handler), the ``DownloaderStats`` middleware's ``process_request``.
@@ -37,10 +39,11 @@ from scrapy.downloadermiddlewares.stats import DownloaderStats
 from scrapy.extensions.corestats import CoreStats
 from scrapy.http import HtmlResponse
 from scrapy.utils.test import get_crawler
+from twisted.internet.defer import Deferred
 
 from bench.common import save
 from scrapy_heartbeat.extension import HeartbeatExtension
-from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware
+from scrapy_heartbeat.progress import ProgressTracker, observe_downloader, observe_scheduler
 from scrapy_heartbeat.settings import load_config
 
 CHUNK = 10_000
@@ -62,28 +65,49 @@ def timed(events: int, run: Callable[[list[Request], list[HtmlResponse]], float]
     return total
 
 
+class Answering:
+    """The observed engine components, answering at once and doing nothing
+    else, so that only the observation is timed."""
+
+    def enqueue_request(self, request: Request) -> bool:
+        return True
+
+    def fetch(self, request: Request) -> Deferred[HtmlResponse]:
+        return Deferred()
+
+
+def observed(tracker: ProgressTracker) -> Answering:
+    components = Answering()
+    assert observe_scheduler(components, tracker)
+    assert observe_downloader(components, tracker, restores=False)
+    return components
+
+
 def heartbeat_parts(
-    ext: HeartbeatExtension, mw: HeartbeatDownloaderMiddleware
+    ext: HeartbeatExtension,
 ) -> dict[str, Callable[[list[Request], list[HtmlResponse]], float]]:
-    tracker = ext.tracker
+    engine = observed(ext.tracker)
+
+    def start(reqs: list[Request]) -> list[Deferred[HtmlResponse]]:
+        downloads = []
+        for r in reqs:
+            engine.enqueue_request(r)
+            downloads.append(engine.fetch(r))
+        return downloads
 
     def requests_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
         t = time.perf_counter()
-        for r in reqs:
-            tracker.request_enqueued(r, True)  # what the scheduler wrapper adds
-            mw.process_request(r)
+        downloads = start(reqs)
         elapsed = time.perf_counter() - t
-        for r, resp in zip(reqs, resps, strict=True):  # finish them, untimed
-            mw.process_response(r, resp)
+        for d, resp in zip(downloads, resps, strict=True):  # finish them, untimed
+            d.callback(resp)
         return elapsed
 
     def responses_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
-        for r in reqs:  # start them, untimed
-            tracker.request_enqueued(r, True)
-            mw.process_request(r)
+        downloads = start(reqs)  # untimed
         t = time.perf_counter()
-        for r, resp in zip(reqs, resps, strict=True):
-            mw.process_response(r, resp)
+        for d, resp in zip(downloads, resps, strict=True):
+            d.callback(resp)
         return time.perf_counter() - t
 
     def items_(reqs: list[Request], resps: list[HtmlResponse]) -> float:
@@ -123,8 +147,8 @@ def scrapy_parts(
 def memory_growth(events: int) -> dict[str, int]:
     crawler = get_crawler(settings_dict={"HEARTBEAT_API_BASE_URL": "http://127.0.0.1:9"})
     ext = HeartbeatExtension(crawler, load_config(crawler.settings.get))  # type: ignore[arg-type]
-    mw = HeartbeatDownloaderMiddleware(ext.tracker)
     tracker = ext.tracker
+    engine = observed(tracker)
     tracemalloc.start()
     marks: dict[str, int] = {}
     done = 0
@@ -132,12 +156,11 @@ def memory_growth(events: int) -> dict[str, int]:
         while done < target:
             for n in range(done, done + CHUNK):
                 r = Request(f"http://example.com/p/{n}")
-                tracker.request_enqueued(r, True)
-                mw.process_request(r)
-                mw.process_response(r, HtmlResponse(r.url, status=200, request=r))
+                engine.enqueue_request(r)
+                engine.fetch(r).callback(HtmlResponse(r.url, status=200, request=r))
                 ext.item_scraped()
             done += CHUNK
-        tracker.settle(set(), final=True)
+        tracker.settle(final=True)
         gc.collect()
         marks[f"traced_after_{target}"] = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -154,13 +177,12 @@ def main() -> int:
     config = load_config(crawler.settings.get)
     assert config is not None
     ext = HeartbeatExtension(crawler, config)
-    mw = HeartbeatDownloaderMiddleware(ext.tracker)
     crawler.stats.open_spider()
     spider = crawler._create_spider("bench") if hasattr(crawler, "_create_spider") else None
     core = CoreStats(crawler.stats)
     dstats = DownloaderStats(crawler.stats)
 
-    ours = {k: timed(args.events, f) for k, f in heartbeat_parts(ext, mw).items()}
+    ours = {k: timed(args.events, f) for k, f in heartbeat_parts(ext).items()}
     theirs = {k: timed(args.events, f) for k, f in scrapy_parts(core, dstats, spider).items()}
     ns = {
         "heartbeat": {k: v / args.events * 1e9 for k, v in ours.items()},

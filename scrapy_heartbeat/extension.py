@@ -25,14 +25,9 @@ from scrapy_heartbeat._compat import (
     wait_for_future,
 )
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
-from scrapy_heartbeat.middleware import (
-    MIDDLEWARE_ORDER,
-    SPIDER_MIDDLEWARE_ORDER,
-    HeartbeatDownloaderMiddleware,
-    HeartbeatSpiderMiddleware,
-)
+from scrapy_heartbeat.middleware import SPIDER_MIDDLEWARE_ORDER, HeartbeatSpiderMiddleware
 from scrapy_heartbeat.payload import Progress, clean_url, percentage, stage_text
-from scrapy_heartbeat.progress import ProgressTracker, observe_scheduler
+from scrapy_heartbeat.progress import ProgressTracker, observe_downloader, observe_scheduler
 from scrapy_heartbeat.sender import HeartbeatSender
 from scrapy_heartbeat.settings import (
     ConfigError,
@@ -52,9 +47,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The middlewares the extension enables itself: (setting, class, order).
+#: The middleware the extension enables itself: (setting, class, order).
 COMPANIONS: tuple[tuple[str, type, int], ...] = (
-    ("DOWNLOADER_MIDDLEWARES", HeartbeatDownloaderMiddleware, MIDDLEWARE_ORDER),
     ("SPIDER_MIDDLEWARES", HeartbeatSpiderMiddleware, SPIDER_MIDDLEWARE_ORDER),
 )
 
@@ -90,7 +84,7 @@ class HeartbeatExtension:
             except TypeError:  # frozen settings: built outside Crawler's own set-up
                 logger.warning(
                     "scrapy-heartbeat: settings are frozen; add %(path)s to %(setting)s "
-                    "at %(order)d, or outcomes will be missing from the counts",
+                    "at %(order)d, or a failing start() will not make the final beat 'failed'",
                     {
                         "path": f"scrapy_heartbeat.{component.__name__}",
                         "setting": setting,
@@ -141,6 +135,13 @@ class HeartbeatExtension:
         if scheduler is None or not observe_scheduler(scheduler, self.tracker):
             logger.warning(
                 "scrapy-heartbeat: cannot observe the scheduler; total_urls will stay 0",
+                extra={"crawler": self.crawler},
+            )
+        restores = bool(self.crawler.settings.get("JOBDIR"))
+        downloader = getattr(engine, "downloader", None)
+        if downloader is None or not observe_downloader(downloader, self.tracker, restores):
+            logger.warning(
+                "scrapy-heartbeat: cannot observe the downloader; crawled_urls will stay 0",
                 extra={"crawler": self.crawler},
             )
         try:
@@ -199,8 +200,7 @@ class HeartbeatExtension:
             logger.exception("scrapy-heartbeat: could not send a heartbeat")
 
     def _progress(self, status: str, final: bool = False) -> dict[str, Any]:
-        downloader = getattr(self.crawler.engine, "downloader", None)
-        self.tracker.settle(getattr(downloader, "active", None), final=final)
+        self.tracker.settle(final=final)
         t = self.tracker
         crawled, total = t.crawled, t.total
         pct = percentage(crawled, total)

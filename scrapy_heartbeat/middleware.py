@@ -1,13 +1,10 @@
-"""The companion middlewares the extension enables itself.
+"""The companion middleware the extension enables itself.
 
-:class:`HeartbeatDownloaderMiddleware` sees each URL's final outcome.
-
-It sits outermost (order :data:`MIDDLEWARE_ORDER`), so ``process_response``
-sees only final responses (retries and redirects have been turned into new
-requests by then) and ``process_exception`` sees only what no other middleware
-handled: a download error once retries are exhausted, or an ``IgnoreRequest``.
-The optional ``spider`` arguments keep older Scrapy, which passes it, working.
-:class:`~scrapy_heartbeat.extension.HeartbeatExtension` enables it itself.
+:class:`HeartbeatSpiderMiddleware` sees an exception raised by the spider's
+``start()``; :class:`~scrapy_heartbeat.extension.HeartbeatExtension` enables it
+itself. Each URL's outcome is seen by observing the downloader (see
+:mod:`scrapy_heartbeat.progress`), which costs a crawl less than a downloader
+middleware would.
 """
 
 from __future__ import annotations
@@ -18,14 +15,11 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import NotConfigured
 
 if TYPE_CHECKING:
-    from scrapy import Request, Spider
     from scrapy.crawler import Crawler
-    from scrapy.http import Response
     from typing_extensions import Self
 
     from scrapy_heartbeat.progress import ProgressTracker
 
-MIDDLEWARE_ORDER = 0
 #: Spider middlewares closer to the spider have higher orders.
 SPIDER_MIDDLEWARE_ORDER = 1000
 
@@ -40,26 +34,18 @@ def _tracker(crawler: Crawler) -> ProgressTracker:
 
 
 class HeartbeatDownloaderMiddleware:
-    def __init__(self, tracker: ProgressTracker):
-        self.tracker = tracker
+    """No longer used: the extension observes the downloader itself.
+
+    Kept so that settings naming it still load; it disables itself with a
+    warning that says to remove it.
+    """
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(_tracker(crawler))
-
-    def process_request(self, request: Request, spider: Spider | None = None) -> None:
-        self.tracker.download_started(request)
-
-    def process_response(
-        self, request: Request, response: Response, spider: Spider | None = None
-    ) -> Response:
-        self.tracker.download_finished(request, response=response)
-        return response
-
-    def process_exception(
-        self, request: Request, exception: Exception, spider: Spider | None = None
-    ) -> None:
-        self.tracker.download_finished(request, exception=exception)
+        raise NotConfigured(
+            "scrapy_heartbeat.HeartbeatDownloaderMiddleware is no longer needed; "
+            "remove it from DOWNLOADER_MIDDLEWARES"
+        )
 
 
 class HeartbeatSpiderMiddleware:

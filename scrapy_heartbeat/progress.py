@@ -7,39 +7,43 @@ hops are the same logical URL: they carry the same :class:`LogicalUrl` token in
 only by tokens of requests still queued or in flight, never by a set of seen
 URLs.
 
-Scrapy does not say everything we need, so two observation points are used:
+Scrapy has no signal for what we need, so two methods of this crawler's own
+engine components are observed, on the instance (any class works, nothing
+outside this crawler changes, and their answers pass through untouched):
 
-* the scheduler's own answer (:func:`observe_scheduler` wraps
-  ``enqueue_request`` on this crawler's scheduler instance): ``request_scheduled``
-  fires *before* the dupe filter and before handlers such as Scrapy 2.19's
-  ``OffsiteMiddleware`` have had their say, so it cannot tell acceptance;
-* the outermost downloader middleware
-  (:class:`~scrapy_heartbeat.middleware.HeartbeatDownloaderMiddleware`) sees
-  each request handed to the downloader, each chain's final response, and its
-  final exception once retries are exhausted: Scrapy has no signal for a
-  final download error.
+* the scheduler's ``enqueue_request`` (:func:`observe_scheduler`) says which
+  requests are accepted: ``request_scheduled`` fires *before* the dupe filter
+  and before handlers such as Scrapy 2.19's ``OffsiteMiddleware`` have had
+  their say, so it cannot tell acceptance;
+* the downloader's ``fetch`` (:func:`observe_downloader`) takes a request
+  through every downloader middleware and the download, and gives the engine
+  the final response, a follow-up request (a retry or redirect hop), or the
+  exception no middleware handled, including one raised from a middleware's
+  ``process_response`` (for example "max redirections reached").
 
-Some chains end where no middleware looks: an exception raised from another
-middleware's ``process_response`` (for example "max redirections reached"),
-or a redirect hop that a ``request_scheduled`` handler (``OffsiteMiddleware``)
-ignored before the scheduler heard of it. :meth:`settle` finds them by their
-last request having left ``downloader.active`` with no hop accepted, and
-counts them as skipped, like every other ``IgnoreRequest``.
+A follow-up request that a ``request_scheduled`` handler drops never reaches
+the scheduler; :meth:`ProgressTracker.settle` counts its chain as skipped, like
+every other ``IgnoreRequest``. Each observation is one plain call per
+request; a downloader middleware would cost more, as Scrapy wraps each
+middleware call in a coroutine (see the README's "Performance").
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
     from scrapy import Request
-    from scrapy.http import Response
 
 logger = logging.getLogger(__name__)
 
@@ -51,26 +55,28 @@ PENDING, SUCCESSFUL, FAILED, SKIPPED = 0, 1, 2, 3
 class LogicalUrl:
     """The token one logical URL's requests share through ``request.meta``."""
 
-    __slots__ = ("hops", "outcome", "owner", "request")
+    __slots__ = ("hops", "outcome", "owner")
 
     def __init__(self, owner: str, hops: int, outcome: int = PENDING) -> None:
         self.owner = owner
         self.hops = hops
         self.outcome = outcome
-        self.request: Request | None = None  # the request now in the downloader
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Disk queues (JOBDIR) pickle meta; the in-flight request stays behind.
+        # Disk queues (JOBDIR) pickle meta.
         return (LogicalUrl, (self.owner, self.hops, self.outcome))
 
     def __repr__(self) -> str:
         return f"<LogicalUrl hops={self.hops} outcome={self.outcome}>"
 
 
-def hop_count(request: Request) -> int:
-    meta = request.meta
+def hop_count(meta: dict[str, Any]) -> int:
+    """How many retries and redirects led to the request with this ``meta``."""
+    retries, redirects = meta.get("retry_times"), meta.get("redirect_times")
+    if retries is None and redirects is None:
+        return 0
     try:
-        return int(meta.get("retry_times", 0) or 0) + int(meta.get("redirect_times", 0) or 0)
+        return int(retries or 0) + int(redirects or 0)
     except (TypeError, ValueError):
         return 0
 
@@ -87,8 +93,8 @@ class ProgressTracker:
         self.errors = 0
         self.start_failed = False  # the spider's start() raised
         self.current_url: str | None = None
-        self._downloading: set[LogicalUrl] = set()
-        self._suspects: set[LogicalUrl] = set()
+        self._awaiting: set[LogicalUrl] = set()  # chains whose download returned a hop
+        self._suspects: dict[LogicalUrl, int] = {}  # awaiting at the last settle(): hops
 
     @property
     def crawled(self) -> int:
@@ -99,9 +105,11 @@ class ProgressTracker:
     def request_enqueued(self, request: Request, accepted: bool) -> None:
         if request.callback is NO_CALLBACK:
             return  # a Scrapy-internal download
-        chain = self._token(request)
-        if chain is not None:  # a retry or redirect hop, or meta copied from a response
-            hops = hop_count(request)
+        meta = request.meta
+        chain = meta.get(META_KEY)
+        if chain.__class__ is LogicalUrl and chain.owner == self.owner:
+            # a retry or redirect hop, or meta copied from a response
+            hops = hop_count(meta)
             if hops == chain.hops + 1:
                 self._continue(chain, hops)
                 if accepted:
@@ -111,74 +119,63 @@ class ProgressTracker:
                     self._resolve(chain, SUCCESSFUL)  # a hop into an already-seen URL
                 return
         if accepted:  # a new URL (a duplicate, not accepted, costs nothing more)
-            request.meta[META_KEY] = LogicalUrl(self.owner, hop_count(request))
+            meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
             self.total += 1
 
-    def download_started(self, request: Request) -> None:
-        self.current_url = request.url
-        chain = self._token(request)
-        if chain is None:
-            foreign = request.meta.get(META_KEY)
-            if not isinstance(foreign, LogicalUrl):
-                return
-            # Restored from a JOBDIR queue written by an earlier process.
-            chain = LogicalUrl(self.owner, hop_count(request))
-            request.meta[META_KEY] = chain
+    def adopt(self, request: Request) -> None:
+        """Count a request restored from a JOBDIR queue written by an earlier
+        process: its token is not ours, and the scheduler never accepted it
+        here. Called as its download starts, so its hops inherit our token."""
+        meta = request.meta
+        token = meta.get(META_KEY)
+        if isinstance(token, LogicalUrl) and token.owner != self.owner:
+            meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
             self.total += 1
-        if chain.outcome == PENDING:
-            chain.request = request
-            self._downloading.add(chain)
 
-    def download_finished(
-        self,
-        request: Request,
-        response: Response | None = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        chain = self._token(request)
-        if chain is None:
-            return
-        self._stop_downloading(chain)
-        if chain.outcome != PENDING:
-            return
-        if exception is not None:
-            ignored = isinstance(exception, IgnoreRequest)
-            self._resolve(chain, SKIPPED if ignored else FAILED)
-        elif response is not None:
-            self._resolve(chain, SUCCESSFUL if response.status < 400 else FAILED)
+    def download_finished(self, result: Any, request: Request) -> Any:
+        """What the downloader gave back for ``request``: a response, a
+        follow-up request (a retry or redirect hop), or an exception (or its
+        ``Failure``). Returns ``result``: it is the download's Deferred callback."""
+        try:
+            chain = request.meta.get(META_KEY)
+            if chain.__class__ is not LogicalUrl or chain.owner != self.owner:
+                return result  # not ours: an internal or a direct engine download
+            if chain.outcome != PENDING:
+                return result
+            if isinstance(result, Response):
+                self._resolve(chain, SUCCESSFUL if result.status < 400 else FAILED)
+            elif isinstance(result, (Failure, BaseException)):
+                error = result.value if isinstance(result, Failure) else result
+                self._resolve(chain, SKIPPED if isinstance(error, IgnoreRequest) else FAILED)
+            else:  # a follow-up request: the chain goes on if the scheduler hears of it
+                self._awaiting.add(chain)
+        except Exception:  # pragma: no cover - defensive: never break the crawl
+            logger.exception("scrapy-heartbeat: could not count %s", request)
+        return result
 
-    def settle(self, active: Container[Request] | None, final: bool = False) -> None:
-        """Resolve what Scrapy ended without telling us (see the module doc).
+    def settle(self, final: bool = False) -> None:
+        """Skip the chains whose follow-up request never reached the scheduler.
 
-        A chain is skipped when its request is no longer in ``active`` at two
-        consecutive calls, or at one call when ``final`` (the crawl is over).
+        A handler of ``request_scheduled`` (Scrapy 2.19's ``OffsiteMiddleware``)
+        can drop a redirect hop before the scheduler hears of it. A chain is
+        skipped when it waits for the same hop at two consecutive calls, or at
+        one call when ``final`` (the crawl is over).
         """
-        if active is None:
-            return
-        lost = {c for c in self._downloading if c.request not in active}
-        confirmed = lost if final else lost & self._suspects
+        if final:
+            confirmed = list(self._awaiting)
+        else:
+            confirmed = [c for c in self._awaiting if self._suspects.get(c) == c.hops]
         for chain in confirmed:
-            self._stop_downloading(chain)
+            self._awaiting.discard(chain)
             if chain.outcome == PENDING:
                 self._resolve(chain, SKIPPED)
-        self._suspects = lost - confirmed
+        self._suspects = {c: c.hops for c in self._awaiting}
 
     # -- transitions ----------------------------------------------------------
 
-    def _token(self, request: Request) -> LogicalUrl | None:
-        token = request.meta.get(META_KEY)
-        if isinstance(token, LogicalUrl) and token.owner == self.owner:
-            return token
-        return None
-
     def _continue(self, chain: LogicalUrl, hops: int) -> None:
         chain.hops = hops
-        self._stop_downloading(chain)
-
-    def _stop_downloading(self, chain: LogicalUrl) -> None:
-        chain.request = None
-        self._downloading.discard(chain)
-        self._suspects.discard(chain)
+        self._awaiting.discard(chain)
 
     def _resolve(self, chain: LogicalUrl, outcome: int) -> None:
         chain.outcome = outcome
@@ -202,24 +199,61 @@ class ProgressTracker:
 def observe_scheduler(scheduler: Any, tracker: ProgressTracker) -> bool:
     """Report the scheduler's answers to ``tracker``; False if it can't be done.
 
-    Only this crawler's scheduler *instance* is wrapped, so any scheduler class
-    works and nothing outside this crawler changes. The scheduler's answer is
-    returned untouched, and a failure of ours never reaches the engine.
+    Most requests a page yields are duplicates the scheduler turns down; one
+    without our token means nothing to the tracker, so it costs one look.
     """
     original: Callable[[Request], bool] | None = getattr(scheduler, "enqueue_request", None)
     if original is None:
         return False
 
+    @functools.wraps(original)
     def enqueue_request(request: Request) -> bool:
         accepted = original(request)
         try:
-            tracker.request_enqueued(request, bool(accepted))
+            if accepted or META_KEY in request.meta:
+                tracker.request_enqueued(request, bool(accepted))
         except Exception:  # pragma: no cover - defensive: never break the crawl
             logger.exception("scrapy-heartbeat: could not count %s", request)
         return accepted
 
+    return _replace(scheduler, "enqueue_request", enqueue_request)
+
+
+def observe_downloader(downloader: Any, tracker: ProgressTracker, restores: bool) -> bool:
+    """Report each download's start and outcome to ``tracker``; False if it
+    can't be done. ``fetch`` keeps its signature (the engine inspects it).
+    ``restores``: the scheduler may hand out requests queued by an earlier
+    process (``JOBDIR``), to be adopted as they start."""
+    original: Callable[..., Any] | None = getattr(downloader, "fetch", None)
+    if original is None:
+        return False
+    warned = False
+    finished = tracker.download_finished
+
+    @functools.wraps(original)
+    def fetch(request: Request, *args: Any, **kwargs: Any) -> Any:
+        nonlocal warned
+        tracker.current_url = request.url
+        if restores:
+            tracker.adopt(request)
+        result = original(request, *args, **kwargs)
+        if isinstance(result, Deferred):
+            result.addBoth(finished, request)
+        elif not warned:
+            warned = True
+            logger.warning(
+                "scrapy-heartbeat: the downloader's fetch() returned %s, not a Deferred; "
+                "crawled_urls will stay 0 (please report your Scrapy version)",
+                type(result).__name__,
+            )
+        return result
+
+    return _replace(downloader, "fetch", fetch)
+
+
+def _replace(component: Any, name: str, method: Callable[..., Any]) -> bool:
     try:
-        scheduler.enqueue_request = enqueue_request
+        setattr(component, name, method)
     except (AttributeError, TypeError):
         return False
     return True

@@ -17,8 +17,7 @@ def accept(t: ProgressTracker, request: Request, accepted: bool = True) -> None:
 
 
 def respond(t: ProgressTracker, request: Request, status: int = 200) -> None:
-    t.download_started(request)
-    t.download_finished(request, response=HtmlResponse(request.url, status=status, request=request))
+    t.download_finished(HtmlResponse(request.url, status=status, request=request), request)
 
 
 def counts(t: ProgressTracker) -> tuple[int, int, int]:
@@ -37,10 +36,10 @@ def test_retry_is_the_same_logical_url() -> None:
     t = ProgressTracker()
     first = Request("http://a/1")
     accept(t, first)
-    t.download_started(first)
     retry = first.copy()
     retry.meta["retry_times"] = 1
     retry.dont_filter = True
+    t.download_finished(retry, first)  # RetryMiddleware returned a retry
     accept(t, retry)
     respond(t, retry, 200)
     assert counts(t) == (1, 1, 0)
@@ -50,10 +49,12 @@ def test_redirect_into_a_seen_url_is_successful() -> None:
     t = ProgressTracker()
     first = Request("http://a/1")
     accept(t, first)
-    t.download_started(first)
     hop = first.replace(url="http://a/seen")
     hop.meta["redirect_times"] = 1
+    t.download_finished(hop, first)
     accept(t, hop, accepted=False)
+    assert counts(t) == (1, 1, 0)
+    t.settle(final=True)
     assert counts(t) == (1, 1, 0)
 
 
@@ -61,14 +62,13 @@ def test_redirect_ignored_before_the_scheduler_is_skipped() -> None:
     t = ProgressTracker()
     first = Request("http://a/1")
     accept(t, first)
-    t.download_started(first)
     hop = first.replace(url="http://offsite/")
     hop.meta["redirect_times"] = 1
-    # OffsiteMiddleware ignores the hop: the scheduler never hears of it, and
-    # the first request has left the downloader
-    t.settle(active=set())
+    t.download_finished(hop, first)
+    # OffsiteMiddleware ignores the hop: the scheduler never hears of it
+    t.settle()
     assert counts(t) == (1, 0, 0)  # a suspect after one look
-    t.settle(active=set())
+    t.settle()
     assert counts(t) == (0, 0, 0)
 
 
@@ -77,9 +77,8 @@ def test_ignored_download_is_skipped_and_errors_fail() -> None:
     forbidden, broken = Request("http://a/robots-forbidden"), Request("http://a/refused")
     for r in (forbidden, broken):
         accept(t, r)
-        t.download_started(r)
-    t.download_finished(forbidden, exception=IgnoreRequest())
-    t.download_finished(broken, exception=ConnectionRefusedError())
+    t.download_finished(IgnoreRequest(), forbidden)
+    t.download_finished(ConnectionRefusedError(), broken)
     assert counts(t) == (1, 0, 1)
 
 
@@ -92,25 +91,35 @@ def test_status_400_and_up_fails() -> None:
     assert counts(t) == (6, 3, 3)
 
 
-def test_lost_download_is_settled_after_two_looks() -> None:
+def test_a_chain_waiting_for_a_later_hop_is_not_settled() -> None:
     t = ProgressTracker()
     r = Request("http://a/loop")
     accept(t, r)
-    t.download_started(r)
-    t.settle(active={r})
+    t.settle()  # queued or downloading: nothing to settle
+    hop = r.replace(url="http://a/next")
+    hop.meta["redirect_times"] = 1
+    t.download_finished(hop, r)
+    t.settle()  # waiting for hop 1: suspect
+    accept(t, hop)
+    hop2 = hop.replace(url="http://a/last")
+    hop2.meta["redirect_times"] = 2
+    t.download_finished(hop2, hop)
+    t.settle()  # waiting again, for hop 2 this time: a suspect, not confirmed
     assert counts(t) == (1, 0, 0)
-    t.settle(active=set())  # gone from the downloader, unseen: suspect
-    assert counts(t) == (1, 0, 0)
-    t.settle(active=set())  # still gone: skipped
-    assert counts(t) == (0, 0, 0)
+    accept(t, hop2)
+    respond(t, hop2)
+    t.settle(final=True)
+    assert counts(t) == (1, 1, 0)
 
 
 def test_final_settle_needs_one_look() -> None:
     t = ProgressTracker()
     r = Request("http://a/loop")
     accept(t, r)
-    t.download_started(r)
-    t.settle(active=set(), final=True)
+    hop = r.replace(url="http://offsite/")
+    hop.meta["redirect_times"] = 1
+    t.download_finished(hop, r)
+    t.settle(final=True)
     assert counts(t) == (0, 0, 0)
 
 
@@ -150,23 +159,24 @@ def test_two_trackers_never_count_each_others_requests() -> None:
     a, b = ProgressTracker(), ProgressTracker()
     r = Request("http://a/1")
     accept(a, r)
-    b.download_finished(r, response=HtmlResponse(r.url, status=200, request=r))
+    b.download_finished(HtmlResponse(r.url, status=200, request=r), r)
     assert counts(b) == (0, 0, 0)
     assert counts(a) == (1, 0, 0)
 
 
-def test_token_pickles_without_the_request_and_is_adopted() -> None:
+def test_token_pickles_and_is_adopted() -> None:
     t = ProgressTracker()
     r = Request("http://a/1")
     accept(t, r)
-    t.download_started(r)
     restored = pickle.loads(pickle.dumps(r.meta[META_KEY]))
     assert isinstance(restored, LogicalUrl)
-    assert restored.request is None
     # a request restored from a JOBDIR queue of an earlier process
     later = ProgressTracker()
     r2 = Request("http://a/1", meta={META_KEY: restored})
-    later.download_started(r2)
+    respond(later, r2)
+    assert counts(later) == (0, 0, 0)  # not adopted: not counted
+    later.adopt(r2)
+    later.adopt(r2)  # adopted once
     respond(later, r2)
     assert counts(later) == (1, 1, 0)
 
@@ -178,5 +188,6 @@ def test_memory_is_not_held_per_finished_url() -> None:
         accept(t, r)
         respond(t, r)
     assert counts(t) == (1000, 1000, 0)
-    assert not t._downloading
+    t.settle()
+    assert not t._awaiting
     assert not t._suspects

@@ -247,7 +247,7 @@ def test_disabled_extension_sends_nothing(
     )
     assert result.returncode == 0
     assert heartbeat_server.bodies() == []
-    assert "HeartbeatDownloaderMiddleware" not in result.log
+    assert "HeartbeatSpiderMiddleware" not in result.log
 
 
 def test_addon_enables_everything(
@@ -266,3 +266,18 @@ def test_addon_enables_everything(
     final = heartbeat_server.bodies()[-1]
     assert final["status"] == "completed"
     assert final["progress"]["total_urls"] == final["progress"]["crawled_urls"] == 4
+
+
+def test_old_downloader_middleware_setting_still_loads_and_says_to_remove_it(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    result = _crawl(
+        pages_site,
+        HEARTBEAT_API_BASE_URL=heartbeat_server.url,
+        HEARTBEAT_EXECUTION_ID=EXECUTION_ID,
+        DOWNLOADER_MIDDLEWARES={"scrapy_heartbeat.HeartbeatDownloaderMiddleware": 0},
+    )
+    assert result.returncode == 0
+    assert "HeartbeatDownloaderMiddleware is no longer needed; remove it" in result.log
+    final = heartbeat_server.bodies()[-1]["progress"]
+    assert final["total_urls"] == final["successful_urls"] == 3
