@@ -151,9 +151,9 @@ def ablate(parts: str) -> None:
 
     for part in filter(None, parts.split(",")):
         if part == "downloader":
-            extension.observe_downloader = lambda downloader, tracker, restores: True  # type: ignore[assignment]
+            extension.observe_downloader = lambda downloader, tracker, persists: True  # type: ignore[assignment]
         elif part == "scheduler":
-            extension.observe_scheduler = lambda scheduler, tracker: True  # type: ignore[assignment]
+            extension.observe_scheduler = lambda scheduler, tracker, persists: True  # type: ignore[assignment]
         else:
             raise SystemExit(f"unknown part {part!r}")
 

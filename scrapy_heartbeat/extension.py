@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
+from scrapy.core.scheduler import Scheduler
 from scrapy.exceptions import NotConfigured
 from scrapy.extensions.corestats import CoreStats
 
@@ -132,14 +133,17 @@ class HeartbeatExtension:
         for slot in ("_slot", "slot"):  # Scrapy 2.13; an empty scheduler is falsy
             if scheduler is None:
                 scheduler = getattr(getattr(engine, slot, None), "scheduler", None)
-        if scheduler is None or not observe_scheduler(scheduler, self.tracker):
+        # Scrapy's own scheduler keeps what it queues in memory, unless it has
+        # a JOBDIR; any other (scrapy-redis, say) may copy it elsewhere, and
+        # hand out requests another process queued.
+        persists = bool(self.crawler.settings.get("JOBDIR")) or type(scheduler) is not Scheduler
+        if scheduler is None or not observe_scheduler(scheduler, self.tracker, persists):
             logger.warning(
                 "scrapy-heartbeat: cannot observe the scheduler; total_urls will stay 0",
                 extra={"crawler": self.crawler},
             )
-        restores = bool(self.crawler.settings.get("JOBDIR"))
         downloader = getattr(engine, "downloader", None)
-        if downloader is None or not observe_downloader(downloader, self.tracker, restores):
+        if downloader is None or not observe_downloader(downloader, self.tracker, persists):
             logger.warning(
                 "scrapy-heartbeat: cannot observe the downloader; crawled_urls will stay 0",
                 extra={"crawler": self.crawler},

@@ -103,29 +103,44 @@ class ProgressTracker:
     # -- observation points -------------------------------------------------
 
     def request_enqueued(self, request: Request, accepted: bool) -> None:
+        """The scheduler's answer for ``request``."""
         if request.callback is NO_CALLBACK:
             return  # a Scrapy-internal download
-        meta = request.meta
-        chain = meta.get(META_KEY)
-        if chain.__class__ is LogicalUrl and chain.owner == self.owner:
-            # a retry or redirect hop, or meta copied from a response
-            hops = hop_count(meta)
-            if hops == chain.hops + 1:
-                self._continue(chain, hops)
-                if accepted:
-                    if chain.outcome != PENDING:
-                        self._reopen(chain)  # e.g. get_retry_request() in a callback
-                elif chain.outcome == PENDING:
-                    self._resolve(chain, SUCCESSFUL)  # a hop into an already-seen URL
-                return
-        if accepted:  # a new URL (a duplicate, not accepted, costs nothing more)
+        chain = self._hop(request)
+        if chain is not None:
+            self._hop_answered(chain, accepted)
+        elif accepted:  # a new URL (a duplicate, not accepted, costs nothing more)
+            meta = request.meta
             meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
             self.total += 1
 
+    def before_enqueue(self, request: Request) -> LogicalUrl | None:
+        """For a scheduler that copies requests as it queues them (to a JOBDIR
+        disk queue, to a shared queue): give ``request`` its token first, so
+        that the copy carries it. Returns the chain a hop continues, for
+        :meth:`after_enqueue`."""
+        if request.callback is NO_CALLBACK:
+            return None
+        chain = self._hop(request)
+        if chain is None:  # a new URL, if the scheduler accepts it
+            meta = request.meta
+            meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
+        return chain
+
+    def after_enqueue(self, request: Request, accepted: bool, chain: LogicalUrl | None) -> None:
+        """The scheduler's answer, after :meth:`before_enqueue`."""
+        if request.callback is NO_CALLBACK:
+            return
+        if chain is not None:
+            self._hop_answered(chain, accepted)
+        elif accepted:
+            self.total += 1
+
     def adopt(self, request: Request) -> None:
-        """Count a request restored from a JOBDIR queue written by an earlier
-        process: its token is not ours, and the scheduler never accepted it
-        here. Called as its download starts, so its hops inherit our token."""
+        """Count a request another process queued (a JOBDIR queue written by
+        an earlier run, a shared queue): its token is not ours, and our
+        scheduler never accepted it. Called as its download starts, so that
+        its hops inherit our token."""
         meta = request.meta
         token = meta.get(META_KEY)
         if isinstance(token, LogicalUrl) and token.owner != self.owner:
@@ -173,9 +188,25 @@ class ProgressTracker:
 
     # -- transitions ----------------------------------------------------------
 
-    def _continue(self, chain: LogicalUrl, hops: int) -> None:
-        chain.hops = hops
-        self._awaiting.discard(chain)
+    def _hop(self, request: Request) -> LogicalUrl | None:
+        """The chain ``request`` continues (a retry or redirect hop: our token
+        and one hop more), moved on to this hop; None for a new URL."""
+        meta = request.meta
+        chain = meta.get(META_KEY)
+        if chain.__class__ is LogicalUrl and chain.owner == self.owner:
+            hops = hop_count(meta)  # else meta copied from a response: a new URL
+            if hops == chain.hops + 1:
+                chain.hops = hops
+                self._awaiting.discard(chain)
+                return chain
+        return None
+
+    def _hop_answered(self, chain: LogicalUrl, accepted: bool) -> None:
+        if accepted:
+            if chain.outcome != PENDING:
+                self._reopen(chain)  # e.g. get_retry_request() in a callback
+        elif chain.outcome == PENDING:
+            self._resolve(chain, SUCCESSFUL)  # a hop into an already-seen URL
 
     def _resolve(self, chain: LogicalUrl, outcome: int) -> None:
         chain.outcome = outcome
@@ -196,11 +227,13 @@ class ProgressTracker:
         chain.outcome = PENDING
 
 
-def observe_scheduler(scheduler: Any, tracker: ProgressTracker) -> bool:
+def observe_scheduler(scheduler: Any, tracker: ProgressTracker, persists: bool) -> bool:
     """Report the scheduler's answers to ``tracker``; False if it can't be done.
 
     Most requests a page yields are duplicates the scheduler turns down; one
     without our token means nothing to the tracker, so it costs one look.
+    ``persists``: the scheduler copies what it queues (``JOBDIR``, a shared
+    queue), so tokens must be set before it does.
     """
     original: Callable[[Request], bool] | None = getattr(scheduler, "enqueue_request", None)
     if original is None:
@@ -216,14 +249,30 @@ def observe_scheduler(scheduler: Any, tracker: ProgressTracker) -> bool:
             logger.exception("scrapy-heartbeat: could not count %s", request)
         return accepted
 
-    return _replace(scheduler, "enqueue_request", enqueue_request)
+    @functools.wraps(original)
+    def enqueue_copied_request(request: Request) -> bool:
+        chain = None
+        try:
+            chain = tracker.before_enqueue(request)
+        except Exception:  # pragma: no cover - defensive: never break the crawl
+            logger.exception("scrapy-heartbeat: could not count %s", request)
+        accepted = original(request)
+        try:
+            tracker.after_enqueue(request, bool(accepted), chain)
+        except Exception:  # pragma: no cover - defensive: never break the crawl
+            logger.exception("scrapy-heartbeat: could not count %s", request)
+        return accepted
+
+    return _replace(
+        scheduler, "enqueue_request", enqueue_copied_request if persists else enqueue_request
+    )
 
 
-def observe_downloader(downloader: Any, tracker: ProgressTracker, restores: bool) -> bool:
+def observe_downloader(downloader: Any, tracker: ProgressTracker, persists: bool) -> bool:
     """Report each download's start and outcome to ``tracker``; False if it
     can't be done. ``fetch`` keeps its signature (the engine inspects it).
-    ``restores``: the scheduler may hand out requests queued by an earlier
-    process (``JOBDIR``), to be adopted as they start."""
+    ``persists``: the scheduler may hand out requests another process
+    queued (a ``JOBDIR`` queue, a shared queue), to be adopted as they start."""
     original: Callable[..., Any] | None = getattr(downloader, "fetch", None)
     if original is None:
         return False
@@ -234,7 +283,7 @@ def observe_downloader(downloader: Any, tracker: ProgressTracker, restores: bool
     def fetch(request: Request, *args: Any, **kwargs: Any) -> Any:
         nonlocal warned
         tracker.current_url = request.url
-        if restores:
+        if persists:
             tracker.adopt(request)
         result = original(request, *args, **kwargs)
         if isinstance(result, Deferred):

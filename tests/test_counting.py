@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,6 +156,18 @@ def test_final_beat_equals_ground_truth(
     assert "/deep/4" not in counting_site.hits  # max redirections reached
 
 
+def test_final_beat_equals_ground_truth_with_a_disk_queue(
+    counting_site: SiteServer, heartbeat_server: HeartbeatServer, tmp_path: Path
+) -> None:
+    """With JOBDIR the scheduler queues copies of the requests on disk: every
+    retry and redirect hop must still be seen as the same logical URL."""
+    result = crawl_site(counting_site, heartbeat_server, JOBDIR=str(tmp_path / "job"))
+    assert result.returncode == 0, result.log[-3000:]
+    assert result.stats["scheduler/enqueued/disk"] > 0
+    progress = final_progress(heartbeat_server)
+    assert {k: progress[k] for k in EXPECTED} == EXPECTED
+
+
 def test_progress_is_monotonic_and_consistent(
     counting_site: SiteServer, heartbeat_server: HeartbeatServer
 ) -> None:
@@ -180,3 +193,29 @@ def test_progress_is_monotonic_and_consistent(
         assert body["execution_id"] == EXECUTION_ID
         assert isinstance(body["timestamp"], int)
     assert final_progress(heartbeat_server)["crawled_urls"] == EXPECTED["total_urls"]
+
+
+def test_resumed_jobdir_crawl_counts_the_requests_it_restores(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer, tmp_path: Path
+) -> None:
+    """Requests queued on disk by the first run carry that run's tokens; the
+    second run adopts them as it downloads them."""
+    settings = {
+        "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+        "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+        "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        "JOBDIR": str(tmp_path / "job"),
+        "CONCURRENT_REQUESTS": 1,
+    }
+    args = {"site": pages_site.url, "pages": "12"}
+    first = run_crawl("tests.spiders.PagesSpider", {**settings, "CLOSESPIDER_ITEMCOUNT": 3}, args)
+    assert first.returncode == 0
+    second = run_crawl("tests.spiders.PagesSpider", settings, args)
+    assert second.returncode == 0
+    crawled_first = {item["n"] for item in first.items}
+    crawled_second = {item["n"] for item in second.items}
+    assert crawled_first | crawled_second == set(range(12))  # the resume did its job
+    progress = heartbeat_server.bodies()[-1]["progress"]
+    # the start requests are all duplicates in the second run: everything it
+    # crawled came from the first run's disk queue
+    assert progress["total_urls"] == progress["successful_urls"] == len(crawled_second) > 0
