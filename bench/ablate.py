@@ -6,18 +6,13 @@ same crawl with parts of the extension taken out.
 Each run is a ``--pages`` crawl with scrapy-heartbeat beating every 60 s
 (so beats hardly count), under callgrind as in ``instructions.py``, all
 runs side by side so each sees the same load (the count moves a little with
-how fast the site answers relative to the crawl). Parts: the downloader
-middleware's ``process_request``; its ``process_response`` and
-``process_exception``; the scheduler observation (no tokens, so the
-middleware's remaining work is cut short too). The saving per page says
-what each costs, the middleware's share including Scrapy's own wrapping of
-each middleware call.
+how fast the site answers relative to the crawl). Parts: the observation of
+the downloader's ``fetch`` (outcomes); the observation of the scheduler's
+``enqueue_request`` (no tokens then, so what the downloader's observation
+does is cut short too). The saving per page says what each costs.
 
 Read the sum, not the split: instruction counts move with how many loop
-iterations a crawl takes, which depends on timing. Taking all three out
-saved 52.6 k instructions per page on 2026-12-01 (instructions.py's whole
-per-page cost: 49.6 k and 55.8 k in two counts), but the single parts came
-out 36 / 23 / 19 k in that run and 13 / 18 / 29 k in an earlier one.
+iterations a crawl takes, which depends on timing (the README quotes a run).
 """
 
 from __future__ import annotations

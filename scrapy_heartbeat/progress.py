@@ -21,6 +21,11 @@ outside this crawler changes, and their answers pass through untouched):
   exception no middleware handled, including one raised from a middleware's
   ``process_response`` (for example "max redirections reached").
 
+A scheduler that copies what it queues (to a ``JOBDIR`` disk queue, to a
+queue shared with other processes) gets each request with its token already
+set (:meth:`ProgressTracker.before_enqueue`), so the copy carries it; a
+request another process queued is adopted as its download starts.
+
 A follow-up request that a ``request_scheduled`` handler drops never reaches
 the scheduler; :meth:`ProgressTracker.settle` counts its chain as skipped, like
 every other ``IgnoreRequest``. Each observation is one plain call per
@@ -125,6 +130,8 @@ class ProgressTracker:
         if chain is None:  # a new URL, if the scheduler accepts it
             meta = request.meta
             meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
+        elif chain.outcome != PENDING:
+            self._reopen(chain)  # get_retry_request() in a callback: the copy must be pending
         return chain
 
     def after_enqueue(self, request: Request, accepted: bool, chain: LogicalUrl | None) -> None:

@@ -181,6 +181,35 @@ def test_token_pickles_and_is_adopted() -> None:
     assert counts(later) == (1, 1, 0)
 
 
+def queue_on_disk(t: ProgressTracker, request: Request, accepted: bool = True) -> Request:
+    """What a JOBDIR scheduler does: queue a copy; the copy is what comes out."""
+    chain = t.before_enqueue(request)
+    meta = pickle.loads(pickle.dumps(request.meta))
+    t.after_enqueue(request, accepted, chain)
+    return request.replace(meta=meta)
+
+
+def test_a_disk_queue_copy_carries_the_token_and_its_state() -> None:
+    t = ProgressTracker()
+    assert queue_on_disk(t, Request("http://a/dupe"), accepted=False)
+    first = queue_on_disk(t, Request("http://a/captcha"))
+    respond(t, first)
+    assert counts(t) == (1, 1, 0)
+    retry = first.copy()  # get_retry_request() in a callback
+    retry.meta["retry_times"] = 1
+    retry.dont_filter = True
+    popped = queue_on_disk(t, retry)
+    assert counts(t) == (1, 0, 0)
+    hop = popped.replace(url="http://a/elsewhere")  # the retry is redirected
+    hop.meta["redirect_times"] = 1
+    t.download_finished(hop, popped)
+    popped_hop = queue_on_disk(t, hop)  # carries the chain at its new hop count
+    t.settle(final=True)  # the hop reached the scheduler: not skipped
+    assert counts(t) == (1, 0, 0)
+    respond(t, popped_hop)
+    assert counts(t) == (1, 1, 0)
+
+
 def test_memory_is_not_held_per_finished_url() -> None:
     t = ProgressTracker()
     for n in range(1000):
