@@ -11,16 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from scrapy_heartbeat.demo import spawn_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+T = TypeVar("T")
 
 
 @dataclass
@@ -128,6 +129,13 @@ def crawl(
     result["wall_seconds"] = wall
     result["shutdown_seconds"] = exited - result["closing_at"] if result["closing_at"] else None
     return result
+
+
+def rotated(order: Sequence[T], n: int) -> list[T]:
+    """``order`` started ``n`` places further down (wrapping): round n's order,
+    so that no variant always runs in the same place in a round."""
+    k = n % len(order)
+    return [*order[k:], *order[:k]]
 
 
 def summary(values: list[float], digits: int = 3) -> str:

@@ -2,13 +2,15 @@
 
     python bench/crawl_cost.py [--pages 20000] [--rounds 5]
 
-Each round crawls the same local site once per variant, in this order:
-no monitoring (Scrapy's defaults), scrapy-heartbeat at 10 s and at 1 s
-(posting to the reference receiver), scrapeops-scrapy (posting to a local
-stub of its API), spidermon (a periodic monitor suite every 10 s), and the
-unmonitored crawl again (the A/A control: the noise floor). Ratios are
-taken against the unmonitored crawl of the same round, then summarised as
-median (min–max) over the rounds. CPU is the crawl process's user + sys time.
+Each round crawls the same local site once per variant: no monitoring
+(Scrapy's defaults), scrapy-heartbeat at 10 s and at 1 s (posting to the
+reference receiver), scrapeops-scrapy (posting to a local stub of its API),
+spidermon (a periodic monitor suite every 10 s), and the unmonitored crawl
+again (the A/A control: the noise floor). Round n starts n places further
+down that list, so that no variant always runs in the same place in a
+round. Ratios are taken against the unmonitored crawl of the same round,
+then summarised as median (min–max) over the rounds. CPU is the crawl
+process's user + sys time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import crawl, receiver, save, site_server, summary
+from bench.common import crawl, receiver, rotated, save, site_server, summary
 
 # none-again repeats the unmonitored crawl: its ratio to "none" is the A/A
 # control, the noise floor of this machine, against which the others are read.
@@ -37,7 +39,7 @@ def main() -> int:
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     with site_server(args.pages) as site, receiver() as api:
         for n in range(args.rounds):
-            for variant in variants:
+            for variant in rotated(variants, n):
                 target = site.url if variant == "scrapeops" else api.url
                 result = crawl(variant, site.url, target)
                 runs[variant].append(result)

@@ -7,7 +7,8 @@ Each round crawls the local site without monitoring, then with
 scrapy-heartbeat (a beat every second) against an API that hangs, one that
 answers after 5 s, and one that refuses connections, then scrapeops-scrapy
 against the same slow and refusing APIs, then without monitoring again (the
-A/A control: how far two identical runs differ in these figures). A probe in
+A/A control: how far two identical runs differ in these figures); round n
+starts n places further down that list. A probe in
 the crawl process is due every 10 ms; its largest lateness is the largest
 stall (its 99th percentile is reported too: the largest alone is noisy, since
 Scrapy's own busiest loop iterations and GC pauses set it). For
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import crawl, save, site_server, summary
+from bench.common import crawl, rotated, save, site_server, summary
 from tests.servers import HeartbeatServer, free_port
 
 FAST_CLOSE = {"HEARTBEAT_CLOSE_TIMEOUT": 2, "HEARTBEAT_RETRY_DELAY": 0.5}
@@ -54,7 +55,7 @@ def main() -> int:
     try:
         with site_server(args.pages) as site:
             for n in range(args.rounds):
-                for variant, behaviour in RUNS:
+                for variant, behaviour in rotated(RUNS, n):
                     api = (
                         refused
                         if behaviour == "refused"
