@@ -7,9 +7,10 @@ Each run is a ``--pages`` crawl with scrapy-heartbeat beating every 60 s
 (so beats hardly count), under callgrind as in ``instructions.py``, all
 runs side by side so each sees the same load (the count moves a little with
 how fast the site answers relative to the crawl). Parts: the observation of
-the downloader's ``fetch`` (outcomes); the observation of the scheduler's
-``enqueue_request`` (no tokens then, so what the downloader's observation
-does is cut short too). The saving per page says what each costs.
+the engine's ``_handle_downloader_output`` (outcomes); the observation of
+the scheduler's ``enqueue_request`` (no tokens then, so what the engine's
+observation does is cut short too). The saving per page says what each
+costs.
 
 Read the sum, not the split: instruction counts move with how many loop
 iterations a crawl takes, which depends on timing (the README quotes a run).
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import receiver, save, site_server
 from bench.instructions import HEARTBEAT_RARE, Run, count
 
-PARTS = ["", "downloader", "scheduler", "downloader,scheduler"]
+PARTS = ["", "engine", "scheduler", "engine,scheduler"]
 
 
 def main() -> int:

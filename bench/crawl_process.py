@@ -144,14 +144,14 @@ class LoopTimer:
 
 
 def ablate(parts: str) -> None:
-    """Take parts of scrapy-heartbeat out (bench/ablate.py): ``downloader``
-    and ``scheduler`` are the two observations (without the scheduler's there
-    are no tokens, so the downloader's is cut short too). What remains runs."""
+    """Take parts of scrapy-heartbeat out (bench/ablate.py): ``engine`` and
+    ``scheduler`` are the two observations (without the scheduler's there
+    are no tokens, so the engine's is cut short too). What remains runs."""
     from scrapy_heartbeat import extension
 
     for part in filter(None, parts.split(",")):
-        if part == "downloader":
-            extension.observe_downloader = lambda downloader, tracker, persists: True  # type: ignore[assignment]
+        if part == "engine":
+            extension.observe_engine = lambda engine, tracker: True  # type: ignore[assignment]
         elif part == "scheduler":
             extension.observe_scheduler = lambda scheduler, tracker, persists: True  # type: ignore[assignment]
         else:

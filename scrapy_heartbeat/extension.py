@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,12 @@ from scrapy_heartbeat._compat import (
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.middleware import SPIDER_MIDDLEWARE_ORDER, HeartbeatSpiderMiddleware
 from scrapy_heartbeat.payload import Progress, clean_url, percentage, stage_text
-from scrapy_heartbeat.progress import ProgressTracker, observe_downloader, observe_scheduler
+from scrapy_heartbeat.progress import (
+    ProgressTracker,
+    observe_downloader,
+    observe_engine,
+    observe_scheduler,
+)
 from scrapy_heartbeat.sender import HeartbeatSender
 from scrapy_heartbeat.settings import (
     ConfigError,
@@ -41,7 +47,7 @@ from scrapy_heartbeat.settings import (
 )
 
 if TYPE_CHECKING:
-    from scrapy import Spider
+    from scrapy import Request, Spider
     from scrapy.crawler import Crawler
     from twisted.python.failure import Failure
     from typing_extensions import Self
@@ -66,6 +72,7 @@ class HeartbeatExtension:
         self.started: float = 0.0
         self.bad_stage_logged: bool = False
         self.counts_items: bool = False  # True only when CoreStats is off
+        self.downloading: Collection[Request] = ()  # the downloader's own set
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -143,9 +150,27 @@ class HeartbeatExtension:
                 extra={"crawler": self.crawler},
             )
         downloader = getattr(engine, "downloader", None)
-        if downloader is None or not observe_downloader(downloader, self.tracker, persists):
+        active = getattr(downloader, "active", None)  # the requests it is downloading
+        if isinstance(active, Collection):
+            self.downloading = active
+        by_engine = observe_engine(engine, self.tracker)
+        if not by_engine:
+            logger.debug(
+                "scrapy-heartbeat: the engine has no _handle_downloader_output; "
+                "observing outcomes on the downloader's fetch",
+                extra={"crawler": self.crawler},
+            )
+        if (persists or not by_engine) and (
+            downloader is None
+            or not observe_downloader(
+                downloader, self.tracker, adopt=persists, outcomes=not by_engine
+            )
+        ):
             logger.warning(
-                "scrapy-heartbeat: cannot observe the downloader; crawled_urls will stay 0",
+                "scrapy-heartbeat: cannot observe the downloader; %s",
+                "requests restored from JOBDIR or a shared queue will not be counted"
+                if by_engine
+                else "crawled_urls will stay 0",
                 extra={"crawler": self.crawler},
             )
         try:
@@ -217,7 +242,9 @@ class HeartbeatExtension:
             "crawled_urls": crawled,
             "successful_urls": t.successful,
             "failed_urls": t.failed,
-            "current_url": clean_url(t.current_url, strip_query=self.config.strip_query),
+            "current_url": clean_url(
+                t.current_url(self.downloading), strip_query=self.config.strip_query
+            ),
             "current_stage": stage_text(
                 self.config.stage_format,
                 stage=label,

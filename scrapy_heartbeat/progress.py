@@ -7,30 +7,35 @@ hops are the same logical URL: they carry the same :class:`LogicalUrl` token in
 only by tokens of requests still queued or in flight, never by a set of seen
 URLs.
 
-Scrapy has no signal for what we need, so two methods of this crawler's own
-engine components are observed, on the instance (any class works, nothing
-outside this crawler changes, and their answers pass through untouched):
+Scrapy has no signal for what we need, so this crawler's own engine
+components are observed, on the instance (nothing outside this crawler
+changes, and their answers pass through untouched):
 
 * the scheduler's ``enqueue_request`` (:func:`observe_scheduler`) says which
   requests are accepted: ``request_scheduled`` fires *before* the dupe filter
   and before handlers such as Scrapy 2.19's ``OffsiteMiddleware`` have had
   their say, so it cannot tell acceptance;
-* the downloader's ``fetch`` (:func:`observe_downloader`) takes a request
-  through every downloader middleware and the download, and gives the engine
-  the final response, a follow-up request (a retry or redirect hop), or the
-  exception no middleware handled, including one raised from a middleware's
-  ``process_response`` (for example "max redirections reached").
+* the engine's ``_handle_downloader_output`` (:func:`observe_engine`) gets
+  what each download of the crawl ended with, after every downloader
+  middleware: the final response, a follow-up request (a retry or redirect
+  hop), or the exception no middleware handled, including one raised from a
+  middleware's ``process_response`` (for example "max redirections reached").
+  It is private, but the same from Scrapy 2.13 to 2.19, and one plain call
+  per download: the public alternative, a callback on the Deferred of the
+  downloader's ``fetch`` (:func:`observe_downloader`), costs four times as
+  much and is used only where the engine has no such method.
 
 A scheduler that copies what it queues (to a ``JOBDIR`` disk queue, to a
 queue shared with other processes) gets each request with its token already
 set (:meth:`ProgressTracker.before_enqueue`), so the copy carries it; a
-request another process queued is adopted as its download starts.
+request another process queued is adopted as its download starts (the
+downloader's ``fetch``).
 
 A follow-up request that a ``request_scheduled`` handler drops never reaches
 the scheduler; :meth:`ProgressTracker.settle` counts its chain as skipped, like
-every other ``IgnoreRequest``. Each observation is one plain call per
-request; a downloader middleware would cost more, as Scrapy wraps each
-middleware call in a coroutine (see the README's "Performance").
+every other ``IgnoreRequest``. A downloader middleware would cost more than
+any of this, as Scrapy wraps each middleware call in a coroutine (see the
+README's "Performance").
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest
@@ -97,7 +102,7 @@ class ProgressTracker:
         self.items = 0
         self.errors = 0
         self.start_failed = False  # the spider's start() raised
-        self.current_url: str | None = None
+        self.last_download: Request | None = None  # of ours, the last that finished
         self._awaiting: set[LogicalUrl] = set()  # chains whose download returned a hop
         self._suspects: dict[LogicalUrl, int] = {}  # awaiting at the last settle(): hops
 
@@ -105,17 +110,24 @@ class ProgressTracker:
     def crawled(self) -> int:
         return self.successful + self.failed
 
+    def current_url(self, in_flight: Iterable[Request] = ()) -> str | None:
+        """A URL being downloaded now (any of ``in_flight``, the downloader's
+        ``active`` set), else the last of ours whose download finished."""
+        for request in in_flight:
+            return request.url
+        return None if self.last_download is None else self.last_download.url
+
     # -- observation points -------------------------------------------------
 
     def request_enqueued(self, request: Request, accepted: bool) -> None:
         """The scheduler's answer for ``request``."""
         if request.callback is NO_CALLBACK:
             return  # a Scrapy-internal download
-        chain = self._hop(request)
+        meta = request.meta
+        chain = self._hop(meta) if META_KEY in meta else None
         if chain is not None:
             self._hop_answered(chain, accepted)
         elif accepted:  # a new URL (a duplicate, not accepted, costs nothing more)
-            meta = request.meta
             meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
             self.total += 1
 
@@ -126,9 +138,9 @@ class ProgressTracker:
         :meth:`after_enqueue`."""
         if request.callback is NO_CALLBACK:
             return None
-        chain = self._hop(request)
+        meta = request.meta
+        chain = self._hop(meta)
         if chain is None:  # a new URL, if the scheduler accepts it
-            meta = request.meta
             meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
         elif chain.outcome != PENDING:
             self._reopen(chain)  # get_retry_request() in a callback: the copy must be pending
@@ -155,17 +167,22 @@ class ProgressTracker:
             self.total += 1
 
     def download_finished(self, result: Any, request: Request) -> Any:
-        """What the downloader gave back for ``request``: a response, a
+        """What the download of ``request`` ended with: a response, a
         follow-up request (a retry or redirect hop), or an exception (or its
-        ``Failure``). Returns ``result``: it is the download's Deferred callback."""
+        ``Failure``). Returns ``result``, to serve as a Deferred callback."""
         try:
             chain = request.meta.get(META_KEY)
             if chain.__class__ is not LogicalUrl or chain.owner != self.owner:
                 return result  # not ours: an internal or a direct engine download
+            self.last_download = request
             if chain.outcome != PENDING:
                 return result
             if isinstance(result, Response):
-                self._resolve(chain, SUCCESSFUL if result.status < 400 else FAILED)
+                if result.status < 400:  # the common case, inlined: once per page
+                    chain.outcome = SUCCESSFUL
+                    self.successful += 1
+                else:
+                    self._resolve(chain, FAILED)
             elif isinstance(result, (Failure, BaseException)):
                 error = result.value if isinstance(result, Failure) else result
                 self._resolve(chain, SKIPPED if isinstance(error, IgnoreRequest) else FAILED)
@@ -195,10 +212,10 @@ class ProgressTracker:
 
     # -- transitions ----------------------------------------------------------
 
-    def _hop(self, request: Request) -> LogicalUrl | None:
-        """The chain ``request`` continues (a retry or redirect hop: our token
-        and one hop more), moved on to this hop; None for a new URL."""
-        meta = request.meta
+    def _hop(self, meta: dict[str, Any]) -> LogicalUrl | None:
+        """The chain the request with this ``meta`` continues (a retry or
+        redirect hop: our token and one hop more), moved on to this hop; None
+        for a new URL."""
         chain = meta.get(META_KEY)
         if chain.__class__ is LogicalUrl and chain.owner == self.owner:
             hops = hop_count(meta)  # else meta copied from a response: a new URL
@@ -275,11 +292,34 @@ def observe_scheduler(scheduler: Any, tracker: ProgressTracker, persists: bool) 
     )
 
 
-def observe_downloader(downloader: Any, tracker: ProgressTracker, persists: bool) -> bool:
-    """Report each download's start and outcome to ``tracker``; False if it
-    can't be done. ``fetch`` keeps its signature (the engine inspects it).
-    ``persists``: the scheduler may hand out requests another process
-    queued (a ``JOBDIR`` queue, a shared queue), to be adopted as they start."""
+def observe_engine(engine: Any, tracker: ProgressTracker) -> bool:
+    """Report what each download of the crawl ended with to ``tracker``;
+    False if this engine has no ``_handle_downloader_output(result, request)``
+    (Scrapy 2.13 to 2.19 have it), for :func:`observe_downloader` to do it."""
+    original: Callable[[Any, Request], Any] | None = getattr(
+        engine, "_handle_downloader_output", None
+    )
+    if original is None:
+        return False
+    finished = tracker.download_finished
+
+    @functools.wraps(original)
+    def _handle_downloader_output(result: Any, request: Request) -> Any:
+        finished(result, request)  # never raises
+        return original(result, request)
+
+    return _replace(engine, "_handle_downloader_output", _handle_downloader_output)
+
+
+def observe_downloader(
+    downloader: Any, tracker: ProgressTracker, *, adopt: bool, outcomes: bool
+) -> bool:
+    """Observe downloads as they start, on the downloader's ``fetch``; False
+    if it can't be done. ``adopt``: the scheduler may hand out requests
+    another process queued (a ``JOBDIR`` queue, a shared queue), to be
+    adopted as they start. ``outcomes``: report each download's outcome with a
+    callback on its Deferred (where :func:`observe_engine` can't). ``fetch``
+    keeps its signature (the engine inspects it)."""
     original: Callable[..., Any] | None = getattr(downloader, "fetch", None)
     if original is None:
         return False
@@ -289,10 +329,11 @@ def observe_downloader(downloader: Any, tracker: ProgressTracker, persists: bool
     @functools.wraps(original)
     def fetch(request: Request, *args: Any, **kwargs: Any) -> Any:
         nonlocal warned
-        tracker.current_url = request.url
-        if persists:
+        if adopt:
             tracker.adopt(request)
         result = original(request, *args, **kwargs)
+        if not outcomes:
+            return result
         if isinstance(result, Deferred):
             result.addBoth(finished, request)
         elif not warned:

@@ -29,6 +29,19 @@ class SiteSpider(scrapy.Spider):
             yield response.follow(href, callback=self.parse)
 
 
+class SiteSpiderWithoutEngineHook(SiteSpider):
+    """SiteSpider on an engine without ``_handle_downloader_output`` (as a
+    future Scrapy might be): the extension falls back to a callback on the
+    Deferred of the downloader's ``fetch``. Patched in the crawl's own process."""
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+        from scrapy_heartbeat import extension
+
+        extension.observe_engine = lambda engine, tracker: False  # type: ignore[assignment]
+        return super().from_crawler(crawler, *args, **kwargs)
+
+
 class DropAndRaisePipeline:
     """Drops the item of ``/item-drop``; raises on the item of ``/item-raise``."""
 

@@ -105,9 +105,14 @@ EXPECTED = {
 }
 
 
-def crawl_site(site: SiteServer, server: HeartbeatServer, **settings: Any) -> CrawlResult:
+def crawl_site(
+    site: SiteServer,
+    server: HeartbeatServer,
+    spider: str = "tests.spiders.SiteSpider",
+    **settings: Any,
+) -> CrawlResult:
     return run_crawl(
-        "tests.spiders.SiteSpider",
+        spider,
         {
             "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
             "ITEM_PIPELINES": {"tests.spiders.DropAndRaisePipeline": 300},
@@ -154,6 +159,24 @@ def test_final_beat_equals_ground_truth(
     assert counting_site.hits["/a"] == 1  # the redirect from /redirect-seen was dropped
     assert counting_site.hits["/deep/3"] == 1
     assert "/deep/4" not in counting_site.hits  # max redirections reached
+
+
+@pytest.mark.parametrize("jobdir", [False, True])
+def test_ground_truth_without_the_engine_hook(
+    jobdir: bool, counting_site: SiteServer, heartbeat_server: HeartbeatServer, tmp_path: Path
+) -> None:
+    """Where the engine has no ``_handle_downloader_output``, outcomes come
+    from a callback on the downloader's ``fetch``: the same counts."""
+    settings = {"JOBDIR": str(tmp_path / "job")} if jobdir else {}
+    result = crawl_site(
+        counting_site, heartbeat_server, "tests.spiders.SiteSpiderWithoutEngineHook", **settings
+    )
+    assert result.returncode == 0, result.log[-3000:]
+    assert result.reason == "finished"
+    progress = final_progress(heartbeat_server)
+    assert {k: progress[k] for k in EXPECTED} == EXPECTED
+    assert "observing outcomes on the downloader's fetch" in result.log  # the fallback ran
+    assert "cannot observe" not in result.log
 
 
 def test_final_beat_equals_ground_truth_with_a_disk_queue(

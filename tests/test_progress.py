@@ -149,6 +149,21 @@ def test_retry_from_a_callback_reopens_the_url() -> None:
     assert counts(t) == (1, 1, 0)
 
 
+def test_current_url_is_one_under_way_else_the_last_finished() -> None:
+    t = ProgressTracker()
+    assert t.current_url(set()) is None
+    first, second = Request("http://a/1"), Request("http://a/2")
+    accept(t, first)
+    accept(t, second)
+    assert t.current_url({second}) == "http://a/2"
+    respond(t, first)
+    assert t.current_url({second}) == "http://a/2"
+    assert t.current_url(set()) == "http://a/1"
+    other = Request("http://b/robots.txt", callback=NO_CALLBACK)
+    t.download_finished(HtmlResponse(other.url, request=other), other)  # not ours
+    assert t.current_url(set()) == "http://a/1"
+
+
 def test_internal_requests_are_not_counted() -> None:
     t = ProgressTracker()
     accept(t, Request("http://a/robots.txt", callback=NO_CALLBACK))

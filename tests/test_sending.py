@@ -118,6 +118,25 @@ def test_at_most_one_beat_in_flight(pages_site: SiteServer) -> None:
     assert len(result.items) == 40
 
 
+def test_current_url_is_a_download_under_way(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    pages_site.delay = 0.6  # type: ignore[attr-defined]
+    result = crawl_pages(pages_site, heartbeat_server.url, pages=2, CONCURRENT_REQUESTS=1)
+    assert result.returncode == 0
+    # beats every 0.2 s while the first page downloads: none has finished yet
+    during_first = [
+        b["progress"]
+        for b in heartbeat_server.bodies()
+        if b["status"] == "running"
+        and b["progress"]["total_urls"] > 0
+        and b["progress"]["crawled_urls"] == 0
+    ]
+    assert during_first, "no beat while the first page was downloading"
+    assert any(p["current_url"].startswith(f"{pages_site.url}/page/") for p in during_first)
+    assert heartbeat_server.bodies()[-1]["progress"]["current_url"].startswith(pages_site.url)
+
+
 def test_stats_and_payload_shape(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
     result = crawl_pages(pages_site, heartbeat_server.url, pages=10)
     stats = result.stats
