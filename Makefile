@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet scrapeops-scrapy spidermon && \
 	$(PY) bench/event_cost.py && \
 	$(PY) bench/crawl_cost.py && \
-	$(PY) bench/stall.py && \
+	$(PY) bench/stall.py --rounds 10 && \
 	$(PY) bench/soak.py && \
 	$(PY) bench/shutdown.py && \
 	$(MAKE) --no-print-directory bench-instructions && \
@@ -48,7 +48,7 @@ bench: $(STAMP)
 bench-instructions: $(STAMP)
 	command -v valgrind >/dev/null || apt-get install -y -qq valgrind
 	$(PY) -m pip install --quiet scrapeops-scrapy spidermon
-	$(PY) bench/instructions.py
+	$(PY) bench/instructions.py --repeat 3
 
 bench-receiver: $(STAMP)
 	$(PY) bench/receiver_load.py

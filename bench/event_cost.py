@@ -13,7 +13,8 @@ through N / 10,000 times, as new URLs each time:
   accepted and a new Deferred, are subtracted), including the garbage
   collections its allocations set off; per response what its observation of
   the engine's ``_handle_downloader_output`` adds to firing that Deferred;
-  per item
+  ``heartbeat-fallback`` is the same where the engine has no such method (a
+  callback on the Deferred of the downloader's ``fetch``); per item
   ``item_scraped`` (the handler used only when CoreStats is off; with it on,
   items cost nothing: its stat is read at each beat);
 * Scrapy's own stats, measured the same way: ``CoreStats.response_received``
@@ -52,6 +53,7 @@ from scrapy_heartbeat.extension import HeartbeatExtension
 from scrapy_heartbeat.progress import (
     META_KEY,
     ProgressTracker,
+    observe_downloader,
     observe_engine,
     observe_scheduler,
 )
@@ -96,28 +98,36 @@ class Answering:
     def enqueue_request(self, request: Request) -> bool:
         return True
 
+    def fetch(self, request: Request) -> Deferred[HtmlResponse]:
+        return Deferred()
+
     def _handle_downloader_output(self, result: object, request: Request) -> None:
         return None
 
     def download(self, request: Request) -> Deferred[HtmlResponse]:
         """What the engine does as a download starts: the downloader's Deferred
         gets the engine's handler."""
-        d: Deferred[HtmlResponse] = Deferred()
+        d = self.fetch(request)
         d.addBoth(self._handle_downloader_output, request)
         return d
 
 
-def observed(tracker: ProgressTracker) -> Answering:
+def observed(tracker: ProgressTracker, engine_hook: bool = True) -> Answering:
+    """Observed as in a crawl; without ``engine_hook``, as where the engine
+    has no ``_handle_downloader_output``: a callback on ``fetch``'s Deferred."""
     components = Answering()
     assert observe_scheduler(components, tracker, persists=False)
-    assert observe_engine(components, tracker)
+    if engine_hook:
+        assert observe_engine(components, tracker)
+    else:
+        assert observe_downloader(components, tracker, adopt=False, outcomes=True)
     return components
 
 
-def heartbeat_parts(ext: HeartbeatExtension) -> dict[str, Part]:
+def heartbeat_parts(ext: HeartbeatExtension, engine_hook: bool = True) -> dict[str, Part]:
     """Each part is timed twice, through observed and through bare
     components; the difference is what the observation adds."""
-    bare, engine = Answering(), observed(ext.tracker)
+    bare, engine = Answering(), observed(ext.tracker, engine_hook)
 
     def start(components: Answering, reqs: list[Request]) -> list[Deferred[HtmlResponse]]:
         downloads = []
@@ -221,17 +231,21 @@ def main() -> int:
 
     seconds = timed(
         args.events,
-        {"heartbeat": heartbeat_parts(ext), "scrapy": scrapy_parts(core, dstats, spider)},
+        {
+            "heartbeat": heartbeat_parts(ext),
+            "heartbeat-fallback": heartbeat_parts(ext, engine_hook=False),
+            "scrapy": scrapy_parts(core, dstats, spider),
+        },
     )
     ns = {who: {k: v / args.events * 1e9 for k, v in row.items()} for who, row in seconds.items()}
     for row in ns.values():
         row["per_event"] = sum(row[k] for k in ("request", "response", "item")) / 3
     memory = memory_growth(args.events)
     print(f"{args.events:,} requests, responses and items each; ns per event")
-    print(f"{'':12} {'request':>10} {'response':>10} {'item':>10} {'per event':>10}")
+    print(f"{'':18} {'request':>10} {'response':>10} {'item':>10} {'per event':>10}")
     for who, row in ns.items():
         print(
-            f"{who:12} {row['request']:>10.0f} {row['response']:>10.0f} {row['item']:>10.0f} "
+            f"{who:18} {row['request']:>10.0f} {row['response']:>10.0f} {row['item']:>10.0f} "
             f"{row['per_event']:>10.0f}"
         )
     print(

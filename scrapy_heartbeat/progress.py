@@ -21,9 +21,10 @@ changes, and their answers pass through untouched):
   hop), or the exception no middleware handled, including one raised from a
   middleware's ``process_response`` (for example "max redirections reached").
   It is private, but the same from Scrapy 2.13 to 2.19, and one plain call
-  per download: the public alternative, a callback on the Deferred of the
-  downloader's ``fetch`` (:func:`observe_downloader`), costs four times as
-  much and is used only where the engine has no such method.
+  per download; the alternative, a wrapper of the downloader's ``fetch`` and
+  a callback on its Deferred (:func:`observe_downloader`), costs more (see
+  ``bench/event_cost.py``) and is used only where the engine has no such
+  method.
 
 A scheduler that copies what it queues (to a ``JOBDIR`` disk queue, to a
 queue shared with other processes) gets each request with its token already
