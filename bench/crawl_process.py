@@ -117,17 +117,31 @@ class Probe:
 class LoopTimer:
     """How long scrapy-heartbeat's own work runs on the loop thread: each
     beat (building the payload, handing it to the sender) and each result
-    coming back. Its largest value is the most a beat can block the loop."""
+    coming back; and the worker thread's CPU time for each HTTP attempt (its
+    Python work holds the GIL, which the loop thread may have to wait for).
+    Together they bound what one beat can add to a stall of the loop."""
 
     def __init__(self) -> None:
         self.seconds: list[tuple[float, str]] = []
+        self.worker_cpu: list[float] = []  # appended to by the worker thread
 
     def install(self) -> None:
+        from scrapy_heartbeat.client import HeartbeatClient
         from scrapy_heartbeat.extension import HeartbeatExtension
         from scrapy_heartbeat.sender import HeartbeatSender
 
         for cls, name in ((HeartbeatExtension, "beat"), (HeartbeatSender, "_periodic_done")):
             setattr(cls, name, self._timed(getattr(cls, name), name))
+        send = HeartbeatClient.send
+
+        def timed_send(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return send(*args, **kwargs)
+            finally:
+                self.worker_cpu.append(time.thread_time() - started)
+
+        HeartbeatClient.send = timed_send  # type: ignore[method-assign]
 
     def largest(self) -> tuple[float, str]:
         return max(self.seconds, default=(0.0, "-"))
@@ -241,6 +255,7 @@ def main() -> int:
                 "heartbeat_failed": stats.get("heartbeat/failed", 0),
                 "heartbeat_loop_max_ms": round(loop_max * 1000, 3),
                 "heartbeat_loop_max_in": loop_max_in,
+                "heartbeat_worker_cpu_max_ms": round(max(timer.worker_cpu, default=0.0) * 1000, 3),
             }
         ),
         flush=True,

@@ -13,7 +13,10 @@ the crawl process is due every 10 ms; its largest lateness is the largest
 stall (its 99th percentile is reported too: the largest alone is noisy, since
 Scrapy's own busiest loop iterations and GC pauses set it). For
 scrapy-heartbeat the longest its own work ran on the loop thread is reported
-as well: what a beat can add to a stall, at most. The crawl's close is not
+as well, and the most CPU time its worker thread spent on one HTTP attempt
+(its Python work holds the GIL, which the loop thread may wait for; 0 when
+no attempt ended during the crawl, as against the hanging API): together,
+what one beat can add to a stall, at most. The crawl's close is not
 measured here (see crawl_cost.py), so these runs give the final beat 2 s
 (HEARTBEAT_CLOSE_TIMEOUT). scrapeops-scrapy against a hanging API is not run:
 its requests.post() on the reactor thread waits 30 s, 3 times, per call
@@ -71,7 +74,8 @@ def main() -> int:
                         f"round {n + 1} {variant:13} api={behaviour or '-':8} "
                         f"stall max {r['stall_max_ms']:7.1f} ms, {r['pages_per_second']} pages/s, "
                         f"wall {r['wall_seconds']:.1f} s, heartbeat on the loop max "
-                        f"{r['heartbeat_loop_max_ms']} ms",
+                        f"{r['heartbeat_loop_max_ms']} ms, worker CPU max "
+                        f"{r['heartbeat_worker_cpu_max_ms']} ms",
                         flush=True,
                     )
     finally:
@@ -82,7 +86,7 @@ def main() -> int:
     print(f"\n{args.pages} pages, {args.rounds} rounds; median (min–max)")
     print(
         f"{'run':26} {'stall max ms':>22} {'stall - none, ms':>22} {'stall p99 ms':>22} "
-        f"{'throughput ratio':>22} {'heartbeat on loop, ms':>22}"
+        f"{'throughput ratio':>22} {'heartbeat on loop, ms':>22} {'worker CPU/beat, ms':>22}"
     )
     for name, runs in results.items():
         pairs = list(zip(base, runs, strict=True))
@@ -91,8 +95,10 @@ def main() -> int:
         extra = [r["stall_max_ms"] - b["stall_max_ms"] for b, r in pairs]
         rate = [r["pages_per_second"] / b["pages_per_second"] for b, r in pairs]
         loop = [r["heartbeat_loop_max_ms"] for r in runs]
+        worker = [r["heartbeat_worker_cpu_max_ms"] for r in runs]
         report[name] = {
             "heartbeat_loop_max_ms": loop,
+            "heartbeat_worker_cpu_max_ms": worker,
             "stall_max_ms": stall,
             "stall_p99_ms": p99,
             "stall_extra_ms": extra,
@@ -102,7 +108,7 @@ def main() -> int:
         }
         print(
             f"{name:26} {summary(stall, 1):>22} {summary(extra, 1):>22} {summary(p99, 1):>22} "
-            f"{summary(rate):>22} {summary(loop, 2):>22}"
+            f"{summary(rate):>22} {summary(loop, 2):>22} {summary(worker, 2):>22}"
         )
     save("stall", {"pages": args.pages, "rounds": args.rounds, "runs": report})
     ours = [k for k in report if k.startswith("heartbeat")]
