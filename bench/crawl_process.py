@@ -161,13 +161,13 @@ def ablate(parts: str) -> None:
     """Take parts of scrapy-heartbeat out (bench/ablate.py): ``engine`` and
     ``scheduler`` are the two observations (without the scheduler's there
     are no tokens, so the engine's is cut short too). What remains runs."""
-    from scrapy_heartbeat import extension
+    from scrapy_heartbeat import progress
 
     for part in filter(None, parts.split(",")):
         if part == "engine":
-            extension.observe_engine = lambda engine, tracker: True  # type: ignore[assignment]
+            progress.observe_engine = lambda engine, tracker: True  # type: ignore[assignment]
         elif part == "scheduler":
-            extension.observe_scheduler = lambda scheduler, tracker, persists: True  # type: ignore[assignment]
+            progress.observe_scheduler = lambda scheduler, tracker, persists: True  # type: ignore[assignment]
         else:
             raise SystemExit(f"unknown part {part!r}")
 

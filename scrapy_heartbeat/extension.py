@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.core.scheduler import Scheduler
 from scrapy.exceptions import NotConfigured
 from scrapy.extensions.corestats import CoreStats
 
@@ -29,12 +27,7 @@ from scrapy_heartbeat._compat import (
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.middleware import SPIDER_MIDDLEWARE_ORDER, HeartbeatSpiderMiddleware
 from scrapy_heartbeat.payload import Progress, clean_url, percentage, stage_text
-from scrapy_heartbeat.progress import (
-    ProgressTracker,
-    observe_downloader,
-    observe_engine,
-    observe_scheduler,
-)
+from scrapy_heartbeat.progress import ProgressTracker, observe_crawl
 from scrapy_heartbeat.sender import HeartbeatSender
 from scrapy_heartbeat.settings import (
     ConfigError,
@@ -47,7 +40,7 @@ from scrapy_heartbeat.settings import (
 )
 
 if TYPE_CHECKING:
-    from scrapy import Request, Spider
+    from scrapy import Spider
     from scrapy.crawler import Crawler
     from twisted.python.failure import Failure
     from typing_extensions import Self
@@ -72,7 +65,6 @@ class HeartbeatExtension:
         self.started: float = 0.0
         self.bad_stage_logged: bool = False
         self.counts_items: bool = False  # True only when CoreStats is off
-        self.downloading: Collection[Request] = ()  # the downloader's own set
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -135,44 +127,9 @@ class HeartbeatExtension:
             self.counts_items = True
             self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        engine = self.crawler.engine
-        scheduler = getattr(engine, "scheduler", None)  # public in newer Scrapy
-        for slot in ("_slot", "slot"):  # Scrapy 2.13; an empty scheduler is falsy
-            if scheduler is None:
-                scheduler = getattr(getattr(engine, slot, None), "scheduler", None)
-        # Scrapy's own scheduler keeps what it queues in memory, unless it has
-        # a JOBDIR; any other (scrapy-redis, say) may copy it elsewhere, and
-        # hand out requests another process queued.
-        persists = bool(self.crawler.settings.get("JOBDIR")) or type(scheduler) is not Scheduler
-        if scheduler is None or not observe_scheduler(scheduler, self.tracker, persists):
-            logger.warning(
-                "scrapy-heartbeat: cannot observe the scheduler; total_urls will stay 0",
-                extra={"crawler": self.crawler},
-            )
-        downloader = getattr(engine, "downloader", None)
-        active = getattr(downloader, "active", None)  # the requests it is downloading
-        if isinstance(active, Collection):
-            self.downloading = active
-        by_engine = observe_engine(engine, self.tracker)
-        if not by_engine:
-            logger.debug(
-                "scrapy-heartbeat: the engine has no _handle_downloader_output; "
-                "observing outcomes on the downloader's fetch",
-                extra={"crawler": self.crawler},
-            )
-        if (persists or not by_engine) and (
-            downloader is None
-            or not observe_downloader(
-                downloader, self.tracker, adopt=persists, outcomes=not by_engine
-            )
-        ):
-            logger.warning(
-                "scrapy-heartbeat: cannot observe the downloader; %s",
-                "requests restored from JOBDIR or a shared queue will not be counted"
-                if by_engine
-                else "crawled_urls will stay 0",
-                extra={"crawler": self.crawler},
-            )
+        jobdir = bool(self.crawler.settings.get("JOBDIR"))
+        for problem in observe_crawl(self.crawler.engine, self.tracker, jobdir):
+            logger.warning("scrapy-heartbeat: %s", problem, extra={"crawler": self.crawler})
         try:
             self.execution_id = self._execution_id(spider)
         except ConfigError as exc:
@@ -242,9 +199,7 @@ class HeartbeatExtension:
             "crawled_urls": crawled,
             "successful_urls": t.successful,
             "failed_urls": t.failed,
-            "current_url": clean_url(
-                t.current_url(self.downloading), strip_query=self.config.strip_query
-            ),
+            "current_url": clean_url(t.current_url(), strip_query=self.config.strip_query),
             "current_stage": stage_text(
                 self.config.stage_format,
                 stage=label,

@@ -44,9 +44,10 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+from scrapy.core.scheduler import Scheduler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK
@@ -104,6 +105,7 @@ class ProgressTracker:
         self.errors = 0
         self.start_failed = False  # the spider's start() raised
         self.last_download: Request | None = None  # of ours, the last that finished
+        self.downloading: Collection[Request] = ()  # the downloader's active requests
         self._awaiting: set[LogicalUrl] = set()  # chains whose download returned a hop
         self._suspects: dict[LogicalUrl, int] = {}  # awaiting at the last settle(): hops
 
@@ -111,10 +113,10 @@ class ProgressTracker:
     def crawled(self) -> int:
         return self.successful + self.failed
 
-    def current_url(self, in_flight: Iterable[Request] = ()) -> str | None:
-        """A URL being downloaded now (any of ``in_flight``, the downloader's
-        ``active`` set), else the last of ours whose download finished."""
-        for request in in_flight:
+    def current_url(self) -> str | None:
+        """A URL being downloaded now (any of the downloader's ``active``
+        requests), else the last of ours whose download finished."""
+        for request in self.downloading:
             return request.url
         return None if self.last_download is None else self.last_download.url
 
@@ -250,6 +252,46 @@ class ProgressTracker:
         elif chain.outcome == SKIPPED:
             self.total += 1
         chain.outcome = PENDING
+
+
+def observe_crawl(engine: Any, tracker: ProgressTracker, jobdir: bool) -> list[str]:
+    """Observe this crawler's engine components for ``tracker`` (see the
+    module's docstring); returns what could not be observed, to be logged.
+    ``jobdir``: the crawl has a ``JOBDIR``."""
+    problems = []
+    scheduler = getattr(engine, "scheduler", None)  # public in newer Scrapy
+    for slot in ("_slot", "slot"):  # Scrapy 2.13; an empty scheduler is falsy
+        if scheduler is None:
+            scheduler = getattr(getattr(engine, slot, None), "scheduler", None)
+    # Scrapy's own scheduler keeps what it queues in memory, unless it has a
+    # JOBDIR; any other (scrapy-redis, say) may copy it elsewhere, and hand
+    # out requests another process queued.
+    persists = jobdir or type(scheduler) is not Scheduler
+    if scheduler is None or not observe_scheduler(scheduler, tracker, persists):
+        problems.append("cannot observe the scheduler; total_urls will stay 0")
+    downloader = getattr(engine, "downloader", None)
+    active = getattr(downloader, "active", None)  # the requests it is downloading
+    if isinstance(active, Collection):
+        tracker.downloading = active
+    by_engine = observe_engine(engine, tracker)
+    if not by_engine:
+        logger.debug(
+            "scrapy-heartbeat: the engine has no _handle_downloader_output; "
+            "observing outcomes on the downloader's fetch"
+        )
+    if (persists or not by_engine) and (
+        downloader is None
+        or not observe_downloader(downloader, tracker, adopt=persists, outcomes=not by_engine)
+    ):
+        problems.append(
+            "cannot observe the downloader; "
+            + (
+                "requests restored from JOBDIR or a shared queue will not be counted"
+                if by_engine
+                else "crawled_urls will stay 0"
+            )
+        )
+    return problems
 
 
 def observe_scheduler(scheduler: Any, tracker: ProgressTracker, persists: bool) -> bool:

@@ -36,9 +36,9 @@ class SiteSpiderWithoutEngineHook(SiteSpider):
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
-        from scrapy_heartbeat import extension
+        from scrapy_heartbeat import progress
 
-        extension.observe_engine = lambda engine, tracker: False  # type: ignore[assignment]
+        progress.observe_engine = lambda engine, tracker: False  # type: ignore[assignment]
         return super().from_crawler(crawler, *args, **kwargs)
 
 

@@ -151,17 +151,19 @@ def test_retry_from_a_callback_reopens_the_url() -> None:
 
 def test_current_url_is_one_under_way_else_the_last_finished() -> None:
     t = ProgressTracker()
-    assert t.current_url(set()) is None
+    assert t.current_url() is None
     first, second = Request("http://a/1"), Request("http://a/2")
     accept(t, first)
     accept(t, second)
-    assert t.current_url({second}) == "http://a/2"
+    t.downloading = {second}  # the downloader's active set
+    assert t.current_url() == "http://a/2"
     respond(t, first)
-    assert t.current_url({second}) == "http://a/2"
-    assert t.current_url(set()) == "http://a/1"
+    assert t.current_url() == "http://a/2"
+    t.downloading = set()
+    assert t.current_url() == "http://a/1"
     other = Request("http://b/robots.txt", callback=NO_CALLBACK)
     t.download_finished(HtmlResponse(other.url, request=other), other)  # not ours
-    assert t.current_url(set()) == "http://a/1"
+    assert t.current_url() == "http://a/1"
 
 
 def test_internal_requests_are_not_counted() -> None:
