@@ -2,7 +2,7 @@
 
 :class:`HeartbeatSpiderMiddleware` sees an exception raised by the spider's
 ``start()``; :class:`~scrapy_heartbeat.extension.HeartbeatExtension` enables it
-itself. Each URL's outcome is seen by observing the downloader (see
+itself. Each URL's outcome is seen by observing the engine (see
 :mod:`scrapy_heartbeat.progress`), which costs a crawl less than a downloader
 middleware would.
 """
@@ -34,7 +34,7 @@ def _tracker(crawler: Crawler) -> ProgressTracker:
 
 
 class HeartbeatDownloaderMiddleware:
-    """No longer used: the extension observes the downloader itself.
+    """No longer used: the extension observes each download's outcome itself.
 
     Kept so that settings naming it still load; it disables itself with a
     warning that says to remove it.
