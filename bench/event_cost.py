@@ -120,7 +120,7 @@ def observed(tracker: ProgressTracker, engine_hook: bool = True) -> Answering:
     if engine_hook:
         assert observe_engine(components, tracker)
     else:
-        assert observe_downloader(components, tracker, adopt=False, outcomes=True)
+        assert observe_downloader(components, tracker)
     return components
 
 

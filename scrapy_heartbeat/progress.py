@@ -1,11 +1,13 @@
 """Counting logical URLs exactly, with O(1) memory per URL.
 
 A *logical URL* is a request the scheduler accepts. Its retries and redirect
-hops are the same logical URL: they carry the same :class:`LogicalUrl` token in
+hops are the same logical URL: they carry its :data:`Marker` in
 ``request.meta`` (Scrapy copies meta into retries and redirects) and one more
-``retry_times`` + ``redirect_times`` than the token has seen. Memory is held
-only by tokens of requests still queued or in flight, never by a set of seen
-URLs.
+``retry_times`` + ``redirect_times`` than the marker has seen. The marker is
+a tuple of built-in types, so it travels with the request wherever it is
+pickled (a ``JOBDIR`` disk queue, a scrapy-redis queue) and any process reads
+it, with or without this package. Memory is held only by the markers of
+requests still queued or in flight, never by a set of seen URLs.
 
 Scrapy has no signal for what we need, so this crawler's own engine
 components are observed, on the instance (nothing outside this crawler
@@ -27,10 +29,10 @@ changes, and their answers pass through untouched):
   method.
 
 A scheduler that copies what it queues (to a ``JOBDIR`` disk queue, to a
-queue shared with other processes) gets each request with its token already
+queue shared with other processes) gets each request with its marker already
 set (:meth:`ProgressTracker.before_enqueue`), so the copy carries it; a
-request another process queued is adopted as its download starts (the
-downloader's ``fetch``).
+request another process queued (with a marker we do not own, or none) is
+adopted as the scheduler hands it out (its ``next_request``).
 
 A follow-up request that a ``request_scheduled`` handler drops never reaches
 the scheduler; :meth:`ProgressTracker.settle` counts its chain as skipped, like
@@ -63,23 +65,18 @@ META_KEY = "_heartbeat_url"
 
 PENDING, SUCCESSFUL, FAILED, SKIPPED = 0, 1, 2, 3
 
+#: What one logical URL's requests carry in ``request.meta``: ``(owner, hops,
+#: outcome)``. Plain data, so any process unpickles it (or reads it back from
+#: JSON, as a list), with or without this package, and one without it ignores
+#: it. ``owner`` scopes it: a process, a JOBDIR job, or a shared execution.
+Marker = tuple[str, int, int]
 
-class LogicalUrl:
-    """The token one logical URL's requests share through ``request.meta``."""
 
-    __slots__ = ("hops", "outcome", "owner")
-
-    def __init__(self, owner: str, hops: int, outcome: int = PENDING) -> None:
-        self.owner = owner
-        self.hops = hops
-        self.outcome = outcome
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Disk queues (JOBDIR) pickle meta.
-        return (LogicalUrl, (self.owner, self.hops, self.outcome))
-
-    def __repr__(self) -> str:
-        return f"<LogicalUrl hops={self.hops} outcome={self.outcome}>"
+def LogicalUrl(owner: str = "", hops: int = 0, outcome: int = PENDING) -> Marker:
+    """Versions before 0.2 pickled a ``LogicalUrl`` object into meta: a request
+    they queued (on disk, in Redis) unpickles to a marker no tracker owns, and
+    is adopted as it comes off the queue."""
+    return ("", hops, outcome)
 
 
 def hop_count(meta: dict[str, Any]) -> int:
@@ -93,11 +90,26 @@ def hop_count(meta: dict[str, Any]) -> int:
         return 0
 
 
-class ProgressTracker:
-    """The crawl's counters and the rules that move them. One per crawler."""
+def read_marker(value: Any) -> Marker | None:
+    """``value`` as a well-formed marker, else None (a JSON serializer gives a
+    list; a foreign value is not ours to trust)."""
+    if isinstance(value, (tuple, list)) and len(value) == 3:
+        owner, hops, outcome = value
+        if isinstance(owner, str) and isinstance(hops, int) and isinstance(outcome, int):
+            return (owner, hops, outcome)
+    return None
 
-    def __init__(self) -> None:
-        self.owner = uuid.uuid4().hex
+
+class ProgressTracker:
+    """The crawl's counters and the rules that move them. One per crawler.
+
+    ``owner`` names the markers this tracker trusts as its own: by default
+    this process only; a JOBDIR job or a shared execution passes an id that
+    outlives the process, so a resumed run or another worker continues them.
+    """
+
+    def __init__(self, owner: str | None = None) -> None:
+        self.owner = owner or uuid.uuid4().hex
         self.total = 0
         self.successful = 0
         self.failed = 0
@@ -106,8 +118,8 @@ class ProgressTracker:
         self.start_failed = False  # the spider's start() raised
         self.last_download: Request | None = None  # of ours, the last that finished
         self.downloading: Collection[Request] = ()  # the downloader's active requests
-        self._awaiting: set[LogicalUrl] = set()  # chains whose download returned a hop
-        self._suspects: dict[LogicalUrl, int] = {}  # awaiting at the last settle(): hops
+        self._awaiting: set[Request] = set()  # follow-up requests the scheduler has not seen
+        self._suspects: set[Request] = set()  # awaiting at the last settle()
 
     @property
     def crawled(self) -> int:
@@ -127,46 +139,54 @@ class ProgressTracker:
         if request.callback is NO_CALLBACK:
             return  # a Scrapy-internal download
         meta = request.meta
-        chain = self._hop(meta) if META_KEY in meta else None
+        chain = self._hop(request) if META_KEY in meta else None
         if chain is not None:
-            self._hop_answered(chain, accepted)
+            self._hop_answered(meta, chain, accepted)
         elif accepted:  # a new URL (a duplicate, not accepted, costs nothing more)
-            meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
+            meta[META_KEY] = (self.owner, hop_count(meta), PENDING)
             self.total += 1
 
-    def before_enqueue(self, request: Request) -> LogicalUrl | None:
+    def before_enqueue(self, request: Request) -> Marker | None:
         """For a scheduler that copies requests as it queues them (to a JOBDIR
-        disk queue, to a shared queue): give ``request`` its token first, so
-        that the copy carries it. Returns the chain a hop continues, for
-        :meth:`after_enqueue`."""
+        disk queue, to a shared queue): give ``request`` its marker first, so
+        that the copy carries it. Returns the marker of the chain a hop
+        continues, for :meth:`after_enqueue`."""
         if request.callback is NO_CALLBACK:
             return None
         meta = request.meta
-        chain = self._hop(meta)
+        chain = self._hop(request)
         if chain is None:  # a new URL, if the scheduler accepts it
-            meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
-        elif chain.outcome != PENDING:
-            self._reopen(chain)  # get_retry_request() in a callback: the copy must be pending
+            meta[META_KEY] = (self.owner, hop_count(meta), PENDING)
+        elif chain[2] != PENDING:
+            self._reopen(meta, chain)  # get_retry_request() in a callback: the copy is pending
         return chain
 
-    def after_enqueue(self, request: Request, accepted: bool, chain: LogicalUrl | None) -> None:
+    def after_enqueue(self, request: Request, accepted: bool, chain: Marker | None) -> None:
         """The scheduler's answer, after :meth:`before_enqueue`."""
         if request.callback is NO_CALLBACK:
             return
         if chain is not None:
-            self._hop_answered(chain, accepted)
+            if not accepted:
+                self._hop_answered(request.meta, request.meta[META_KEY], accepted)
         elif accepted:
             self.total += 1
 
     def adopt(self, request: Request) -> None:
-        """Count a request another process queued (a JOBDIR queue written by
-        an earlier run, a shared queue): its token is not ours, and our
-        scheduler never accepted it. Called as its download starts, so that
-        its hops inherit our token."""
+        """Count a request that came off a queue another process wrote (a
+        JOBDIR queue of an earlier run, a shared queue): one with no marker
+        (queued without this package), or with a marker we do not own. Our
+        scheduler never accepted it, so it is new to our ``total_urls``; its
+        hops then carry our marker."""
+        if request.callback is NO_CALLBACK:
+            return
         meta = request.meta
-        token = meta.get(META_KEY)
-        if isinstance(token, LogicalUrl) and token.owner != self.owner:
-            meta[META_KEY] = LogicalUrl(self.owner, hop_count(meta))
+        marker = meta.get(META_KEY)
+        if marker.__class__ is not tuple:
+            marker = read_marker(marker)
+            if marker is not None:
+                meta[META_KEY] = marker  # the list a JSON serializer made
+        if marker is None or marker[0] != self.owner:
+            meta[META_KEY] = (self.owner, hop_count(meta), PENDING)
             self.total += 1
 
     def download_finished(self, result: Any, request: Request) -> Any:
@@ -174,23 +194,24 @@ class ProgressTracker:
         follow-up request (a retry or redirect hop), or an exception (or its
         ``Failure``). Returns ``result``, to serve as a Deferred callback."""
         try:
-            chain = request.meta.get(META_KEY)
-            if chain.__class__ is not LogicalUrl or chain.owner != self.owner:
+            meta = request.meta
+            chain = meta.get(META_KEY)
+            if chain.__class__ is not tuple or chain[0] != self.owner:
                 return result  # not ours: an internal or a direct engine download
             self.last_download = request
-            if chain.outcome != PENDING:
+            if chain[2] != PENDING:
                 return result
             if isinstance(result, Response):
                 if result.status < 400:  # the common case, inlined: once per page
-                    chain.outcome = SUCCESSFUL
+                    meta[META_KEY] = (chain[0], chain[1], SUCCESSFUL)
                     self.successful += 1
                 else:
-                    self._resolve(chain, FAILED)
+                    self._resolve(meta, chain, FAILED)
             elif isinstance(result, (Failure, BaseException)):
                 error = result.value if isinstance(result, Failure) else result
-                self._resolve(chain, SKIPPED if isinstance(error, IgnoreRequest) else FAILED)
+                self._resolve(meta, chain, SKIPPED if isinstance(error, IgnoreRequest) else FAILED)
             else:  # a follow-up request: the chain goes on if the scheduler hears of it
-                self._awaiting.add(chain)
+                self._awaiting.add(result)
         except Exception:  # pragma: no cover - defensive: never break the crawl
             logger.exception("scrapy-heartbeat: could not count %s", request)
         return result
@@ -200,43 +221,42 @@ class ProgressTracker:
 
         A handler of ``request_scheduled`` (Scrapy 2.19's ``OffsiteMiddleware``)
         can drop a redirect hop before the scheduler hears of it. A chain is
-        skipped when it waits for the same hop at two consecutive calls, or at
+        skipped when its hop is still unseen at two consecutive calls, or at
         one call when ``final`` (the crawl is over).
         """
-        if final:
-            confirmed = list(self._awaiting)
-        else:
-            confirmed = [c for c in self._awaiting if self._suspects.get(c) == c.hops]
-        for chain in confirmed:
-            self._awaiting.discard(chain)
-            if chain.outcome == PENDING:
-                self._resolve(chain, SKIPPED)
-        self._suspects = {c: c.hops for c in self._awaiting}
+        confirmed = self._awaiting if final else self._awaiting & self._suspects
+        self.total -= len(confirmed)
+        self._awaiting -= confirmed
+        self._suspects = set(self._awaiting)
 
     # -- transitions ----------------------------------------------------------
 
-    def _hop(self, meta: dict[str, Any]) -> LogicalUrl | None:
-        """The chain the request with this ``meta`` continues (a retry or
-        redirect hop: our token and one hop more), moved on to this hop; None
-        for a new URL."""
+    def _hop(self, request: Request) -> Marker | None:
+        """The marker of the chain ``request`` continues (a retry or redirect
+        hop: our marker and one hop more), moved on to this hop in its meta;
+        None for a new URL."""
+        meta = request.meta
         chain = meta.get(META_KEY)
-        if chain.__class__ is LogicalUrl and chain.owner == self.owner:
+        if chain.__class__ is tuple and chain[0] == self.owner:
             hops = hop_count(meta)  # else meta copied from a response: a new URL
-            if hops == chain.hops + 1:
-                chain.hops = hops
-                self._awaiting.discard(chain)
+            if hops == chain[1] + 1:
+                self._awaiting.discard(request)
+                chain = (chain[0], hops, chain[2])
+                meta[META_KEY] = chain
                 return chain
         return None
 
-    def _hop_answered(self, chain: LogicalUrl, accepted: bool) -> None:
+    def _hop_answered(self, meta: dict[str, Any], chain: Marker, accepted: bool) -> None:
         if accepted:
-            if chain.outcome != PENDING:
-                self._reopen(chain)  # e.g. get_retry_request() in a callback
-        elif chain.outcome == PENDING:
-            self._resolve(chain, SUCCESSFUL)  # a hop into an already-seen URL
+            if chain[2] != PENDING:
+                self._reopen(meta, chain)  # e.g. get_retry_request() in a callback
+        elif chain[2] == PENDING:
+            self._resolve(meta, chain, SUCCESSFUL)  # a hop into an already-seen URL
 
-    def _resolve(self, chain: LogicalUrl, outcome: int) -> None:
-        chain.outcome = outcome
+    def _resolve(self, meta: dict[str, Any], chain: Marker, outcome: int) -> None:
+        # The marker of the request that ended the chain records its outcome:
+        # a retry a callback builds from its response copies it.
+        meta[META_KEY] = (chain[0], chain[1], outcome)
         if outcome == SUCCESSFUL:
             self.successful += 1
         elif outcome == FAILED:
@@ -244,14 +264,15 @@ class ProgressTracker:
         else:
             self.total -= 1
 
-    def _reopen(self, chain: LogicalUrl) -> None:
-        if chain.outcome == SUCCESSFUL:
+    def _reopen(self, meta: dict[str, Any], chain: Marker) -> None:
+        outcome = chain[2]
+        if outcome == SUCCESSFUL:
             self.successful -= 1
-        elif chain.outcome == FAILED:
+        elif outcome == FAILED:
             self.failed -= 1
-        elif chain.outcome == SKIPPED:
+        elif outcome == SKIPPED:
             self.total += 1
-        chain.outcome = PENDING
+        meta[META_KEY] = (chain[0], chain[1], PENDING)
 
 
 def observe_crawl(engine: Any, tracker: ProgressTracker, jobdir: bool) -> list[str]:
@@ -269,6 +290,11 @@ def observe_crawl(engine: Any, tracker: ProgressTracker, jobdir: bool) -> list[s
     persists = jobdir or type(scheduler) is not Scheduler
     if scheduler is None or not observe_scheduler(scheduler, tracker, persists):
         problems.append("cannot observe the scheduler; total_urls will stay 0")
+    elif persists and not observe_dequeue(scheduler, tracker):
+        problems.append(
+            "cannot observe the scheduler's next_request; requests another process "
+            "queued will not be counted"
+        )
     downloader = getattr(engine, "downloader", None)
     active = getattr(downloader, "active", None)  # the requests it is downloading
     if isinstance(active, Collection):
@@ -279,18 +305,8 @@ def observe_crawl(engine: Any, tracker: ProgressTracker, jobdir: bool) -> list[s
             "scrapy-heartbeat: the engine has no _handle_downloader_output; "
             "observing outcomes on the downloader's fetch"
         )
-    if (persists or not by_engine) and (
-        downloader is None
-        or not observe_downloader(downloader, tracker, adopt=persists, outcomes=not by_engine)
-    ):
-        problems.append(
-            "cannot observe the downloader; "
-            + (
-                "requests restored from JOBDIR or a shared queue will not be counted"
-                if by_engine
-                else "crawled_urls will stay 0"
-            )
-        )
+    if not by_engine and (downloader is None or not observe_downloader(downloader, tracker)):
+        problems.append("cannot observe the downloader; crawled_urls will stay 0")
     return problems
 
 
@@ -298,9 +314,9 @@ def observe_scheduler(scheduler: Any, tracker: ProgressTracker, persists: bool) 
     """Report the scheduler's answers to ``tracker``; False if it can't be done.
 
     Most requests a page yields are duplicates the scheduler turns down; one
-    without our token means nothing to the tracker, so it costs one look.
+    without our marker means nothing to the tracker, so it costs one look.
     ``persists``: the scheduler copies what it queues (``JOBDIR``, a shared
-    queue), so tokens must be set before it does.
+    queue), so markers must be set before it does.
     """
     original: Callable[[Request], bool] | None = getattr(scheduler, "enqueue_request", None)
     if original is None:
@@ -354,15 +370,32 @@ def observe_engine(engine: Any, tracker: ProgressTracker) -> bool:
     return _replace(engine, "_handle_downloader_output", _handle_downloader_output)
 
 
-def observe_downloader(
-    downloader: Any, tracker: ProgressTracker, *, adopt: bool, outcomes: bool
-) -> bool:
-    """Observe downloads as they start, on the downloader's ``fetch``; False
-    if it can't be done. ``adopt``: the scheduler may hand out requests
-    another process queued (a ``JOBDIR`` queue, a shared queue), to be
-    adopted as they start. ``outcomes``: report each download's outcome with a
-    callback on its Deferred (where :func:`observe_engine` can't). ``fetch``
-    keeps its signature (the engine inspects it)."""
+def observe_dequeue(scheduler: Any, tracker: ProgressTracker) -> bool:
+    """Adopt each request that comes off a queue another process wrote (an
+    earlier run's ``JOBDIR``, a shared queue), as the scheduler hands it out;
+    False if it can't be done."""
+    original: Callable[[], Request | None] | None = getattr(scheduler, "next_request", None)
+    if original is None:
+        return False
+    adopt = tracker.adopt
+
+    @functools.wraps(original)
+    def next_request() -> Request | None:
+        request = original()
+        if request is not None:
+            try:
+                adopt(request)
+            except Exception:  # pragma: no cover - defensive: never break the crawl
+                logger.exception("scrapy-heartbeat: could not count %s", request)
+        return request
+
+    return _replace(scheduler, "next_request", next_request)
+
+
+def observe_downloader(downloader: Any, tracker: ProgressTracker) -> bool:
+    """Report each download's outcome with a callback on the Deferred of the
+    downloader's ``fetch``, where :func:`observe_engine` can't; False if it
+    can't be done. ``fetch`` keeps its signature (the engine inspects it)."""
     original: Callable[..., Any] | None = getattr(downloader, "fetch", None)
     if original is None:
         return False
@@ -372,11 +405,7 @@ def observe_downloader(
     @functools.wraps(original)
     def fetch(request: Request, *args: Any, **kwargs: Any) -> Any:
         nonlocal warned
-        if adopt:
-            tracker.adopt(request)
         result = original(request, *args, **kwargs)
-        if not outcomes:
-            return result
         if isinstance(result, Deferred):
             result.addBoth(finished, request)
         elif not warned:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 from scrapy import Request
@@ -9,7 +10,7 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse
 from scrapy.http.request import NO_CALLBACK
 
-from scrapy_heartbeat.progress import META_KEY, LogicalUrl, ProgressTracker
+from scrapy_heartbeat.progress import META_KEY, ProgressTracker
 
 
 def accept(t: ProgressTracker, request: Request, accepted: bool = True) -> None:
@@ -181,21 +182,68 @@ def test_two_trackers_never_count_each_others_requests() -> None:
     assert counts(a) == (1, 0, 0)
 
 
-def test_token_pickles_and_is_adopted() -> None:
+def test_marker_is_plain_data_any_process_reads() -> None:
+    t = ProgressTracker()
+    r = Request("http://a/1")
+    accept(t, r)
+    marker = r.meta[META_KEY]
+    assert type(marker) is tuple
+    assert all(type(part) in (str, int) for part in marker)
+    # what a process without this package sees: nothing of ours to import
+    assert b"scrapy_heartbeat" not in pickle.dumps(r.to_dict(), protocol=pickle.HIGHEST_PROTOCOL)
+    assert json.loads(json.dumps(r.meta))[META_KEY] == list(marker)
+
+
+def test_a_foreign_or_missing_marker_is_adopted_once() -> None:
     t = ProgressTracker()
     r = Request("http://a/1")
     accept(t, r)
     restored = pickle.loads(pickle.dumps(r.meta[META_KEY]))
-    assert isinstance(restored, LogicalUrl)
-    # a request restored from a JOBDIR queue of an earlier process
+    # requests restored from a queue another process wrote
     later = ProgressTracker()
     r2 = Request("http://a/1", meta={META_KEY: restored})
+    unmarked = Request("http://a/2")  # queued by a worker without the package
     respond(later, r2)
     assert counts(later) == (0, 0, 0)  # not adopted: not counted
-    later.adopt(r2)
-    later.adopt(r2)  # adopted once
-    respond(later, r2)
-    assert counts(later) == (1, 1, 0)
+    for request in (r2, unmarked):
+        later.adopt(request)
+        later.adopt(request)  # adopted once
+        respond(later, request)
+    assert counts(later) == (2, 2, 0)
+    internal = Request("http://a/robots.txt", callback=NO_CALLBACK)
+    later.adopt(internal)
+    assert counts(later) == (2, 2, 0)
+
+
+def test_a_shared_owner_continues_another_process_chains() -> None:
+    """Workers of one execution share an owner: what one queued, another
+    downloads and counts, without adopting it a second time."""
+    a, b = ProgressTracker("exec-1"), ProgressTracker("exec-1")
+    first = queue_on_disk(a, Request("http://a/1"))
+    b.adopt(first)
+    retry = first.copy()
+    retry.meta["retry_times"] = 1
+    retry.dont_filter = True
+    b.download_finished(retry, first)
+    hop = queue_on_disk(b, retry)
+    a.adopt(hop)
+    respond(a, hop, 500)
+    assert counts(a) == (1, 0, 1)
+    assert counts(b) == (0, 0, 0)
+
+
+def test_markers_of_older_versions_unpickle_and_are_adopted() -> None:
+    """Before 0.2 the marker was a ``LogicalUrl`` object, pickled by
+    reference: ``(progress.LogicalUrl, (owner, hops, outcome))``."""
+    old = pickle.loads(
+        b"\x80\x04\x95<\x00\x00\x00\x00\x00\x00\x00\x8c\x19scrapy_heartbeat.progress"
+        b"\x94\x8c\nLogicalUrl\x94\x93\x94\x8c\x05owner\x94K\x00K\x00\x87\x94R\x94."
+    )
+    t = ProgressTracker()
+    r = Request("http://a/1", meta={META_KEY: old})
+    t.adopt(r)
+    respond(t, r)
+    assert counts(t) == (1, 1, 0)
 
 
 def queue_on_disk(t: ProgressTracker, request: Request, accepted: bool = True) -> Request:
