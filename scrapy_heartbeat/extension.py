@@ -3,7 +3,10 @@
 Enable it with ``EXTENSIONS = {"scrapy_heartbeat.HeartbeatExtension": 500}``
 and ``HEARTBEAT_API_BASE_URL``. A beat goes out when the spider opens, then
 every ``HEARTBEAT_INTERVAL`` seconds, and a final ``completed`` or ``failed``
-beat when it closes. Nothing here can stop the crawl or change its result.
+beat when it closes (``paused`` when a ``JOBDIR`` crawl is stopped, to be
+resumed). With shared counters (:mod:`scrapy_heartbeat.shared`) every beat
+carries the execution's numbers and only the last worker out ends it.
+Nothing here can stop the crawl or change its result.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +22,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.extensions.corestats import CoreStats
 
+from scrapy_heartbeat import jobstate
 from scrapy_heartbeat._compat import (
     LoopingTask,
     loop_thread_caller,
@@ -27,7 +32,7 @@ from scrapy_heartbeat._compat import (
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.middleware import SPIDER_MIDDLEWARE_ORDER, HeartbeatSpiderMiddleware
 from scrapy_heartbeat.payload import Progress, clean_url, percentage, stage_text
-from scrapy_heartbeat.progress import ProgressTracker, observe_crawl
+from scrapy_heartbeat.progress import ProgressTracker, observe_crawl, scheduler_of
 from scrapy_heartbeat.sender import HeartbeatSender
 from scrapy_heartbeat.settings import (
     ConfigError,
@@ -37,6 +42,17 @@ from scrapy_heartbeat.settings import (
     load_config,
     new_execution_id,
     redact_url,
+)
+from scrapy_heartbeat.shared import (
+    STALE_INTERVALS,
+    Counts,
+    ExecutionView,
+    SharedCounters,
+    connect,
+    final_status,
+    is_scrapy_redis,
+    new_worker_id,
+    queue_key,
 )
 
 if TYPE_CHECKING:
@@ -63,8 +79,13 @@ class HeartbeatExtension:
         self.execution_id: str | None = None
         self.start_time: str = ""
         self.started: float = 0.0
+        self.start_ms: int = 0  # wall clock, for the execution's earliest start
         self.bad_stage_logged: bool = False
         self.counts_items: bool = False  # True only when CoreStats is off
+        self.jobdir: str | None = None
+        self.resumed: jobstate.JobState | None = None  # what the previous run saved
+        self.shared: SharedCounters | None = None
+        self.final_status: str = ""
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -108,7 +129,8 @@ class HeartbeatExtension:
     def _items(self) -> int:
         if self.counts_items:
             return self.tracker.items
-        return int(self.crawler.stats.get_value("item_scraped_count", 0) or 0)
+        before = self.resumed.items if self.resumed is not None else 0
+        return before + int(self.crawler.stats.get_value("item_scraped_count", 0) or 0)
 
     def item_error(self) -> None:
         self.tracker.errors += 1
@@ -121,20 +143,38 @@ class HeartbeatExtension:
 
     def spider_opened(self, spider: Spider) -> None:
         self.started = time.monotonic()
-        # CoreStats already counts item_scraped (dropped items excluded): read
-        # its stat rather than add a signal handler to every item.
-        if not any(isinstance(e, CoreStats) for e in self.crawler.extensions.middlewares):
-            self.counts_items = True
-            self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        self.start_ms = int(time.time() * 1000)
         self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        jobdir = bool(self.crawler.settings.get("JOBDIR"))
-        for problem in observe_crawl(self.crawler.engine, self.tracker, jobdir):
-            logger.warning("scrapy-heartbeat: %s", problem, extra={"crawler": self.crawler})
         try:
             self.execution_id = self._execution_id(spider)
         except ConfigError as exc:
             logger.error("scrapy-heartbeat disabled: %s", exc, extra={"crawler": self.crawler})
             return
+        # CoreStats already counts item_scraped (dropped items excluded): read
+        # its stat rather than add a signal handler to every item.
+        if not any(isinstance(e, CoreStats) for e in self.crawler.extensions.middlewares):
+            self.counts_items = True
+            self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        jobdir = self.crawler.settings.get("JOBDIR")
+        self.jobdir = str(jobdir) if jobdir else None
+        if self.jobdir:
+            self._resume(jobstate.load(self.jobdir))
+        engine = self.crawler.engine
+        try:
+            self.shared = self._shared_counters(scheduler_of(engine))
+        except Exception as exc:  # a bad REDIS_PARAMS, say: report this worker's own numbers
+            logger.error(
+                "scrapy-heartbeat: cannot set up shared counters in Redis (%(error)s); "
+                "check REDIS_URL/REDIS_PARAMS or HEARTBEAT_REDIS_URL, or set HEARTBEAT_SHARED = "
+                "False (each worker reports its own numbers meanwhile)",
+                {"error": f"{type(exc).__name__}: {exc}"},
+                extra={"crawler": self.crawler},
+            )
+        if self.shared is not None:
+            # The execution owns the markers: what one worker queued, another counts.
+            self.tracker.owner = self.execution_id
+        for problem in observe_crawl(engine, self.tracker, bool(self.jobdir)):
+            logger.warning("scrapy-heartbeat: %s", problem, extra={"crawler": self.crawler})
         client = HeartbeatClient(
             self.config.api_base_url,
             self.execution_id,
@@ -155,6 +195,74 @@ class HeartbeatExtension:
         )
         self.task = looping_call(self.beat)
         self.task.start(self.config.interval, now=True)
+
+    def _resume(self, state: jobstate.JobState | None) -> None:
+        """Continue the counters a paused run of this ``JOBDIR`` saved."""
+        if state is None:
+            return
+        self.resumed = state
+        t = self.tracker
+        t.owner = state.owner
+        t.total, t.successful, t.failed, t.errors = (
+            state.total,
+            state.successful,
+            state.failed,
+            state.errors,
+        )
+        if self.counts_items:
+            t.items = state.items
+        self.start_time = state.start_time
+        logger.info(
+            "scrapy-heartbeat: resuming the counters of JOBDIR %(jobdir)s: %(crawled)d/%(total)d "
+            "URLs, %(items)d items, %(runtime)gs of running time since %(start)s",
+            {
+                "jobdir": self.jobdir,
+                "crawled": state.successful + state.failed,
+                "total": state.total,
+                "items": state.items,
+                "runtime": state.runtime_seconds,
+                "start": state.start_time,
+            },
+            extra={"crawler": self.crawler},
+        )
+
+    def _shared_counters(self, scheduler: Any) -> SharedCounters | None:
+        """Execution-wide counters, with scrapy-redis's scheduler (in its
+        Redis) or ``HEARTBEAT_REDIS_URL``, unless ``HEARTBEAT_SHARED`` is False."""
+        config = self.config
+        on_redis_queue = is_scrapy_redis(scheduler)
+        wanted = config.shared
+        if wanted is None:
+            wanted = on_redis_queue or config.redis_url is not None
+        if not wanted:
+            return None
+        assert self.execution_id is not None
+        try:
+            client = connect(self.crawler.settings, config.redis_url, min(config.timeout, 5.0))
+        except ImportError:
+            logger.error(
+                "scrapy-heartbeat: shared counters need redis-py; pip install "
+                "'scrapy-heartbeat[redis]', or set HEARTBEAT_SHARED = False "
+                "(each worker reports its own numbers meanwhile)",
+                extra={"crawler": self.crawler},
+            )
+            return None
+        worker = self.resumed.worker if self.resumed and self.resumed.worker else ""
+        shared = SharedCounters(
+            client,
+            self.execution_id,
+            worker or new_worker_id(config.container_id),
+            ttl=config.redis_ttl,
+            stale_after=STALE_INTERVALS * config.interval,
+            queue=queue_key(scheduler) if on_redis_queue else None,
+            crawler=self.crawler,
+        )
+        logger.info(
+            "scrapy-heartbeat: execution-wide counters in Redis, as worker %(worker)s",
+            {"worker": shared.worker_id},
+            extra={"crawler": self.crawler},
+        )
+        return shared
 
     def _execution_id(self, spider: Spider) -> str:
         if self.config.execution_id:
@@ -181,25 +289,64 @@ class HeartbeatExtension:
                 return
             paused = bool(getattr(self.crawler.engine, "paused", False))
             status = "paused" if paused else "running"
-            self.sender.send(status, self._progress(status))
+            counts, label, progress = self._progress(status)
+            if self.shared is None:
+                self._log_payload(status, progress)
+                self.sender.send(status, progress)
+                return
+            shared = self.shared
+
+            def prepare() -> tuple[str, dict[str, Any]]:
+                view = shared.exchange(counts, self.start_ms, self.start_time)
+                return status, self._execution_progress(status, progress, view, label)
+
+            self.sender.send(status, progress, prepare)
         except Exception:  # pragma: no cover - a bug of ours must not stop the crawl
             logger.exception("scrapy-heartbeat: could not send a heartbeat")
 
-    def _progress(self, status: str, final: bool = False) -> dict[str, Any]:
+    def _progress(
+        self, status: str, final: bool = False
+    ) -> tuple[Counts, str | None, dict[str, Any]]:
+        """This process's counters, the spider's stage label, and the
+        progress they make (loop thread)."""
         self.tracker.settle(final=final)
         t = self.tracker
-        crawled, total = t.crawled, t.total
-        pct = percentage(crawled, total)
-        items = self._items()
+        counts = Counts(t.total, t.successful, t.failed, self._items(), t.errors)
+        runtime = time.monotonic() - self.started
+        if self.resumed is not None:
+            runtime += self.resumed.runtime_seconds
         label = self._spider_stage()
+        progress = self._render(
+            status,
+            counts,
+            label=label,
+            current_url=clean_url(t.current_url(), strip_query=self.config.strip_query),
+            runtime=runtime,
+            start_time=self.start_time,
+        )
+        return counts, label, progress
+
+    def _render(
+        self,
+        status: str,
+        counts: Counts,
+        *,
+        label: str | None,
+        current_url: str,
+        runtime: float,
+        start_time: str,
+    ) -> dict[str, Any]:
+        """The progress object for ``counts``; pure, so any thread may call it."""
+        crawled, total = counts.crawled, counts.total
+        pct = percentage(crawled, total)
         if label is None:
             label = self.config.stage_labels.get(status, status)
         progress: Progress = {
             "total_urls": total,
             "crawled_urls": crawled,
-            "successful_urls": t.successful,
-            "failed_urls": t.failed,
-            "current_url": clean_url(t.current_url(), strip_query=self.config.strip_query),
+            "successful_urls": counts.successful,
+            "failed_urls": counts.failed,
+            "current_url": current_url,
             "current_stage": stage_text(
                 self.config.stage_format,
                 stage=label,
@@ -207,21 +354,49 @@ class HeartbeatExtension:
                 crawled=crawled,
                 total=total,
                 percentage=pct,
-                items=items,
+                items=counts.items,
             ),
-            "data_items": items,
+            "data_items": counts.items,
             "percentage": pct,
-            "runtime_seconds": round(time.monotonic() - self.started, 2),
-            "start_time": self.start_time,
-            "error_count": t.errors,
+            "runtime_seconds": round(runtime, 2),
+            "start_time": start_time,
+            "error_count": counts.errors,
         }
+        return dict(progress)
+
+    def _execution_progress(
+        self,
+        status: str,
+        mine: dict[str, Any],
+        view: ExecutionView | None,
+        label: str | None,
+    ) -> dict[str, Any]:
+        """The execution's progress from ``view`` (worker thread), else this
+        worker's own (Redis unreachable)."""
+        progress = mine
+        if view is not None:
+            progress = self._render(
+                status,
+                view.counts,
+                label=label,
+                current_url=mine["current_url"],
+                runtime=max(time.time() - view.start_ms / 1000, mine["runtime_seconds"]),
+                start_time=view.start_time,
+            )
+        self._log_payload(status, progress)
+        return progress
+
+    def _log_payload(self, status: str, progress: dict[str, Any]) -> None:
         if self.config.debug:
             logger.info(
-                "Heartbeat payload (%(status)s): %(progress)s",
-                {"status": status, "progress": json.dumps(progress, ensure_ascii=False)},
+                "Heartbeat payload (%(status)s) for %(execution_id)s: %(progress)s",
+                {
+                    "status": status,
+                    "execution_id": self.execution_id,
+                    "progress": json.dumps(progress, ensure_ascii=False),
+                },
                 extra={"crawler": self.crawler},
             )
-        return dict(progress)
 
     def _spider_stage(self) -> str | None:
         """The spider's own ``heartbeat_stage`` text, when it sets a usable one."""
@@ -244,16 +419,30 @@ class HeartbeatExtension:
             self.task.stop()
         if self.sender is None:
             return
+        stopped = reason == "shutdown"  # Ctrl-C, SIGTERM: with JOBDIR, a pause
         failed = reason not in self.config.completed_reasons or self.tracker.start_failed
-        status = "failed" if failed else "completed"
-        stats = self.crawler.stats
-        stats.set_value("heartbeat/final_status", status)
+        if not failed:
+            status = "completed"
+        elif self.jobdir and stopped and not self.tracker.start_failed:
+            status = "paused"
+        else:
+            status = "failed"
+        counts, label, progress = self._progress(status, final=True)
+        if self.jobdir:
+            self._save_job(counts, progress["runtime_seconds"])
+        self.final_status = status
+        prepare = None
+        if self.shared is None:
+            self._log_payload(status, progress)
+        else:
+            prepare = self._final_prepare(status, reason, counts, label, progress)
         future = self.sender.send_final(
             status,
-            self._progress(status, final=True),
+            progress,
             self.config.retry_times,
             self.config.retry_delay,
             self.config.close_timeout,
+            prepare=prepare,
         )
         # The worker gives up at the deadline on its own; this bound also
         # holds when a request is still hanging as the deadline passes.
@@ -265,8 +454,13 @@ class HeartbeatExtension:
                 "failed", f"no answer within HEARTBEAT_CLOSE_TIMEOUT={self.config.close_timeout:g}s"
             )
         )
+        status = self.final_status  # the shared counters may have changed it
+        stats = self.crawler.stats
+        stats.set_value("heartbeat/final_status", status)
         self.sender.record(result, final=True)
         self.sender.close()
+        if self.shared is not None:
+            self.shared.close()
         stats.set_value("heartbeat/final_delivered", result.ok)
         if result.ok:
             logger.info(
@@ -280,3 +474,64 @@ class HeartbeatExtension:
                 {"status": status, "reason": result.message},
                 extra={"crawler": self.crawler},
             )
+
+    def _final_prepare(
+        self,
+        status: str,
+        reason: str,
+        counts: Counts,
+        label: str | None,
+        progress: dict[str, Any],
+    ) -> Callable[[], tuple[str, dict[str, Any]]]:
+        """The final beat with shared counters: this worker leaves the
+        execution, and only the last worker out ends it."""
+        assert self.shared is not None
+        shared = self.shared
+        local_queued = self._local_queued()
+        ended_failed = status == "failed" and reason != "shutdown"
+
+        def prepare() -> tuple[str, dict[str, Any]]:
+            view = shared.exchange(
+                counts, self.start_ms, self.start_time, closing=True, failed=ended_failed
+            )
+            final, worker_finished = status, False
+            if view is not None:
+                final, worker_finished = final_status(status, reason, view, local_queued)
+            stage = label
+            if worker_finished and stage is None:
+                stage = self.config.stage_labels.get("worker_finished", "worker finished")
+            self.final_status = "running (worker finished)" if worker_finished else final
+            return final, self._execution_progress(final, progress, view, stage)
+
+        return prepare
+
+    def _local_queued(self) -> int | None:
+        """Requests left in this process's own scheduler; None if not known."""
+        scheduler = scheduler_of(self.crawler.engine)
+        if scheduler is None or is_scrapy_redis(scheduler):
+            return None
+        try:
+            return len(scheduler)
+        except Exception:  # a closed disk queue, a scheduler without __len__
+            return None
+
+    def _save_job(self, counts: Counts, runtime: float) -> None:
+        """Save the counters in the ``JOBDIR``, for a resumed run to continue."""
+        assert self.jobdir is not None and self.execution_id is not None
+        previous = self.resumed
+        jobstate.save(
+            self.jobdir,
+            jobstate.JobState(
+                owner=self.tracker.owner,
+                execution_id=self.execution_id,
+                start_time=self.start_time,
+                runtime_seconds=round(runtime, 2),
+                total=counts.total,
+                successful=counts.successful,
+                failed=counts.failed,
+                items=counts.items,
+                errors=counts.errors,
+                runs=(previous.runs if previous else 0) + 1,
+                worker=self.shared.worker_id if self.shared is not None else "",
+            ),
+        )

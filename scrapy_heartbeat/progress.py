@@ -275,15 +275,21 @@ class ProgressTracker:
         meta[META_KEY] = (chain[0], chain[1], PENDING)
 
 
+def scheduler_of(engine: Any) -> Any:
+    """The engine's scheduler, or None."""
+    scheduler = getattr(engine, "scheduler", None)  # public in newer Scrapy
+    for slot in ("_slot", "slot"):  # Scrapy 2.13; an empty scheduler is falsy
+        if scheduler is None:
+            scheduler = getattr(getattr(engine, slot, None), "scheduler", None)
+    return scheduler
+
+
 def observe_crawl(engine: Any, tracker: ProgressTracker, jobdir: bool) -> list[str]:
     """Observe this crawler's engine components for ``tracker`` (see the
     module's docstring); returns what could not be observed, to be logged.
     ``jobdir``: the crawl has a ``JOBDIR``."""
     problems = []
-    scheduler = getattr(engine, "scheduler", None)  # public in newer Scrapy
-    for slot in ("_slot", "slot"):  # Scrapy 2.13; an empty scheduler is falsy
-        if scheduler is None:
-            scheduler = getattr(getattr(engine, slot, None), "scheduler", None)
+    scheduler = scheduler_of(engine)
     # Scrapy's own scheduler keeps what it queues in memory, unless it has a
     # JOBDIR; any other (scrapy-redis, say) may copy it elsewhere, and hand
     # out requests another process queued.

@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 SUMMARY_EVERY = 10
 
 
+#: Runs on the worker thread just before a beat is sent, and returns the
+#: status and progress to send instead (shared counters read from Redis).
+Prepare = Callable[[], tuple[str, dict[str, Any]]]
+
+
 @dataclass
 class _Beat:
     status: str
@@ -37,6 +42,7 @@ class _Beat:
     retry_times: int = 0
     retry_delay: float = 0.0
     deadline: float | None = None  # time.monotonic() by which to give up
+    prepare: Prepare | None = None
 
 
 class HeartbeatSender:
@@ -69,13 +75,13 @@ class HeartbeatSender:
 
     # -- loop thread ------------------------------------------------------------
 
-    def send(self, status: str, progress: dict[str, Any]) -> bool:
+    def send(self, status: str, progress: dict[str, Any], prepare: Prepare | None = None) -> bool:
         """Send a periodic beat; False (and nothing sent) if one is in flight.
         The caller checks :attr:`in_flight` first, to skip building a payload."""
         if self._in_flight:
             return False
         self._in_flight = True
-        beat = self._submit(_Beat(status, progress, concurrent.futures.Future()))
+        beat = self._submit(_Beat(status, progress, concurrent.futures.Future(), prepare=prepare))
         beat.future.add_done_callback(lambda f: self._call_in_loop(lambda: self._periodic_done(f)))
         return True
 
@@ -86,6 +92,8 @@ class HeartbeatSender:
         retry_times: int,
         retry_delay: float,
         timeout: float,
+        *,
+        prepare: Prepare | None = None,
     ) -> concurrent.futures.Future[HeartbeatResult]:
         """Queue the final beat, retried on connection errors and 5xx, given
         up ``timeout`` seconds from now."""
@@ -96,6 +104,7 @@ class HeartbeatSender:
             retry_times,
             retry_delay,
             time.monotonic() + timeout,
+            prepare,
         )
         return self._submit(beat).future
 
@@ -180,6 +189,11 @@ class HeartbeatSender:
         self.client.close()
 
     def _deliver(self, beat: _Beat) -> HeartbeatResult:
+        if beat.prepare is not None:  # once, whatever the retries
+            try:
+                beat.status, beat.progress = beat.prepare()
+            except Exception:  # pragma: no cover - a bug of ours: send what the loop built
+                logger.exception("scrapy-heartbeat: could not read the shared counters")
         attempts = 0
         while True:
             timeout = self.client.timeout

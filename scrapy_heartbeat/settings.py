@@ -52,8 +52,12 @@ DEFAULTS: dict[str, Any] = {
         "paused": "已暂停",
         "completed": "已完成",
         "failed": "失败",
+        "worker_finished": "本进程已结束",
     },
     "HEARTBEAT_STRIP_QUERY": False,
+    "HEARTBEAT_SHARED": None,  # None: on with scrapy-redis's scheduler or HEARTBEAT_REDIS_URL
+    "HEARTBEAT_REDIS_URL": None,  # else scrapy-redis's REDIS_URL / REDIS_HOST / ...
+    "HEARTBEAT_REDIS_TTL": 7 * 24 * 3600,
 }
 
 HEARTBEAT_PATH = "/api/v1/monitoring/heartbeat"
@@ -85,6 +89,9 @@ class HeartbeatConfig:
     stage_labels: dict[str, str] = field(default_factory=dict)
     strip_query: bool = False
     execution_id: str | None = None  # None: resolved from the spider later
+    shared: bool | None = None  # None: decided by the scheduler (scrapy-redis) or redis_url
+    redis_url: str | None = None
+    redis_ttl: int = DEFAULTS["HEARTBEAT_REDIS_TTL"]
 
 
 def redact_url(url: str) -> str:
@@ -347,6 +354,23 @@ def load_config(
         "HEARTBEAT_STAGE_LABELS", raw("HEARTBEAT_STAGE_LABELS"), problems
     )
     strip_query = _as_bool("HEARTBEAT_STRIP_QUERY", raw("HEARTBEAT_STRIP_QUERY"), False, problems)
+    shared_setting = get("HEARTBEAT_SHARED")
+    shared = (
+        None
+        if shared_setting is None
+        else _as_bool("HEARTBEAT_SHARED", shared_setting, False, problems)
+    )
+    redis_url = _check_redis_url(get("HEARTBEAT_REDIS_URL"), problems)
+    redis_ttl = int(
+        _as_number(
+            "HEARTBEAT_REDIS_TTL",
+            raw("HEARTBEAT_REDIS_TTL"),
+            DEFAULTS["HEARTBEAT_REDIS_TTL"],
+            problems,
+            minimum=1,
+            integer=True,
+        )
+    )
 
     for problem in problems:
         logger.error("scrapy-heartbeat: %s", problem)
@@ -367,7 +391,23 @@ def load_config(
         stage_labels=stage_labels,
         strip_query=strip_query,
         execution_id=execution_id,
+        shared=shared,
+        redis_url=redis_url,
+        redis_ttl=redis_ttl,
     )
+
+
+def _check_redis_url(value: Any, problems: list[str]) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and urlsplit(value.strip()).scheme in ("redis", "rediss", "unix"):
+        return value.strip()
+    shown = redact_url(value) if isinstance(value, str) else repr(value)
+    problems.append(
+        f"HEARTBEAT_REDIS_URL={shown!r} is not a redis://, rediss:// or unix:// URL; "
+        "set it like 'redis://redis:6379/0' (ignoring it)"
+    )
+    return None
 
 
 def check_execution_id(value: Any, source: str) -> str:

@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.servers import HeartbeatServer, SiteServer
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
 
 EXECUTION_ID = "550e8400-e29b-41d4-a716-446655440000"
 
@@ -39,3 +43,12 @@ class _AnyPage(dict):  # type: ignore[type-arg]
 
     def get(self, path, default=None):  # type: ignore[no-untyped-def]
         return self._page if path.startswith("/page/") else default
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

@@ -27,7 +27,18 @@ RUN_MODES: dict[str, dict[str, Any]] = {
 }
 
 
+class _WithoutThePackage:
+    """A process where ``scrapy_heartbeat`` cannot be imported, as on a
+    worker whose image lacks it (``HEARTBEAT_TEST_WITHOUT_PACKAGE=1``)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "scrapy_heartbeat" or name.startswith("scrapy_heartbeat."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
 def main(config_path: str, output_path: str) -> int:
+    if os.environ.get("HEARTBEAT_TEST_WITHOUT_PACKAGE"):
+        sys.meta_path.insert(0, _WithoutThePackage())  # type: ignore[arg-type]
     # Every warning reaches the log, where tests.crawl refuses them.
     warnings.simplefilter("always")
     logging.captureWarnings(True)

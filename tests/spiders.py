@@ -152,3 +152,57 @@ class LongUrlSpider(scrapy.Spider):
 
     def parse(self, response: Response) -> Iterator[dict[str, Any]]:
         yield {"n": 1}
+
+
+class FleetSpider(scrapy.Spider):
+    """Crawls the fleet site (:func:`tests.fleet.fleet_site`) from ``/n/0``.
+
+    Its start request goes through the dupe filter, so of several workers on
+    one scrapy-redis queue only one crawls it. ``-a never_close=1`` keeps the
+    spider open when idle, as scrapy-redis's ``RedisSpider`` does by default.
+    """
+
+    name = "fleet"
+
+    def __init__(self, site: str = "", never_close: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.site = site
+        self.never_close = bool(never_close)
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+        from scrapy import signals
+
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider.idle, signal=signals.spider_idle)
+        return spider
+
+    def idle(self) -> None:
+        if self.never_close:
+            from scrapy.exceptions import DontCloseSpider
+
+            raise DontCloseSpider
+
+    async def start(self) -> Any:
+        yield scrapy.Request(f"{self.site}/n/0", callback=self.parse)
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        if "/boom/" in response.url:
+            raise ValueError("a callback that raises")
+        yield {"url": response.url}
+        for href in response.css("a::attr(href)").getall():
+            yield response.follow(href, callback=self.parse)
+
+
+class ShardSpider(PagesSpider):
+    """Crawls ``/page/<first>`` .. ``/page/<first + pages - 1>``: one shard."""
+
+    name = "shard"
+
+    def __init__(self, first: str = "0", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.first = int(first)
+
+    async def start(self) -> Any:
+        for n in range(self.first, self.first + self.pages):
+            yield scrapy.Request(f"{self.site}/page/{n}", callback=self.parse)
