@@ -431,11 +431,11 @@ class HeartbeatExtension:
         if self.jobdir:
             self._save_job(counts, progress["runtime_seconds"])
         self.final_status = status
-        prepare = None
+        prepare = follow_up = None
         if self.shared is None:
             self._log_payload(status, progress)
         else:
-            prepare = self._final_prepare(status, reason, counts, label, progress)
+            prepare, follow_up = self._final_beats(status, reason, counts, label, progress)
         future = self.sender.send_final(
             status,
             progress,
@@ -443,6 +443,7 @@ class HeartbeatExtension:
             self.config.retry_delay,
             self.config.close_timeout,
             prepare=prepare,
+            follow_up=follow_up,
         )
         # The worker gives up at the deadline on its own; this bound also
         # holds when a request is still hanging as the deadline passes.
@@ -475,35 +476,59 @@ class HeartbeatExtension:
                 extra={"crawler": self.crawler},
             )
 
-    def _final_prepare(
+    def _final_beats(
         self,
         status: str,
         reason: str,
         counts: Counts,
         label: str | None,
         progress: dict[str, Any],
-    ) -> Callable[[], tuple[str, dict[str, Any]]]:
-        """The final beat with shared counters: this worker leaves the
-        execution, and only the last worker out ends it."""
+    ) -> tuple[Callable[[], tuple[str, dict[str, Any]]], Callable[[], Any]]:
+        """The final beat with shared counters, in two steps on the worker
+        thread, so that the execution's ending is the last beat to arrive:
+
+        1. this worker flushes its totals (still counted as alive) and, if
+           other workers live, sends ``running`` (stage ``worker_finished``);
+        2. once that beat is out, it leaves the workers' hash; if none is left
+           alive then, it sends the execution's ``completed`` or ``failed``.
+
+        Of workers closing together, each one's step 2 follows its own step 1
+        delivery, so whoever leaves last sends the ending after every other
+        worker's last beat. Without Redis, this worker's own status is sent."""
         assert self.shared is not None
         shared = self.shared
         local_queued = self._local_queued()
         ended_failed = status == "failed" and reason != "shutdown"
+        finished_label = label or self.config.stage_labels.get("worker_finished", "worker finished")
+        left: list[bool] = []  # step 1 said: others live, leave after this beat
 
-        def prepare() -> tuple[str, dict[str, Any]]:
-            view = shared.exchange(
-                counts, self.start_ms, self.start_time, closing=True, failed=ended_failed
-            )
-            final, worker_finished = status, False
-            if view is not None:
-                final, worker_finished = final_status(status, reason, view, local_queued)
-            stage = label
-            if worker_finished and stage is None:
-                stage = self.config.stage_labels.get("worker_finished", "worker finished")
-            self.final_status = "running (worker finished)" if worker_finished else final
-            return final, self._execution_progress(final, progress, view, stage)
+        def first() -> tuple[str, dict[str, Any]]:
+            view = shared.exchange(counts, self.start_ms, self.start_time, failed=ended_failed)
+            if view is None:
+                shared.exchange(counts, self.start_ms, self.start_time, closing=True)
+                return status, self._execution_progress(status, progress, view, label)
+            final, worker_finished = final_status(status, reason, view, local_queued)
+            if not worker_finished:
+                shared.exchange(counts, self.start_ms, self.start_time, closing=True)
+                self.final_status = final
+                return final, self._execution_progress(final, progress, view, label)
+            left.append(True)
+            self.final_status = "running"
+            return "running", self._execution_progress("running", progress, view, finished_label)
 
-        return prepare
+        def then() -> tuple[str, dict[str, Any]] | None:
+            if not left:
+                return None
+            view = shared.exchange(counts, self.start_ms, self.start_time, closing=True)
+            if view is None:
+                return None
+            final, worker_finished = final_status(status, reason, view, local_queued)
+            if worker_finished:
+                return None  # another worker lives on and will end the execution
+            self.final_status = final
+            return final, self._execution_progress(final, progress, view, label)
+
+        return first, then
 
     def _local_queued(self) -> int | None:
         """Requests left in this process's own scheduler; None if not known."""

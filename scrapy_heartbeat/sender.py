@@ -10,6 +10,7 @@ finds one is skipped, never queued (the next beat carries newer state).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import queue
 import threading
@@ -32,6 +33,10 @@ SUMMARY_EVERY = 10
 #: Runs on the worker thread just before a beat is sent, and returns the
 #: status and progress to send instead (shared counters read from Redis).
 Prepare = Callable[[], tuple[str, dict[str, Any]]]
+#: Runs on the worker thread once the final beat is delivered (or given up):
+#: a second beat to send, or None (the last worker out of a shared execution
+#: ends it only after its own last beat is out; see the extension).
+FollowUp = Callable[[], "tuple[str, dict[str, Any]] | None"]
 
 
 @dataclass
@@ -43,6 +48,7 @@ class _Beat:
     retry_delay: float = 0.0
     deadline: float | None = None  # time.monotonic() by which to give up
     prepare: Prepare | None = None
+    follow_up: FollowUp | None = None
 
 
 class HeartbeatSender:
@@ -94,6 +100,7 @@ class HeartbeatSender:
         timeout: float,
         *,
         prepare: Prepare | None = None,
+        follow_up: FollowUp | None = None,
     ) -> concurrent.futures.Future[HeartbeatResult]:
         """Queue the final beat, retried on connection errors and 5xx, given
         up ``timeout`` seconds from now."""
@@ -105,6 +112,7 @@ class HeartbeatSender:
             retry_delay,
             time.monotonic() + timeout,
             prepare,
+            follow_up,
         )
         return self._submit(beat).future
 
@@ -183,10 +191,26 @@ class HeartbeatSender:
                 continue
             try:
                 result = self._deliver(beat)
+                if beat.follow_up is not None:
+                    result = self._follow_up(beat, result)
             except Exception as exc:  # pragma: no cover - client.send never raises
                 result = HeartbeatResult("failed", type(exc).__name__)
             beat.future.set_result(result)
         self.client.close()
+
+    def _follow_up(self, beat: _Beat, first: HeartbeatResult) -> HeartbeatResult:
+        assert beat.follow_up is not None
+        try:
+            follow = beat.follow_up()
+        except Exception:  # pragma: no cover - a bug of ours
+            logger.exception("scrapy-heartbeat: could not read the shared counters")
+            return first
+        if follow is None:
+            return first
+        beat.status, beat.progress = follow
+        beat.prepare = beat.follow_up = None
+        second = self._deliver(beat)
+        return dataclasses.replace(second, attempts=first.attempts + second.attempts)
 
     def _deliver(self, beat: _Beat) -> HeartbeatResult:
         if beat.prepare is not None:  # once, whatever the retries

@@ -221,8 +221,9 @@ def test_progress_is_monotonic_and_consistent(
 def test_resumed_jobdir_crawl_counts_the_requests_it_restores(
     pages_site: SiteServer, heartbeat_server: HeartbeatServer, tmp_path: Path
 ) -> None:
-    """Requests queued on disk by the first run carry that run's tokens; the
-    second run adopts them as it downloads them."""
+    """Requests queued on disk by the first run carry that run's markers; the
+    second run continues the first one's counters (saved in the JOBDIR) and
+    counts the requests it restores as its own."""
     settings = {
         "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
         "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
@@ -238,7 +239,9 @@ def test_resumed_jobdir_crawl_counts_the_requests_it_restores(
     crawled_first = {item["n"] for item in first.items}
     crawled_second = {item["n"] for item in second.items}
     assert crawled_first | crawled_second == set(range(12))  # the resume did its job
+    assert crawled_second and not crawled_first & crawled_second
     progress = heartbeat_server.bodies()[-1]["progress"]
     # the start requests are all duplicates in the second run: everything it
-    # crawled came from the first run's disk queue
-    assert progress["total_urls"] == progress["successful_urls"] == len(crawled_second) > 0
+    # crawled came from the first run's disk queue, and nothing twice
+    assert progress["total_urls"] == progress["successful_urls"] == 12
+    assert progress["data_items"] == len(first.items) + len(second.items) == 12
