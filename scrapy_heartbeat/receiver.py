@@ -136,7 +136,15 @@ class HeartbeatReceiver(resource.Resource):
         found = self.store.execution(execution_id)
         if found is None:
             return _error(request, 404, "no heartbeat for this execution_id")
-        return _json(request, 200, {**found, "history": self.store.history(execution_id)})
+        return _json(
+            request,
+            200,
+            {
+                **found,
+                "containers": self.store.containers(execution_id),
+                "history": self.store.history(execution_id),
+            },
+        )
 
     def _page(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")

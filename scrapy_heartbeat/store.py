@@ -1,5 +1,6 @@
-"""The reference receiver's storage: every accepted heartbeat, and one row per
-execution with its latest state, in SQLite (WAL mode).
+"""The reference receiver's storage: every accepted heartbeat, one row per
+execution with its latest state, and one row per (execution, container) with
+that container's latest state, in SQLite (WAL mode).
 
 Used from one thread (the receiver's reactor thread). Writes are small and
 ``synchronous=NORMAL`` makes a commit cost no fsync, so a write takes tens of
@@ -41,6 +42,16 @@ CREATE TABLE IF NOT EXISTS executions (
     beats INTEGER NOT NULL,
     latency REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS containers (
+    execution_id TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress TEXT,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    beats INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, container_id)
+);
 """
 
 _UPSERT = """
@@ -52,6 +63,15 @@ ON CONFLICT (execution_id) DO UPDATE SET
     last_seen = excluded.last_seen,
     beats = executions.beats + 1,
     latency = excluded.latency
+"""
+
+_UPSERT_CONTAINER = """
+INSERT INTO containers VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1)
+ON CONFLICT (execution_id, container_id) DO UPDATE SET
+    status = COALESCE(?, containers.status),
+    progress = COALESCE(excluded.progress, containers.progress),
+    last_seen = excluded.last_seen,
+    beats = containers.beats + 1
 """
 
 
@@ -95,17 +115,24 @@ class HeartbeatStore:
                 _UPSERT,
                 (execution_id, container_id, status, progress_json, now, now, latency, status),
             )
+            self.db.execute(
+                _UPSERT_CONTAINER,
+                (execution_id, container_id, status, progress_json, now, now, status),
+            )
         return latency
 
     def executions(
         self, status: str | None = None, now: float | None = None
     ) -> list[dict[str, Any]]:
-        query = "SELECT * FROM executions"
+        query = (
+            "SELECT e.*, (SELECT COUNT(*) FROM containers c "
+            "WHERE c.execution_id = e.execution_id) FROM executions e"
+        )
         args: tuple[Any, ...] = ()
         if status in ("stale", "active"):
             pass  # computed below
         elif status is not None:
-            query += " WHERE status = ?"
+            query += " WHERE e.status = ?"
             args = (status,)
         rows = self.db.execute(query + " ORDER BY last_seen DESC", args).fetchall()
         result = [self._execution(row, now) for row in rows]
@@ -117,25 +144,57 @@ class HeartbeatStore:
 
     def execution(self, execution_id: str, now: float | None = None) -> dict[str, Any] | None:
         row = self.db.execute(
-            "SELECT * FROM executions WHERE execution_id = ?", (execution_id,)
+            "SELECT e.*, (SELECT COUNT(*) FROM containers c "
+            "WHERE c.execution_id = e.execution_id) FROM executions e WHERE execution_id = ?",
+            (execution_id,),
         ).fetchone()
         return None if row is None else self._execution(row, now)
 
+    def containers(self, execution_id: str, now: float | None = None) -> list[dict[str, Any]]:
+        """The latest state of each container of an execution, latest first."""
+        rows = self.db.execute(
+            "SELECT container_id, status, progress, first_seen, last_seen, beats "
+            "FROM containers WHERE execution_id = ? ORDER BY last_seen DESC",
+            (execution_id,),
+        ).fetchall()
+        clock = time.time() if now is None else now
+        result = []
+        for container_id, status, progress, first, last, beats in rows:
+            interval = (last - first) / (beats - 1) if beats > 1 else None
+            finished = status in FINISHED
+            silent_for = clock - last
+            result.append(
+                {
+                    "container_id": container_id,
+                    "status": status,
+                    "progress": None if progress is None else json.loads(progress),
+                    "first_seen": iso(first),
+                    "last_seen": iso(last),
+                    "seconds_since_last_beat": round(silent_for, 3),
+                    "beats": beats,
+                    "interval_seconds": None if interval is None else round(interval, 3),
+                    "stale": not finished and silent_for > 2 * (interval or DEFAULT_INTERVAL),
+                }
+            )
+        return result
+
     def history(self, execution_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT status, client_timestamp, received_at, latency, progress FROM heartbeats "
+            "SELECT container_id, status, client_timestamp, received_at, latency, progress "
+            "FROM heartbeats "
             "WHERE execution_id = ? ORDER BY id DESC LIMIT ?",
             (execution_id, limit),
         ).fetchall()
         return [
             {
+                "container_id": container_id,
                 "status": status,
                 "timestamp": client_ts,
                 "received_at": iso(received),
                 "latency_seconds": latency,
                 "progress": None if progress is None else json.loads(progress),
             }
-            for status, client_ts, received, latency, progress in reversed(rows)
+            for container_id, status, client_ts, received, latency, progress in reversed(rows)
         ]
 
     def count(self) -> int:
@@ -146,13 +205,14 @@ class HeartbeatStore:
 
     @staticmethod
     def _execution(row: tuple[Any, ...], now: float | None) -> dict[str, Any]:
-        execution_id, container_id, status, progress, first, last, beats, latency = row
+        execution_id, container_id, status, progress, first, last, beats, latency, containers = row
         interval = (last - first) / (beats - 1) if beats > 1 else None
         finished = status in FINISHED
         silent_for = (time.time() if now is None else now) - last
         return {
             "execution_id": execution_id,
             "container_id": container_id,
+            "container_count": containers,
             "status": status,
             "progress": None if progress is None else json.loads(progress),
             "first_seen": iso(first),

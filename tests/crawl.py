@@ -84,7 +84,8 @@ class RunningCrawl:
         self.started = time.monotonic()
         # A file, not a pipe: a crawl that logs more than a pipe holds while
         # nobody reads it (a worker running beside others) would block on it.
-        self._log = Path(self._tmp.name, "crawl.log").open("w+", encoding="utf-8")
+        log = Path(self._tmp.name, "crawl.log")
+        self._log = log.open("w+", encoding="utf-8")  # closed by finish()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.crawl_runner", str(config), str(self._output)],
             stdout=self._log,
@@ -99,7 +100,9 @@ class RunningCrawl:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"the crawl ran past {timeout}s:\n{self._read_log()[-3000:]}") from None
+            raise AssertionError(
+                f"the crawl ran past {timeout}s:\n{self._read_log()[-3000:]}"
+            ) from None
         elapsed = time.monotonic() - self.started
         log = self._read_log()
         data = json.loads(self._output.read_text()) if self._output.exists() else {"crawls": []}
@@ -115,7 +118,6 @@ class RunningCrawl:
         ]
         assert not warned, "\n".join(warned)
         return result
-
 
     def _read_log(self) -> str:
         self._log.flush()

@@ -69,6 +69,7 @@ def test_dashboard_rows_stale_and_inert_markup(receiver: Receiver) -> None:
         receiver.post(beat(execution_id=stale_id))
         time.sleep(0.2)
     time.sleep(0.5)  # now silent for over twice its interval
+    receiver.post(beat(container_id="worker-2"))  # a second container of this execution
     receiver.post(beat(status="completed", progress={**beat()["progress"], "percentage": 100.0}))
     hostile = beat(execution_id=hostile_id, container_id=INJECTED_CONTAINER)
     hostile["progress"].update(current_url=INJECTED_URL, current_stage=INJECTED_STAGE)
@@ -86,12 +87,17 @@ def test_dashboard_rows_stale_and_inert_markup(receiver: Receiver) -> None:
     cells = [td.text_content() for td in rows[hostile_id].cssselect("td")]
     assert INJECTED_URL in cells
     assert INJECTED_STAGE in cells
-    assert INJECTED_CONTAINER in cells
+    assert INJECTED_CONTAINER + "1 container" in cells  # the id, then the count
     table = page.cssselect("table")[0]
     assert not table.cssselect("img, script, b#bold"), "markup from a heartbeat was parsed"
     done = rows[beat()["execution_id"]]
     assert "completed" in done.text_content()
     assert "width: 100%" in done.cssselect(".bar > div")[0].get("style")
     assert "45 / 100 (42 / 3)" in done.text_content()
+    assert "2 containers" in done.text_content()  # and each is listed
+    listed = {li.get("data-container-id"): li.text_content() for li in done.cssselect("li")}
+    assert set(listed) == {"worker-2", beat()["container_id"]}
+    assert listed["worker-2"].startswith("worker-2: running")
+    assert "1 container" in rows[stale_id].text_content()
     summary = page.get_element_by_id("summary").text_content()
     assert summary.startswith("3 executions, 2 active, 1 stale")

@@ -192,6 +192,43 @@ def test_read_api_filters_and_history(receiver: Receiver) -> None:
     assert receiver.get(EXECUTIONS, params={"status": "bogus"}).status_code == 400
 
 
+def test_containers_of_one_execution_are_kept_apart(receiver: Receiver) -> None:
+    """Workers of one execution: the execution's row is its latest beat,
+    each container keeps its own latest state, history says who sent what."""
+
+    def progress(crawled: int) -> dict[str, Any]:
+        return {**beat()["progress"], "crawled_urls": crawled, "total_urls": 100}
+
+    receiver.post(beat(container_id="w0", progress=progress(10)))
+    receiver.post(beat(container_id="w1", progress=progress(20)))
+    time.sleep(0.3)
+    receiver.post(beat(container_id="w0", progress=progress(30)))
+    time.sleep(0.3)
+    receiver.post(beat(container_id="w0", progress=progress(40)))
+    time.sleep(0.4)
+    receiver.post(beat(container_id="w1", status="completed", progress=progress(100)))
+    listed = receiver.get(EXECUTIONS).json()["executions"]
+    assert [(e["container_count"], e["container_id"]) for e in listed] == [(2, "w1")]
+    detail = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
+    assert detail["status"] == "completed"
+    assert detail["progress"]["crawled_urls"] == 100
+    containers = {c["container_id"]: c for c in detail["containers"]}
+    assert set(containers) == {"w0", "w1"}
+    assert containers["w0"]["status"] == "running"
+    assert containers["w0"]["progress"]["crawled_urls"] == 40
+    assert containers["w0"]["beats"] == 3
+    assert containers["w1"]["status"] == "completed"
+    assert containers["w1"]["stale"] is False
+    assert containers["w0"]["seconds_since_last_beat"] >= 0.4
+    assert [h["container_id"] for h in detail["history"]] == ["w0", "w1", "w0", "w0", "w1"]
+    time.sleep(0.3)  # w0: silent for over twice its observed 0.3 s interval
+    again = {
+        c["container_id"]: c
+        for c in receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()["containers"]
+    }
+    assert again["w0"]["stale"] is True
+
+
 def test_staleness(receiver: Receiver) -> None:
     finished = str(uuid.uuid4())
     for _ in range(2):
