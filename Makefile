@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-compat test-matrix lint unit bench bench-instructions bench-receiver clean
+.PHONY: demo test test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ bench-instructions: $(STAMP)
 
 bench-receiver: $(STAMP)
 	$(PY) bench/receiver_load.py
+
+# Issue 11's figures: instructions per page with the plain-data marker (this
+# tree against the commit before it) and the cost of shared counters in Redis.
+bench-fleet: $(STAMP)
+	command -v valgrind >/dev/null || apt-get install -y -qq valgrind
+	command -v redis-server >/dev/null || apt-get install -y -qq redis-server
+	$(PY) bench/fleet.py
 
 clean:
 	rm -rf $(VENV) .tox build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -146,6 +146,10 @@ class LoopTimer:
     def largest(self) -> tuple[float, str]:
         return max(self.seconds, default=(0.0, "-"))
 
+    def mean(self, name: str) -> float:
+        times = [seconds for seconds, what in self.seconds if what == name]
+        return sum(times) / len(times) if times else 0.0
+
     def _timed(self, method: Any, name: str) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -254,6 +258,7 @@ def main() -> int:
                 "heartbeat_ok": stats.get("heartbeat/ok", 0),
                 "heartbeat_failed": stats.get("heartbeat/failed", 0),
                 "heartbeat_loop_max_ms": round(loop_max * 1000, 3),
+                "heartbeat_loop_beat_mean_ms": round(timer.mean("beat") * 1000, 3),
                 "heartbeat_loop_max_in": loop_max_in,
                 "heartbeat_worker_cpu_max_ms": round(max(timer.worker_cpu, default=0.0) * 1000, 3),
             }
