@@ -204,6 +204,65 @@ def test_a_worker_scaled_down_mid_crawl_does_not_end_the_execution(
     server.stop()
 
 
+def test_a_sigkilled_worker_cannot_hold_the_execution_open(
+    heartbeat_server: HeartbeatServer, redis_server: RedisServer
+) -> None:
+    """A worker killed without a word (OOM, SIGKILL) is gone once silent for
+    3 intervals: the last live worker ends the execution."""
+    server, truth = fleet_site(delay=0.1)
+    settings = {**redis_queue_settings(redis_server), "CONCURRENT_REQUESTS": 1}
+    survivor = start_worker(server, {**settings, **heartbeat_settings(heartbeat_server, "w0")})
+    wait_for(lambda: len(beats_of(heartbeat_server, "w0")) >= 2, what="w0 to beat twice")
+    doomed = start_worker(server, {**settings, **heartbeat_settings(heartbeat_server, "w1")})
+    wait_for(lambda: len(beats_of(heartbeat_server, "w1")) >= 2, what="w1 to beat twice")
+    doomed.process.kill()
+    killed_at = time.time()
+    assert doomed.finish().returncode == -signal.SIGKILL
+    result = survivor.finish()
+    assert result.returncode == 0 and result.reason == "finished"
+    final = assert_one_ending(heartbeat_server, "completed")
+    assert final["container_id"] == "w0"
+    assert heartbeat_server.received[-1].at - killed_at > 3 * 1.0  # w1 was stale by then
+    assert final["progress"]["crawled_urls"] <= final["progress"]["total_urls"] <= truth.total_urls
+    server.stop()
+
+
+def test_heartbeat_shared_false_keeps_each_worker_to_itself(
+    site: tuple[SiteServer, Truth], heartbeat_server: HeartbeatServer, redis_server: RedisServer
+) -> None:
+    server, truth = site
+    result = start_worker(
+        server,
+        {
+            **redis_queue_settings(redis_server),
+            **heartbeat_settings(heartbeat_server, "w0", HEARTBEAT_SHARED=False),
+        },
+    ).finish()
+    assert result.returncode == 0
+    assert not redis_server.client().keys("heartbeat:*")
+    final = heartbeat_server.bodies()[-1]
+    assert final["status"] == "completed"
+    assert progress_of(final) == truth.as_progress()  # one worker: its own numbers are the truth
+
+
+def test_shared_keys_expire(
+    site: tuple[SiteServer, Truth], heartbeat_server: HeartbeatServer, redis_server: RedisServer
+) -> None:
+    server, _ = site
+    start_worker(
+        server,
+        {
+            **redis_queue_settings(redis_server),
+            **heartbeat_settings(heartbeat_server, "w0", HEARTBEAT_REDIS_TTL=1234),
+        },
+    ).finish()
+    client = redis_server.client()
+    keys = client.keys(f"heartbeat:{{{EXECUTION_ID}}}:*")
+    # totals and this worker's totals; the workers' hash went with the last worker out
+    assert len(keys) == 2
+    assert all(0 < client.ttl(key) <= 1234 for key in keys)
+
+
 def test_a_worker_without_the_package_loses_no_request(
     site: tuple[SiteServer, Truth], heartbeat_server: HeartbeatServer, redis_server: RedisServer
 ) -> None:

@@ -281,3 +281,18 @@ def test_old_downloader_middleware_setting_still_loads_and_says_to_remove_it(
     assert "HeartbeatDownloaderMiddleware is no longer needed; remove it" in result.log
     final = heartbeat_server.bodies()[-1]["progress"]
     assert final["total_urls"] == final["successful_urls"] == 3
+
+
+def test_shared_counter_settings(caplog: pytest.LogCaptureFixture) -> None:
+    c = config()
+    assert (c.shared, c.redis_url, c.redis_ttl) == (None, None, 7 * 24 * 3600)
+    c = config(HEARTBEAT_SHARED="false", HEARTBEAT_REDIS_URL="redis://r:6379/1")
+    assert (c.shared, c.redis_url) == (False, "redis://r:6379/1")
+    with caplog.at_level(logging.ERROR):
+        c = config(HEARTBEAT_REDIS_URL="http://user:pw@r:6379", HEARTBEAT_REDIS_TTL=-1)
+    assert c.redis_url is None
+    assert c.redis_ttl == 7 * 24 * 3600
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("HEARTBEAT_REDIS_URL='http://***@r:6379'" in line for line in lines), lines
+    assert any("HEARTBEAT_REDIS_TTL=-1" in line for line in lines), lines
+    assert not any("pw" in line for line in lines)

@@ -1,0 +1,79 @@
+"""Shared counters against a real Redis, as pure exchanges (no crawl): the
+rules that make every worker's beat carry the execution's numbers."""
+
+from __future__ import annotations
+
+import time
+
+from scrapy.settings import Settings
+
+from scrapy_heartbeat.shared import Counts, ExecutionView, SharedCounters, connect, final_status
+from tests.conftest import EXECUTION_ID
+from tests.redis_server import RedisServer
+
+
+def worker(redis_server: RedisServer, name: str, stale_after: float = 30) -> SharedCounters:
+    client = connect(Settings({"REDIS_URL": redis_server.url}), None, 2.0)
+    return SharedCounters(client, EXECUTION_ID, name, ttl=600, stale_after=stale_after)
+
+
+def test_absolute_totals_never_count_twice(redis_server: RedisServer) -> None:
+    a, b = worker(redis_server, "a"), worker(redis_server, "b")
+    view = a.exchange(Counts(10, 4, 1, 3, 0), 1000, "t0")
+    assert view is not None and view.counts == Counts(10, 4, 1, 3, 0)
+    again = a.exchange(Counts(10, 4, 1, 3, 0), 1000, "t0")  # a beat whose reply was lost
+    assert again is not None and again.counts == view.counts
+    both = b.exchange(Counts(2, 5, 0, 5, 1), 900, "t-1")
+    assert both is not None
+    assert both.counts == Counts(12, 9, 1, 8, 1)
+    assert (both.start_ms, both.start_time) == (900, "t-1")  # the earliest start
+    assert both.live_others == 1
+    fewer = a.exchange(Counts(9, 4, 1, 3, 0), 1000, "t0")  # a chain skipped: total goes down
+    assert fewer is not None and fewer.counts.total == 11
+    for key in a.keys:
+        assert 0 < redis_server.client().ttl(key) <= 600
+
+
+def test_redis_down_gives_none_then_recovers(redis_server: RedisServer) -> None:
+    a = worker(redis_server, "a")
+    assert a.exchange(Counts(1, 1, 0, 1, 0), 1, "t") is not None
+    redis_server.stop()
+    assert a.exchange(Counts(5, 5, 0, 5, 0), 1, "t") is None  # None, not an exception
+    redis_server.start()  # its data kept (append-only file)
+    view = a.exchange(Counts(7, 6, 0, 6, 0), 1, "t")
+    assert view is not None and view.counts == Counts(7, 6, 0, 6, 0)
+
+
+def test_closing_leaves_and_stale_workers_are_gone(redis_server: RedisServer) -> None:
+    a, b = worker(redis_server, "a", stale_after=0.5), worker(redis_server, "b", stale_after=0.5)
+    a.exchange(Counts(), 0, "t")
+    seen = b.exchange(Counts(), 0, "t")
+    assert seen is not None and seen.live_others == 1
+    time.sleep(0.7)  # a is silent for longer than 0.5 s: gone (SIGKILLed, say)
+    alone = b.exchange(Counts(), 0, "t")
+    assert alone is not None and alone.live_others == 0
+    a.exchange(Counts(), 0, "t")
+    left = a.exchange(Counts(), 0, "t", closing=True)
+    assert left is not None and left.live_others == 1
+    last = b.exchange(Counts(), 0, "t", closing=True, failed=True)
+    assert last is not None and (last.live_others, last.failures) == (0, 1)
+
+
+def view(
+    live: int = 0, failures: int = 0, queued: int | None = 0, crawled: int = 5
+) -> ExecutionView:
+    return ExecutionView(Counts(5, crawled, 0, 0, 0), 0, "t", failures, live, queued)
+
+
+def test_final_status_rules() -> None:
+    assert final_status("completed", "finished", view(live=1), None) == ("running", True)
+    assert final_status("failed", "shutdown", view(live=2), None) == ("running", True)
+    assert final_status("completed", "finished", view(failures=1), None) == ("failed", False)
+    assert final_status("completed", "finished", view(), None) == ("completed", False)
+    # stopped by the orchestrator once the work was done
+    assert final_status("failed", "shutdown", view(), None) == ("completed", False)
+    assert final_status("failed", "shutdown", view(queued=3), None) == ("failed", False)
+    assert final_status("failed", "shutdown", view(crawled=4), None) == ("failed", False)
+    assert final_status("paused", "shutdown", view(queued=None), 2) == ("paused", False)
+    assert final_status("paused", "shutdown", view(queued=None), 0) == ("completed", False)
+    assert final_status("failed", "cancelled", view(), None) == ("failed", False)
