@@ -195,6 +195,11 @@ class HeartbeatSender:
                     result = self._follow_up(beat, result)
             except Exception as exc:  # pragma: no cover - client.send never raises
                 result = HeartbeatResult("failed", type(exc).__name__)
+            if beat.deadline is not None:
+                # The final beat: nothing follows it. Close the connection
+                # before the close goes on, so the process never exits with
+                # it still open.
+                self.client.close()
             beat.future.set_result(result)
         self.client.close()
 
