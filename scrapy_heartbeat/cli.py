@@ -125,9 +125,12 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     progress: dict[str, Any] = {}
     if args.progress:
         try:
-            progress = json.loads(args.progress)
-        except ValueError:
-            parser.error("--progress is not valid JSON; pass an object like '{\"total_urls\": 3}'")
+            progress = json.loads(args.progress, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            parser.error(
+                f"--progress is not valid JSON ({str(exc).split(':')[0]}); "
+                "pass an object like '{\"total_urls\": 3}'"
+            )
         if not isinstance(progress, dict):
             parser.error("--progress must be a JSON object")
     for name in (*COUNTER_FIELDS, "current_url", "current_stage"):
@@ -136,8 +139,9 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     headers = {}
     for header in args.header:
         name, sep, value = header.partition(":")
-        if not sep:
-            parser.error(f"--header {name!r} is not 'Name: value'")
+        if not sep:  # never echo it: it may be a token
+            parser.error("--header needs 'Name: value' (a colon after the name), e.g. "
+                         "--header 'Authorization: Bearer <token>'")
         headers[name.strip()] = value.strip()
     try:
         client = HeartbeatClient(
@@ -157,6 +161,10 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_ACCEPTED
     print(f"heartbeat {result.outcome}: {result.message}", file=sys.stderr)
     return EXIT_REJECTED if result.outcome == "rejected" else EXIT_FAILED
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number the platform can store: {name}")
 
 
 if __name__ == "__main__":  # pragma: no cover

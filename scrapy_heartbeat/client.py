@@ -7,14 +7,26 @@ anything the network or the server does; it returns a :class:`HeartbeatResult`.
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import requests
 
 from scrapy_heartbeat.payload import heartbeat_body
-from scrapy_heartbeat.settings import HEARTBEAT_PATH, check_execution_id, redact_url
+from scrapy_heartbeat.settings import (
+    HEARTBEAT_PATH,
+    MAX_TIMEOUT,
+    ConfigError,
+    check_base_url,
+    check_execution_id,
+    check_headers,
+    redact_url,
+)
 
 if TYPE_CHECKING:
     from scrapy_heartbeat.payload import Progress
@@ -23,6 +35,9 @@ Outcome = Literal["ok", "rejected", "failed"]
 
 USER_AGENT = "scrapy-heartbeat"
 _MAX_MESSAGE = 300
+#: The most of a reply we read: ours are ~100 bytes; anything above is not a
+#: heartbeat reply, and reading it would cost the crawl memory and CPU.
+MAX_REPLY = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,7 @@ class HeartbeatResult:
     status_code: int | None = None
     retryable: bool = False
     attempts: int = 1
+    retry_after: float | None = None  # seconds, from a 429's or 503's Retry-After
 
     @property
     def ok(self) -> bool:
@@ -48,7 +64,15 @@ class HeartbeatResult:
 
 
 class HeartbeatClient:
-    """Posts heartbeats to ``{api_base_url}/api/v1/monitoring/heartbeat``."""
+    """Posts heartbeats to ``{api_base_url}/api/v1/monitoring/heartbeat``.
+
+    Credentials in the URL (``https://user:pass@host``) become an
+    ``Authorization: Basic`` header, unless ``headers`` has an
+    ``Authorization`` of its own, which then wins (``url_credentials_ignored``).
+    ``proxy``: None (the default) goes direct, whatever ``HTTP(S)_PROXY`` says;
+    a proxy URL; or ``"env"`` for the environment's ``HTTP(S)_PROXY`` and
+    ``NO_PROXY``. Raises :class:`ConfigError` for settings that cannot work.
+    """
 
     def __init__(
         self,
@@ -60,16 +84,40 @@ class HeartbeatClient:
         headers: dict[str, str] | None = None,
         verify: bool | str = True,
         session: requests.Session | None = None,
+        proxy: str | None = None,
     ) -> None:
-        self.api_base_url = api_base_url.rstrip("/")
+        base, user, password = split_credentials(check_base_url(api_base_url, "api_base_url"))
+        self.api_base_url = base
         self.execution_id = check_execution_id(execution_id, "execution_id")
         self.container_id = container_id
         self.heartbeat_url = f"{self.api_base_url}{HEARTBEAT_PATH}"
-        self.timeout = timeout
+        if not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+            raise ConfigError(
+                f"timeout={timeout!r} is not a number of seconds in (0, {MAX_TIMEOUT:g}]; "
+                "set it to e.g. 10"
+            )
+        self.timeout = float(timeout)
         self.verify = verify
-        self._secrets = [v for v in (headers or {}).values() if v]
+        own = check_headers(headers or {}, "headers")
+        self.url_credentials_ignored = False
+        secrets = [v for v in own.values() if v]
+        if user is not None:
+            pair = f"{user}:{password or ''}"
+            secrets += [pair, base64.b64encode(pair.encode("utf-8")).decode("ascii")]
+            secrets += [x for x in (password,) if x]
+            if any(k.lower() == "authorization" for k in own):
+                self.url_credentials_ignored = True
+            else:
+                own["Authorization"] = "Basic " + secrets[-2 if password else -1]
+        # A token alone ("Bearer T", "Basic B64") is a secret too; longest first.
+        secrets += [v.split(None, 1)[1] for v in list(secrets) if len(v.split(None, 1)) == 2]
+        self._secrets = sorted({x for x in secrets if len(x) >= 4}, key=len, reverse=True)
+        self.proxy = proxy
         self.session = session or requests.Session()
-        self.session.headers.update({"User-Agent": USER_AGENT, **(headers or {})})
+        self.session.headers.update({"User-Agent": USER_AGENT, **own})
+        self.session.trust_env = proxy == "env"  # no HTTP(S)_PROXY, no .netrc unless asked
+        if proxy and proxy != "env":
+            self.session.proxies = {"http": proxy, "https": proxy}
 
     def send(
         self,
@@ -82,7 +130,7 @@ class HeartbeatClient:
         """Send one heartbeat; ``timestamp`` defaults to now, taken just before
         sending so the server's latency figure is true."""
         body = heartbeat_body(self.execution_id, self.container_id, status, progress, timestamp)
-        wait = self.timeout if timeout is None else timeout
+        wait = self.timeout if timeout is None else min(max(timeout, 0.001), self.timeout)
         try:
             response = self.session.post(
                 self.heartbeat_url,
@@ -91,30 +139,69 @@ class HeartbeatClient:
                 timeout=wait,
                 verify=self.verify,
                 allow_redirects=False,
+                stream=True,  # the reply is read below, at most MAX_REPLY bytes of it
             )
         except requests.exceptions.RequestException as exc:
             return HeartbeatResult(
                 "failed",
-                self._scrub(describe_exception(exc, wait)),
+                self._scrub(self._through_proxy(describe_exception(exc, wait), exc)),
                 retryable=not isinstance(exc, requests.exceptions.ReadTimeout),
             )
-        return self._interpret(response)
+        with response:
+            try:
+                raw = response.raw.read(MAX_REPLY + 1, decode_content=True) or b""
+            except Exception as exc:  # urllib3's ReadTimeoutError, ProtocolError, ...
+                return HeartbeatResult(
+                    "failed",
+                    f"HTTP {response.status_code}, reply cut off ({type(exc).__name__})",
+                    response.status_code,
+                    retryable=True,
+                )
+            if len(raw) > MAX_REPLY:
+                return HeartbeatResult(
+                    "failed",
+                    f"HTTP {response.status_code} with a reply larger than {MAX_REPLY // 1024} KiB "
+                    "(not read; a heartbeat reply is ~100 bytes)",
+                    response.status_code,
+                )
+            return self._interpret(response, raw)
 
-    def _interpret(self, response: requests.Response) -> HeartbeatResult:
+    def _interpret(self, response: requests.Response, raw: bytes) -> HeartbeatResult:
         code = response.status_code
         try:
-            reply = response.json()
-        except ValueError:
+            reply = json.loads(raw) if raw else None
+        except (ValueError, RecursionError):
             reply = None
         message = ""
         if isinstance(reply, dict) and isinstance(reply.get("message"), str):
             message = reply["message"]
+        if code == 429 or (code == 503 and "Retry-After" in response.headers):
+            after = retry_after(response.headers.get("Retry-After"))
+            detail = message or f"HTTP {code} from the server"
+            if after is not None:
+                detail += f" (Retry-After {after:g}s)"
+            return HeartbeatResult(
+                "failed", self._scrub(detail), code, retryable=True, retry_after=after
+            )
         if code >= 500:
             detail = message or f"HTTP {code} from the server"
             return HeartbeatResult("failed", self._scrub(detail), code, retryable=True)
         if code >= 400:
             detail = message or f"HTTP {code}"
             return HeartbeatResult("rejected", self._scrub(detail), code)
+        if 300 <= code < 400:
+            location = response.headers.get("Location", "")
+            where = redact_url(location)[:200] if location else "nowhere"
+            return HeartbeatResult(
+                "rejected",
+                self._scrub(
+                    f"HTTP {code}: redirected to {where} (not followed; "
+                    "point HEARTBEAT_API_BASE_URL at the final address)"
+                ),
+                code,
+            )
+        if not raw:
+            return HeartbeatResult("ok", "", code)  # 2xx without a body (204): delivered
         if not isinstance(reply, dict):
             return HeartbeatResult(
                 "failed", f"HTTP {code} with a reply that is not JSON", code, retryable=True
@@ -127,11 +214,23 @@ class HeartbeatClient:
             "failed", f"HTTP {code} with an unexpected reply status", code, retryable=True
         )
 
+    def _through_proxy(self, reason: str, exc: BaseException) -> str:
+        if self.proxy and self.proxy != "env":
+            return f"{reason} (through proxy {redact_url(self.proxy)})"
+        if isinstance(exc, requests.exceptions.ProxyError):
+            return f"{reason} (through the environment's proxy)"
+        return reason
+
+    def scrub(self, text: str) -> str:
+        """``text`` as one short line holding none of our secrets: for any
+        line we log that may quote the server or the network."""
+        return self._scrub(text)
+
     def _scrub(self, text: str) -> str:
-        """Cut ``text`` to one short line holding none of our secrets."""
-        line = " ".join(text.split())[:_MAX_MESSAGE]
+        line = " ".join(text.split())
         for secret in self._secrets:
             line = line.replace(secret, "***")
+        line = line[:_MAX_MESSAGE]
         return redact_url(line) if "@" in line else line
 
     def close(self) -> None:
@@ -142,6 +241,35 @@ class HeartbeatClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without ``user:password@``, and the user and password."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return parts._replace(netloc=host).geturl(), unquote(user), unquote(password) or None
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            import time
+
+            seconds = parsedate_to_datetime(text).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
 
 
 def describe_exception(exc: requests.exceptions.RequestException, timeout: float) -> str:

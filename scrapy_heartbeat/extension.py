@@ -42,6 +42,7 @@ from scrapy_heartbeat.settings import (
     load_config,
     new_execution_id,
     redact_url,
+    scrapyd_job_id,
 )
 from scrapy_heartbeat.shared import (
     STALE_INTERVALS,
@@ -175,14 +176,25 @@ class HeartbeatExtension:
             self.tracker.owner = self.execution_id
         for problem in observe_crawl(engine, self.tracker, bool(self.jobdir)):
             logger.warning("scrapy-heartbeat: %s", problem, extra={"crawler": self.crawler})
-        client = HeartbeatClient(
-            self.config.api_base_url,
-            self.execution_id,
-            self.config.container_id,
-            timeout=self.config.timeout,
-            headers=self.config.headers,
-            verify=self.config.tls_verify,
-        )
+        try:
+            client = HeartbeatClient(
+                self.config.api_base_url,
+                self.execution_id,
+                self.config.container_id,
+                timeout=self.config.timeout,
+                headers=self.config.headers,
+                verify=self.config.tls_verify,
+                proxy=self.config.proxy,
+            )
+        except ConfigError as exc:  # pragma: no cover - load_config checked the same values
+            logger.error("scrapy-heartbeat disabled: %s", exc, extra={"crawler": self.crawler})
+            return
+        if client.url_credentials_ignored:
+            logger.warning(
+                "scrapy-heartbeat: HEARTBEAT_API_BASE_URL has credentials and HEARTBEAT_HEADERS "
+                "an Authorization header; the header is sent, the URL's credentials are not",
+                extra={"crawler": self.crawler},
+            )
         self.sender = HeartbeatSender(client, self.crawler, loop_thread_caller())
         logger.info(
             "Sending heartbeats for execution %(execution_id)s to %(url)s every %(interval)gs",
@@ -270,6 +282,15 @@ class HeartbeatExtension:
         from_spider = getattr(spider, "execution_id", None)
         if from_spider is not None:
             return check_execution_id(from_spider, "spider argument execution_id")
+        job = scrapyd_job_id(getattr(spider, "_job", None))
+        if job is not None:
+            logger.info(
+                "scrapy-heartbeat: no HEARTBEAT_EXECUTION_ID or EXECUTION_ID; using scrapyd's "
+                "job id (spider argument _job) as the execution id: %(execution_id)s",
+                {"execution_id": job},
+                extra={"crawler": self.crawler},
+            )
+            return job
         generated = new_execution_id()
         logger.info(
             "scrapy-heartbeat: no HEARTBEAT_EXECUTION_ID, EXECUTION_ID or spider "

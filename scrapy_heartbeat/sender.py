@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: After the first failure of a kind, one summary line per this many failures.
 SUMMARY_EVERY = 10
+#: Less time than this left before the close deadline: no further attempt.
+MIN_ATTEMPT_SECONDS = 0.05
 
 
 #: Runs on the worker thread just before a beat is sent, and returns the
@@ -237,9 +239,14 @@ class HeartbeatSender:
             if result.ok or not result.retryable or attempts > beat.retry_times:
                 break
             delay = beat.retry_delay * 2 ** (attempts - 1)
-            if beat.deadline is not None and time.monotonic() + delay >= beat.deadline:
-                break
+            if result.retry_after is not None:  # 429, or 503 with Retry-After
+                delay = max(delay, result.retry_after)
+            if beat.deadline is not None:
+                remaining = beat.deadline - time.monotonic()
+                if remaining < MIN_ATTEMPT_SECONDS:
+                    break
+                # Whenever time remains, retry within it (half of it, leaving
+                # the other half to the attempt itself).
+                delay = min(delay, remaining / 2)
             time.sleep(delay)
-        return HeartbeatResult(
-            result.outcome, result.message, result.status_code, result.retryable, attempts
-        )
+        return dataclasses.replace(result, attempts=attempts)

@@ -12,7 +12,9 @@ import json
 import logging
 import math
 import os
+import re
 import socket
+import string
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,12 +57,17 @@ DEFAULTS: dict[str, Any] = {
         "worker_finished": "本进程已结束",
     },
     "HEARTBEAT_STRIP_QUERY": False,
+    "HEARTBEAT_PROXY": None,  # direct; a proxy URL, or "env" for HTTP(S)_PROXY/NO_PROXY
     "HEARTBEAT_SHARED": None,  # None: on with scrapy-redis's scheduler or HEARTBEAT_REDIS_URL
     "HEARTBEAT_REDIS_URL": None,  # else scrapy-redis's REDIS_URL / REDIS_HOST / ...
     "HEARTBEAT_REDIS_TTL": 7 * 24 * 3600,
 }
 
 HEARTBEAT_PATH = "/api/v1/monitoring/heartbeat"
+#: The longest request timeout we accept, seconds (the spec's is 10).
+MAX_TIMEOUT = 300.0
+#: The widest field HEARTBEAT_STAGE_FORMAT may ask for (the stage is cut at 200).
+MAX_FORMAT_WIDTH = 200
 STAGE_FIELDS = ("stage", "status", "crawled", "total", "percentage", "items")
 
 
@@ -89,6 +96,7 @@ class HeartbeatConfig:
     stage_labels: dict[str, str] = field(default_factory=dict)
     strip_query: bool = False
     execution_id: str | None = None  # None: resolved from the spider later
+    proxy: str | None = None
     shared: bool | None = None  # None: decided by the scheduler (scrapy-redis) or redis_url
     redis_url: str | None = None
     redis_ttl: int = DEFAULTS["HEARTBEAT_REDIS_TTL"]
@@ -125,9 +133,11 @@ def _as_number(
     problems: list[str],
     *,
     minimum: float = 0.0,
+    maximum: float = 86_400.0,
     integer: bool = False,
 ) -> float:
     kind = "a whole number" if integer else "a number of seconds"
+    bounds = f"from {minimum:g} to {maximum:g}"
     try:
         if isinstance(value, bool):
             raise TypeError
@@ -138,49 +148,73 @@ def _as_number(
             number = int(number)
     except (TypeError, ValueError, OverflowError):
         problems.append(
-            f"{name}={value!r} is not {kind}; set it to {kind} >= {minimum:g} "
+            f"{name}={value!r} is not {kind}; set it to {kind} {bounds} "
             f"(using the default, {default:g})"
         )
         return default
-    if math.isnan(number) or number < minimum:
+    if math.isnan(number) or not minimum <= number <= maximum:
         problems.append(
-            f"{name}={value!r} is out of range; set it to {kind} >= {minimum:g} "
+            f"{name}={value!r} is out of range; set it to {kind} {bounds} "
             f"(using the default, {default:g})"
         )
         return default
     return number
 
 
-def _check_base_url(value: Any) -> str:
+def _redact_userinfo(text: str) -> str:
+    """``text`` with anything before an ``@`` (credentials) replaced by ``***``."""
+    if "@" not in text:
+        return text
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    return (f"{scheme}://" if sep else "") + "***@" + rest.rsplit("@", 1)[1]
+
+
+def check_base_url(value: Any, name: str = "HEARTBEAT_API_BASE_URL") -> str:
+    """The base URL without a trailing slash, or :class:`ConfigError` saying
+    what is wrong with it (credentials never quoted)."""
+    example = "e.g. 'http://data-platform-api:8000'"
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(
-            "HEARTBEAT_API_BASE_URL is not a string; set it to the platform's "
-            "base URL, e.g. 'http://data-platform-api:8000'"
-        )
+        raise ConfigError(f"{name} is not a string; set it to the platform's base URL, {example}")
     url = value.strip().rstrip("/")
+    shown = _redact_userinfo(url)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"HEARTBEAT_API_BASE_URL={redact_url(url)!r} is not an http(s) URL; "
-            "set it with its scheme and host, e.g. 'http://data-platform-api:8000'"
+            f"{name}={shown!r} is not an http(s) URL; set it with its scheme and host, {example}"
+        )
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if any(c.isspace() for c in host):
+        raise ConfigError(f"{name}={shown!r} has a space in its host; remove it")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for 'abc' or 99999
+    except ValueError:
+        raise ConfigError(
+            f"{name}={shown!r} has no valid port (1-65535); fix it, {example}"
+        ) from None
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigError(
+            f"{name}={shown!r} has a query or fragment; the base URL is scheme, host, port "
+            f"and an optional path prefix, {example}"
         )
     return url
 
 
-def _check_headers(value: Any) -> dict[str, str]:
+def check_headers(value: Any, name: str = "HEARTBEAT_HEADERS") -> dict[str, str]:
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else {}
         except ValueError:
             raise ConfigError(
-                "HEARTBEAT_HEADERS is a string that is not a JSON object; set it "
+                f"{name} is a string that is not a JSON object; set it "
                 'to a dict such as {"Authorization": "Bearer <token>"}'
             ) from None
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise ConfigError(
-            f"HEARTBEAT_HEADERS is a {type(value).__name__}, not a mapping; set "
+            f"{name} is a {type(value).__name__}, not a mapping; set "
             'it to a dict such as {"Authorization": "Bearer <token>"}'
         )
     headers: dict[str, str] = {}
@@ -188,10 +222,20 @@ def _check_headers(value: Any) -> dict[str, str]:
         if not isinstance(key, str) or not isinstance(item, (str, bytes)):
             # Never echo the value: headers carry credentials.
             raise ConfigError(
-                f"HEARTBEAT_HEADERS[{key!r}] must map a string name to a string "
-                "value; fix that entry"
+                f"{name}[{key!r}] must map a string name to a string value; fix that entry"
             )
-        headers[key] = item.decode("latin-1") if isinstance(item, bytes) else item
+        text = item.decode("latin-1") if isinstance(item, bytes) else item
+        try:
+            key.encode("ascii")
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"{name}[{key!r}] has characters HTTP headers cannot carry (names are ASCII, "
+                "values Latin-1); percent- or base64-encode that value"
+            ) from None
+        if any(c in "\r\n" for c in key + text):
+            raise ConfigError(f"{name}[{key!r}] has a line break; remove it")
+        headers[key] = text
     return headers
 
 
@@ -234,11 +278,17 @@ def _check_stage_format(value: Any, problems: list[str]) -> str:
     try:
         if not isinstance(value, str):
             raise TypeError
+        # A width such as {stage:>999999999} would build a gigabyte per beat:
+        # look at every field's spec before formatting anything.
+        for _, _, spec, _ in string.Formatter().parse(value):
+            if spec and any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec)):
+                raise ValueError
         value.format(**sample)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError):
         problems.append(
             f"HEARTBEAT_STAGE_FORMAT={value!r} is not a format string over "
-            f"{{{'}, {'.join(STAGE_FIELDS)}}}; fix it (using the default, {default!r})"
+            f"{{{'}, {'.join(STAGE_FIELDS)}}} with widths up to {MAX_FORMAT_WIDTH}; "
+            f"fix it (using the default, {default!r})"
         )
         return default
     return value
@@ -272,8 +322,8 @@ def load_config(
             "neither HEARTBEAT_API_BASE_URL nor the API_BASE_URL environment "
             "variable is set; set one to the platform's base URL to send heartbeats"
         )
-    api_base_url = _check_base_url(base_url)
-    headers = _check_headers(get("HEARTBEAT_HEADERS"))
+    api_base_url = check_base_url(base_url)
+    headers = check_headers(get("HEARTBEAT_HEADERS"))
     tls_verify = _check_tls_verify(raw("HEARTBEAT_TLS_VERIFY"), problems)
 
     execution_id = get("HEARTBEAT_EXECUTION_ID") or env.get("EXECUTION_ID") or None
@@ -288,7 +338,7 @@ def load_config(
         raw("HEARTBEAT_MIN_INTERVAL"),
         DEFAULTS["HEARTBEAT_MIN_INTERVAL"],
         problems,
-        minimum=0.001,
+        minimum=0.0,  # 0: no lower bound
     )
     max_interval = _as_number(
         "HEARTBEAT_MAX_INTERVAL",
@@ -321,13 +371,14 @@ def load_config(
             DEFAULTS[name],
             problems,
             minimum=minimum,
+            maximum=maximum,
             integer=name == "HEARTBEAT_RETRY_TIMES",
         )
-        for name, minimum in (
-            ("HEARTBEAT_TIMEOUT", 0.001),
-            ("HEARTBEAT_CLOSE_TIMEOUT", 0.0),
-            ("HEARTBEAT_RETRY_TIMES", 0),
-            ("HEARTBEAT_RETRY_DELAY", 0.0),
+        for name, minimum, maximum in (
+            ("HEARTBEAT_TIMEOUT", 0.001, MAX_TIMEOUT),
+            ("HEARTBEAT_CLOSE_TIMEOUT", 0.0, 3600.0),
+            ("HEARTBEAT_RETRY_TIMES", 0, 100),
+            ("HEARTBEAT_RETRY_DELAY", 0.0, 3600.0),
         )
     }
 
@@ -361,6 +412,7 @@ def load_config(
         else _as_bool("HEARTBEAT_SHARED", shared_setting, False, problems)
     )
     redis_url = _check_redis_url(get("HEARTBEAT_REDIS_URL"), problems)
+    proxy = check_proxy(get("HEARTBEAT_PROXY"))
     redis_ttl = int(
         _as_number(
             "HEARTBEAT_REDIS_TTL",
@@ -368,6 +420,7 @@ def load_config(
             DEFAULTS["HEARTBEAT_REDIS_TTL"],
             problems,
             minimum=1,
+            maximum=365 * 24 * 3600,
             integer=True,
         )
     )
@@ -391,9 +444,35 @@ def load_config(
         stage_labels=stage_labels,
         strip_query=strip_query,
         execution_id=execution_id,
+        proxy=proxy,
         shared=shared,
         redis_url=redis_url,
         redis_ttl=redis_ttl,
+    )
+
+
+def check_proxy(value: Any) -> str | None:
+    """``HEARTBEAT_PROXY``: None or "" (direct), "env", or an http(s) or socks URL."""
+    if value is None or value == "":
+        return None
+    if value == "env":
+        return "env"
+    if isinstance(value, str) and urlsplit(value.strip()).scheme in (
+        "http",
+        "https",
+        "socks5",
+        "socks5h",
+    ):
+        try:
+            if urlsplit(value.strip()).hostname:
+                urlsplit(value.strip()).port  # noqa: B018 - raises ValueError for a bad port
+                return value.strip()
+        except ValueError:
+            pass
+    shown = _redact_userinfo(value) if isinstance(value, str) else repr(value)
+    raise ConfigError(
+        f"HEARTBEAT_PROXY={shown!r} is not a proxy URL; set it like 'http://proxy:3128', "
+        "or to 'env' to use HTTP(S)_PROXY and NO_PROXY, or leave it unset to go direct"
     )
 
 
@@ -421,6 +500,17 @@ def check_execution_id(value: Any, source: str) -> str:
         )
     assert isinstance(text, str)
     return text
+
+
+def scrapyd_job_id(value: Any) -> str | None:
+    """scrapyd's ``_job`` spider argument (a uuid1 as 32 hex digits) in the
+    canonical 8-4-4-4-12 form, or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(hex=value.strip()))
+    except ValueError:
+        return None
 
 
 def new_execution_id() -> str:

@@ -64,7 +64,11 @@ class Received:
 class HeartbeatServer(_Running):
     """``behaviour`` is one of: ``ok``, ``status_error``, ``http:<code>``,
     ``hang``, ``slow:<seconds>``, ``invalid_json``, ``reset``, ``alternate``
-    (ok, then 500, then ok, ...). Change it at any time."""
+    (ok, then 500, then ok, ...), ``huge:<bytes>``, ``endless`` (a chunked
+    reply without end), ``retry_after:<code>:<value>`` (that code with
+    Retry-After once, then ok), ``first_final:<code>[:<retry-after>]`` (the
+    final beat's first attempt gets that code), ``redirect:<location>``, ``no_content`` (204),
+    ``echo_secret`` (a 401 quoting our Authorization). Change it at any time."""
 
     behaviour: str = "ok"
     received: list[Received] = field(default_factory=list)
@@ -128,6 +132,58 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
             )
             self.close_connection = True
             return
+        if behaviour.startswith("huge:"):  # a body of this many bytes
+            self._reply(200, b"x" * int(behaviour.split(":", 1)[1]))
+            return
+        if behaviour == "endless":  # a chunked reply that never ends
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(10_000):  # bounded: ~650 MB at most, never read that far
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                pass
+            return
+        if behaviour.startswith("retry_after:"):  # 429 with Retry-After, then ok
+            _, code, after = behaviour.split(":")
+            if count == 1:
+                self._reply(
+                    int(code),
+                    b'{"status": "error", "message": "slow down"}',
+                    {"Retry-After": after},
+                )
+                return
+            behaviour = "ok"
+        if behaviour.startswith("first_final:"):  # the final beat's 1st attempt fails
+            code, _, after = behaviour.split(":", 1)[1].partition(":")
+            finals = [
+                r
+                for r in owner.received
+                if isinstance(r.body, dict) and r.body.get("status") in ("completed", "failed")
+            ]
+            if len(finals) == 1 and finals[0].body is body:
+                self._reply(
+                    int(code),
+                    b'{"status": "error", "message": "busy"}',
+                    {"Retry-After": after} if after else None,
+                )
+                return
+            behaviour = "ok"
+        if behaviour.startswith("redirect:"):
+            self._reply(301, b"", {"Location": behaviour.split(":", 1)[1]})
+            return
+        if behaviour == "no_content":
+            self.send_response(204)
+            self.end_headers()
+            return
+        if behaviour == "echo_secret":  # quotes our Authorization header back
+            given = self.headers.get("Authorization", "")
+            token = given.split(None, 1)[-1]
+            message = f"token '{token}' has expired (you sent {given!r})"
+            self._reply(401, json.dumps({"status": "error", "message": message}).encode())
+            return
         if behaviour == "ok":
             ok = {"status": "ok", "timestamp": int(time.time())}
             if isinstance(body, dict):
@@ -143,10 +199,12 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
         else:  # pragma: no cover
             raise ValueError(behaviour)
 
-    def _reply(self, code: int, payload: bytes) -> None:
+    def _reply(self, code: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 

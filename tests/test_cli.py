@@ -124,3 +124,22 @@ def test_demo_runs_end_to_end() -> None:
     # the bundled site: 44 logical URLs, 3 of them 404s, 36 book pages
     assert "completed, 44/44 URLs (41 ok, 3 failed), 36 items, 0 errors" in out
     assert "--keep-open" in out
+
+
+def test_send_refuses_what_cannot_work_in_one_line() -> None:
+    base = ("send", "--api-base-url", "http://127.0.0.1:1", "--execution-id", EXECUTION_ID)
+    for extra, expected in (
+        (("--timeout", "inf"), "timeout=inf is not a number of seconds"),
+        (("--timeout", "0"), "timeout=0.0 is not a number of seconds"),
+        (("--timeout", "-1"), "timeout=-1.0 is not a number of seconds"),
+        (("--header", "X-Token: 秘密"), "has characters HTTP headers cannot carry"),
+        (("--header", "Bearer T0KEN-123"), "--header needs 'Name: value'"),
+        (("--progress", '{"percentage": NaN}'), "NaN is not a number"),
+        (("--progress", '{"runtime_seconds": Infinity}'), "Infinity is not a number"),
+    ):
+        done = cli(*base, *extra)
+        assert done.returncode == 2, (extra, done.stderr)
+        assert expected in done.stderr, (extra, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert "T0KEN-123" not in done.stderr and "秘密" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 2  # argparse's usage line, then ours
