@@ -140,8 +140,10 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for header in args.header:
         name, sep, value = header.partition(":")
         if not sep:  # never echo it: it may be a token
-            parser.error("--header needs 'Name: value' (a colon after the name), e.g. "
-                         "--header 'Authorization: Bearer <token>'")
+            parser.error(
+                "--header needs 'Name: value' (a colon after the name), e.g. "
+                "--header 'Authorization: Bearer <token>'"
+            )
         headers[name.strip()] = value.strip()
     try:
         client = HeartbeatClient(
