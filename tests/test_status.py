@@ -97,8 +97,9 @@ def test_debug_logs_payloads_without_secrets(
     assert "Heartbeat payload (completed)" in result.log
     assert "t0p-s3cret" not in result.log
     assert "pa55w0rd" not in result.log
-    # credentials in the URL win over an Authorization header, as in requests
-    assert heartbeat_server.received[-1].headers["Authorization"].startswith("Basic ")
+    # the explicit Authorization header wins over credentials in the URL, said once
+    assert heartbeat_server.received[-1].headers["Authorization"] == "Bearer t0p-s3cret"
+    assert result.log.count("the header is sent, the URL's credentials are not") == 1
 
 
 def test_spider_stage_label(pages_site: SiteServer, heartbeat_server: HeartbeatServer) -> None:
