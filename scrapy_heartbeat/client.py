@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -221,12 +222,8 @@ class HeartbeatClient:
             return f"{reason} (through the environment's proxy)"
         return reason
 
-    def scrub(self, text: str) -> str:
-        """``text`` as one short line holding none of our secrets: for any
-        line we log that may quote the server or the network."""
-        return self._scrub(text)
-
     def _scrub(self, text: str) -> str:
+        """``text`` as one short line holding none of our secrets."""
         line = " ".join(text.split())
         for secret in self._secrets:
             line = line.replace(secret, "***")
@@ -262,8 +259,6 @@ def retry_after(value: str | None) -> float | None:
         seconds = float(text)
     except ValueError:
         try:
-            import time
-
             seconds = parsedate_to_datetime(text).timestamp() - time.time()
         except (TypeError, ValueError, OverflowError):
             return None

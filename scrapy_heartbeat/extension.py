@@ -525,8 +525,7 @@ class HeartbeatExtension:
 
         def first() -> tuple[str, dict[str, Any]]:
             view = shared.exchange(counts, self.start_ms, self.start_time, failed=ended_failed)
-            if view is None:
-                shared.exchange(counts, self.start_ms, self.start_time, closing=True)
+            if view is None:  # Redis unreachable: this worker goes stale there by itself
                 return status, self._execution_progress(status, progress, view, label)
             final, worker_finished = final_status(status, reason, view, local_queued)
             if not worker_finished:

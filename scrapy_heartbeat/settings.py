@@ -457,15 +457,11 @@ def check_proxy(value: Any) -> str | None:
         return None
     if value == "env":
         return "env"
-    if isinstance(value, str) and urlsplit(value.strip()).scheme in (
-        "http",
-        "https",
-        "socks5",
-        "socks5h",
-    ):
+    if isinstance(value, str):
+        parts = urlsplit(value.strip())
         try:
-            if urlsplit(value.strip()).hostname:
-                urlsplit(value.strip()).port  # noqa: B018 - raises ValueError for a bad port
+            if parts.scheme in ("http", "https", "socks5", "socks5h") and parts.hostname:
+                parts.port  # noqa: B018 - raises ValueError for a bad port
                 return value.strip()
         except ValueError:
             pass

@@ -75,6 +75,12 @@ ON CONFLICT (execution_id, container_id) DO UPDATE SET
 """
 
 
+_SELECT_EXECUTIONS = (
+    "SELECT e.*, (SELECT COUNT(*) FROM containers c "
+    "WHERE c.execution_id = e.execution_id) FROM executions e"
+)
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -124,10 +130,7 @@ class HeartbeatStore:
     def executions(
         self, status: str | None = None, now: float | None = None
     ) -> list[dict[str, Any]]:
-        query = (
-            "SELECT e.*, (SELECT COUNT(*) FROM containers c "
-            "WHERE c.execution_id = e.execution_id) FROM executions e"
-        )
+        query = _SELECT_EXECUTIONS
         args: tuple[Any, ...] = ()
         if status in ("stale", "active"):
             pass  # computed below
@@ -144,9 +147,7 @@ class HeartbeatStore:
 
     def execution(self, execution_id: str, now: float | None = None) -> dict[str, Any] | None:
         row = self.db.execute(
-            "SELECT e.*, (SELECT COUNT(*) FROM containers c "
-            "WHERE c.execution_id = e.execution_id) FROM executions e WHERE execution_id = ?",
-            (execution_id,),
+            _SELECT_EXECUTIONS + " WHERE execution_id = ?", (execution_id,)
         ).fetchone()
         return None if row is None else self._execution(row, now)
 
@@ -157,12 +158,9 @@ class HeartbeatStore:
             "FROM containers WHERE execution_id = ? ORDER BY last_seen DESC",
             (execution_id,),
         ).fetchall()
-        clock = time.time() if now is None else now
         result = []
         for container_id, status, progress, first, last, beats in rows:
-            interval = (last - first) / (beats - 1) if beats > 1 else None
-            finished = status in FINISHED
-            silent_for = clock - last
+            seen = _liveness(status, first, last, beats, now)
             result.append(
                 {
                     "container_id": container_id,
@@ -170,10 +168,10 @@ class HeartbeatStore:
                     "progress": None if progress is None else json.loads(progress),
                     "first_seen": iso(first),
                     "last_seen": iso(last),
-                    "seconds_since_last_beat": round(silent_for, 3),
+                    "seconds_since_last_beat": round(seen["silent_for"], 3),
                     "beats": beats,
-                    "interval_seconds": None if interval is None else round(interval, 3),
-                    "stale": not finished and silent_for > 2 * (interval or DEFAULT_INTERVAL),
+                    "interval_seconds": seen["interval_seconds"],
+                    "stale": seen["stale"],
                 }
             )
         return result
@@ -206,9 +204,7 @@ class HeartbeatStore:
     @staticmethod
     def _execution(row: tuple[Any, ...], now: float | None) -> dict[str, Any]:
         execution_id, container_id, status, progress, first, last, beats, latency, containers = row
-        interval = (last - first) / (beats - 1) if beats > 1 else None
-        finished = status in FINISHED
-        silent_for = (time.time() if now is None else now) - last
+        seen = _liveness(status, first, last, beats, now)
         return {
             "execution_id": execution_id,
             "container_id": container_id,
@@ -219,7 +215,25 @@ class HeartbeatStore:
             "last_seen": iso(last),
             "beats": beats,
             "latency_seconds": latency,
-            "interval_seconds": None if interval is None else round(interval, 3),
-            "finished": finished,
-            "stale": not finished and silent_for > 2 * (interval or DEFAULT_INTERVAL),
+            "interval_seconds": seen["interval_seconds"],
+            "finished": seen["finished"],
+            "stale": seen["stale"],
         }
+
+
+def _liveness(
+    status: str, first: float, last: float, beats: int, now: float | None
+) -> dict[str, Any]:
+    """The observed interval (None until two beats), whether the sender
+    finished, how long it has been silent, and whether that is over twice
+    its interval (the spec's 30 s until two beats): for an execution or a
+    container alike."""
+    interval = (last - first) / (beats - 1) if beats > 1 else None
+    finished = status in FINISHED
+    silent_for = (time.time() if now is None else now) - last
+    return {
+        "interval_seconds": None if interval is None else round(interval, 3),
+        "finished": finished,
+        "silent_for": silent_for,
+        "stale": not finished and silent_for > 2 * (interval or DEFAULT_INTERVAL),
+    }
