@@ -8,15 +8,22 @@ anything the network or the server does; it returns a :class:`HeartbeatResult`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
+import socket
+import threading
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scrapy_heartbeat.payload import heartbeat_body
 from scrapy_heartbeat.settings import (
@@ -114,7 +121,16 @@ class HeartbeatClient:
         secrets += [v.split(None, 1)[1] for v in list(secrets) if len(v.split(None, 1)) == 2]
         self._secrets = sorted({x for x in secrets if len(x) >= 4}, key=len, reverse=True)
         self.proxy = proxy
-        self.session = session or requests.Session()
+        self._adapter: _CuttableAdapter | None = None
+        if session is None:
+            session = requests.Session()
+            self._adapter = _CuttableAdapter()
+            session.mount("http://", self._adapter)
+            session.mount("https://", self._adapter)
+        self.session = session
+        self._lock = threading.Lock()
+        self._attempt = 0  # which send() is in progress; its cut-off reason
+        self._cut: str | None = None
         self.session.headers.update({"User-Agent": USER_AGENT, **own})
         self.session.trust_env = proxy == "env"  # no HTTP(S)_PROXY, no .netrc unless asked
         if proxy and proxy != "env":
@@ -127,11 +143,52 @@ class HeartbeatClient:
         *,
         timeout: float | None = None,
         timestamp: int | None = None,
+        cancelled: Callable[[], str | None] | None = None,
     ) -> HeartbeatResult:
         """Send one heartbeat; ``timestamp`` defaults to now, taken just before
-        sending so the server's latency figure is true."""
+        sending so the server's latency figure is true. ``timeout`` bounds the
+        whole request. ``cancelled`` is asked as the request starts: a reason
+        there means do not send (see :meth:`cut_off` for one in progress)."""
         body = heartbeat_body(self.execution_id, self.container_id, status, progress, timestamp)
         wait = self.timeout if timeout is None else min(max(timeout, 0.001), self.timeout)
+        with self._lock:
+            self._attempt += 1
+            self._cut = None
+            attempt = self._attempt
+            reason = cancelled() if cancelled is not None else None
+        if reason is not None:
+            return HeartbeatResult("failed", reason, attempts=0)
+        # requests' timeout bounds each read, not the request: a reply that
+        # trickles one byte at a time would hold us for ever. The watchdog
+        # cuts the connection at the deadline.
+        watchdog = threading.Timer(
+            wait, self._cut_off, (attempt, f"no complete reply within {wait:.3g}s")
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self._post(body, wait)
+        finally:
+            watchdog.cancel()
+            with self._lock:
+                self._attempt += 1  # a late cut_off() now finds another attempt
+
+    def cut_off(self, reason: str) -> None:
+        """Cut the request in progress short, from any thread: it returns
+        ``failed`` with ``reason`` (the final beat must not wait behind it)."""
+        with self._lock:
+            attempt = self._attempt
+        self._cut_off(attempt, reason)
+
+    def _cut_off(self, attempt: int, reason: str) -> None:
+        with self._lock:
+            if attempt != self._attempt or self._cut is not None:
+                return
+            self._cut = reason
+            if self._adapter is not None:
+                self._adapter.shut_down_connections()
+
+    def _post(self, body: dict[str, Any], wait: float) -> HeartbeatResult:
         try:
             response = self.session.post(
                 self.heartbeat_url,
@@ -143,6 +200,8 @@ class HeartbeatClient:
                 stream=True,  # the reply is read below, at most MAX_REPLY bytes of it
             )
         except requests.exceptions.RequestException as exc:
+            if self._cut is not None:
+                return HeartbeatResult("failed", self._through_proxy(self._cut, exc))
             return HeartbeatResult(
                 "failed",
                 self._scrub(self._through_proxy(describe_exception(exc, wait), exc)),
@@ -152,11 +211,18 @@ class HeartbeatClient:
             try:
                 raw = response.raw.read(MAX_REPLY + 1, decode_content=True) or b""
             except Exception as exc:  # urllib3's ReadTimeoutError, ProtocolError, ...
+                raw = None
+                reason = f"reply cut off ({type(exc).__name__})"
+            if self._cut is not None:  # a cut-off can also end the read early and quietly
+                raw, reason = None, self._cut
+            if raw is None:
+                # Not retried when the watchdog cut it: like a read timeout,
+                # the spec says wait for the next beat.
                 return HeartbeatResult(
                     "failed",
-                    f"HTTP {response.status_code}, reply cut off ({type(exc).__name__})",
+                    f"HTTP {response.status_code}, {reason}",
                     response.status_code,
-                    retryable=True,
+                    retryable=self._cut is None,
                 )
             if len(raw) > MAX_REPLY:
                 return HeartbeatResult(
@@ -240,6 +306,55 @@ class HeartbeatClient:
         self.close()
 
 
+class _CuttableAdapter(HTTPAdapter):
+    """An adapter that knows which of its connections are in use, so that
+    another thread can shut them down (``requests`` has no way to abort a
+    request in progress)."""
+
+    def __init__(self) -> None:
+        self._in_use: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._pools = _tracking_pools(self._in_use)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pools
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools are classes of their own
+            manager.pool_classes_by_scheme = self._pools
+        return manager
+
+    def shut_down_connections(self) -> None:
+        for connection in list(self._in_use):
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):  # already closed
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read at once
+
+
+def _tracking_pools(in_use: weakref.WeakSet[Any]) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pool classes that add each connection they lend to
+    ``in_use`` (one adapter's own set: nothing is shared between clients)."""
+
+    class Tracking(HTTPConnectionPool):
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            connection = super()._get_conn(timeout)
+            in_use.add(connection)
+            return connection
+
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None:  # None: a connection that failed was dropped
+                in_use.discard(conn)
+            super()._put_conn(conn)
+
+    class TrackingHTTPS(Tracking, HTTPSConnectionPool):
+        pass
+
+    return {"http": Tracking, "https": TrackingHTTPS}
+
+
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     """``url`` without ``user:password@``, and the user and password."""
     parts = urlsplit(url)
@@ -280,7 +395,7 @@ def describe_exception(exc: requests.exceptions.RequestException, timeout: float
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return f"connect timeout after {timeout:g}s"
     if isinstance(exc, requests.exceptions.ReadTimeout):
-        return f"no reply within {timeout:g}s"
+        return f"no complete reply within {timeout:.3g}s"
     if isinstance(exc, requests.exceptions.ConnectionError):
         lowered = text.lower()
         for needle, reason in (

@@ -11,6 +11,7 @@ Nothing here can stop the crawl or change its result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -457,25 +458,30 @@ class HeartbeatExtension:
             self._log_payload(status, progress)
         else:
             prepare, follow_up = self._final_beats(status, reason, counts, label, progress)
+        # After SIGTERM (docker stop, a pod's deletion) the runtime kills the
+        # process when its grace period ends (Docker's 10 s): the close must
+        # end well before, or the crawl exits 137 without its stats.
+        budget, budget_name = self.config.close_timeout, "HEARTBEAT_CLOSE_TIMEOUT"
+        if stopped and self.config.shutdown_timeout < budget:
+            budget, budget_name = self.config.shutdown_timeout, "HEARTBEAT_SHUTDOWN_TIMEOUT"
         future = self.sender.send_final(
             status,
             progress,
             self.config.retry_times,
             self.config.retry_delay,
-            self.config.close_timeout,
+            budget,
             prepare=prepare,
             follow_up=follow_up,
         )
         # The worker gives up at the deadline on its own; this bound also
         # holds when a request is still hanging as the deadline passes.
-        done = await wait_for_future(future, self.config.close_timeout)
-        result = (
-            future.result()
-            if done
-            else HeartbeatResult(
-                "failed", f"no answer within HEARTBEAT_CLOSE_TIMEOUT={self.config.close_timeout:g}s"
+        began = time.monotonic()
+        done = await wait_for_future(future, budget)
+        result = future.result() if done else HeartbeatResult("failed", "no answer")
+        if not result.ok and time.monotonic() - began >= budget - 0.05:
+            result = dataclasses.replace(
+                result, message=f"{result.message} ({budget_name}={budget:g}s reached)"
             )
-        )
         status = self.final_status  # the shared counters may have changed it
         stats = self.crawler.stats
         stats.set_value("heartbeat/final_status", status)

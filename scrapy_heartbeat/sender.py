@@ -51,6 +51,7 @@ class _Beat:
     deadline: float | None = None  # time.monotonic() by which to give up
     prepare: Prepare | None = None
     follow_up: FollowUp | None = None
+    superseded: str | None = None  # a periodic beat that the final beat cut off
 
 
 class HeartbeatSender:
@@ -66,6 +67,8 @@ class HeartbeatSender:
         self._call_in_loop = call_in_loop
         self._jobs: queue.SimpleQueue[_Beat | None] = queue.SimpleQueue()
         self._in_flight = False
+        self._lock = threading.Lock()
+        self._sending: _Beat | None = None  # the beat the worker is sending now
         self._failures = {"failed": 0, "rejected": 0}
         self._unreported = {"failed": 0, "rejected": 0}
         self._failing = False
@@ -90,7 +93,9 @@ class HeartbeatSender:
             return False
         self._in_flight = True
         beat = self._submit(_Beat(status, progress, concurrent.futures.Future(), prepare=prepare))
-        beat.future.add_done_callback(lambda f: self._call_in_loop(lambda: self._periodic_done(f)))
+        beat.future.add_done_callback(
+            lambda f: self._call_in_loop(lambda: self._periodic_done(beat, f))
+        )
         return True
 
     def send_final(
@@ -105,7 +110,8 @@ class HeartbeatSender:
         follow_up: FollowUp | None = None,
     ) -> concurrent.futures.Future[HeartbeatResult]:
         """Queue the final beat, retried on connection errors and 5xx, given
-        up ``timeout`` seconds from now."""
+        up ``timeout`` seconds from now. A periodic beat still in flight is
+        cut off: the final beat supersedes it and must not wait behind it."""
         beat = _Beat(
             status,
             progress,
@@ -116,7 +122,15 @@ class HeartbeatSender:
             prepare,
             follow_up,
         )
-        return self._submit(beat).future
+        self._submit(beat)
+        with self._lock:
+            sending = self._sending
+            if sending is not None and sending.deadline is None:
+                # Marked first: a request that starts after the cut_off()
+                # below sees the mark and never goes out.
+                sending.superseded = "cut off: the final beat supersedes it"
+                self.client.cut_off(sending.superseded)
+        return beat.future
 
     def record(self, result: HeartbeatResult, final: bool = False) -> None:
         """Count and log one result; repeated failures are summarised."""
@@ -171,8 +185,13 @@ class HeartbeatSender:
         """Let the worker end once its queue is empty; never waits for it."""
         self._jobs.put(None)
 
-    def _periodic_done(self, future: concurrent.futures.Future[HeartbeatResult]) -> None:
+    def _periodic_done(
+        self, beat: _Beat, future: concurrent.futures.Future[HeartbeatResult]
+    ) -> None:
         self._in_flight = False
+        if beat.superseded is not None:  # not a failure: the final beat carries newer state
+            self.stats.inc_value("heartbeat/superseded")
+            return
         try:
             self.record(future.result())
         except Exception:  # pragma: no cover - the worker never sets exceptions
@@ -234,8 +253,16 @@ class HeartbeatSender:
                     return HeartbeatResult(
                         "failed", "close timeout reached before sending", attempts=attempts
                     )
-            result = self.client.send(beat.status, beat.progress, timeout=timeout)
-            attempts += 1
+            with self._lock:
+                self._sending = beat
+            try:
+                result = self.client.send(
+                    beat.status, beat.progress, timeout=timeout, cancelled=lambda: beat.superseded
+                )
+            finally:
+                with self._lock:
+                    self._sending = None
+            attempts += result.attempts
             if result.ok or not result.retryable or attempts > beat.retry_times:
                 break
             delay = beat.retry_delay * 2 ** (attempts - 1)

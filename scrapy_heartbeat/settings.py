@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_MAX_INTERVAL": 60.0,
     "HEARTBEAT_TIMEOUT": 10.0,
     "HEARTBEAT_CLOSE_TIMEOUT": 30.0,
+    "HEARTBEAT_SHUTDOWN_TIMEOUT": 5.0,  # the close's budget after SIGTERM/SIGINT
     "HEARTBEAT_RETRY_TIMES": 3,
     "HEARTBEAT_RETRY_DELAY": 5.0,
     "HEARTBEAT_HEADERS": {},
@@ -86,6 +87,7 @@ class HeartbeatConfig:
     interval: float
     timeout: float
     close_timeout: float
+    shutdown_timeout: float
     retry_times: int
     retry_delay: float
     headers: dict[str, str] = field(default_factory=dict)
@@ -377,6 +379,7 @@ def load_config(
         for name, minimum, maximum in (
             ("HEARTBEAT_TIMEOUT", 0.001, MAX_TIMEOUT),
             ("HEARTBEAT_CLOSE_TIMEOUT", 0.0, 3600.0),
+            ("HEARTBEAT_SHUTDOWN_TIMEOUT", 0.0, 3600.0),
             ("HEARTBEAT_RETRY_TIMES", 0, 100),
             ("HEARTBEAT_RETRY_DELAY", 0.0, 3600.0),
         )
@@ -434,6 +437,7 @@ def load_config(
         interval=interval,
         timeout=number_settings["HEARTBEAT_TIMEOUT"],
         close_timeout=number_settings["HEARTBEAT_CLOSE_TIMEOUT"],
+        shutdown_timeout=number_settings["HEARTBEAT_SHUTDOWN_TIMEOUT"],
         retry_times=int(number_settings["HEARTBEAT_RETRY_TIMES"]),
         retry_delay=number_settings["HEARTBEAT_RETRY_DELAY"],
         headers=headers,

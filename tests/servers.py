@@ -68,7 +68,10 @@ class HeartbeatServer(_Running):
     reply without end), ``retry_after:<code>:<value>`` (that code with
     Retry-After once, then ok), ``first_final:<code>[:<retry-after>]`` (the
     final beat's first attempt gets that code), ``redirect:<location>``, ``no_content`` (204),
-    ``echo_secret`` (a 401 quoting our Authorization). Change it at any time."""
+    ``echo_secret`` (a 401 quoting our Authorization), ``trickle_head:<s>``
+    and ``trickle_body:<s>`` (a reply whose headers, or body, come one byte
+    every <s> seconds), ``trickle_running:<s>`` (running beats trickle, the
+    others are answered). Change it at any time."""
 
     behaviour: str = "ok"
     received: list[Received] = field(default_factory=list)
@@ -126,6 +129,29 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
         if behaviour.startswith("slow:"):
             time.sleep(float(behaviour.split(":", 1)[1]))
             behaviour = "ok"
+        if behaviour.startswith("trickle_running:"):  # running beats trickle, others are ok
+            trickling = isinstance(body, dict) and body.get("status") == "running"
+            behaviour = behaviour.replace("_running", "_body") if trickling else "ok"
+        if behaviour.startswith(("trickle_head:", "trickle_body:")):
+            # One byte every <seconds>, for a minute at most (or until stop()):
+            # each read is quick, the reply never completes.
+            kind, period = behaviour.split(":")
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                if kind == "trickle_body":
+                    self.wfile.write(b"Content-Type: application/json\r\n")
+                    self.wfile.write(b"Content-Length: 1000\r\n\r\n")
+                else:
+                    self.wfile.write(b"X-Slow: ")
+                self.wfile.flush()
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not owner.release.wait(float(period)):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         if behaviour == "reset":
             self.connection.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"

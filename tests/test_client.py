@@ -62,7 +62,7 @@ def test_timeout_is_not_retryable() -> None:
     finally:
         server.stop()
     assert (result.outcome, result.retryable) == ("failed", False)
-    assert result.message == "no reply within 0.3s"
+    assert result.message == "no complete reply within 0.3s"
 
 
 def test_headers_are_sent_and_never_in_messages() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 
 from scrapy_heartbeat.settings import DEFAULTS
 from tests.conftest import EXECUTION_ID
-from tests.crawl import CrawlResult, RunningCrawl
+from tests.crawl import CrawlResult, RunningCrawl, wait_for
 from tests.fleet import Truth, fleet_site
 from tests.redis_server import RedisServer
 from tests.servers import HeartbeatServer, SiteServer
@@ -67,14 +67,6 @@ def start_worker(
 ) -> RunningCrawl:
     crawl = {"spider": spider, "settings": settings, "args": {"site": site.url, **(args or {})}}
     return RunningCrawl([crawl], settings=settings, env=env)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def beats_of(server: HeartbeatServer, container: str) -> list[dict[str, Any]]:

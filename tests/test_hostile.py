@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import signal
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ from scrapy_heartbeat import HeartbeatClient
 from scrapy_heartbeat.client import MAX_REPLY, retry_after
 from scrapy_heartbeat.settings import ConfigError, load_config, scrapyd_job_id
 from tests.conftest import EXECUTION_ID
-from tests.crawl import CrawlResult, run_crawl
+from tests.crawl import CrawlResult, RunningCrawl, run_crawl, wait_for
 from tests.servers import HeartbeatServer, SiteServer, free_port
 
 
@@ -56,6 +59,43 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert retry_after("soon") is None
     assert retry_after("inf") is None
+
+
+@pytest.mark.parametrize("part", ["head", "body"])
+def test_a_trickling_reply_is_cut_off_at_the_timeout(part: str) -> None:
+    """One byte every 0.2 s keeps every read inside requests' per-read
+    timeout; the whole request is still bounded by ``timeout``."""
+    server = HeartbeatServer(behaviour=f"trickle_{part}:0.2")
+    started = time.monotonic()
+    try:
+        with client(server.url, timeout=1) as c:
+            result = c.send()
+    finally:
+        server.stop()
+    assert time.monotonic() - started < 10  # the server trickles for 60 s
+    assert result.outcome == "failed"
+    assert "no complete reply within 1s" in result.message
+    assert not result.retryable  # as a read timeout: wait for the next beat
+
+
+def test_cut_off_from_another_thread_ends_the_request_and_the_client_goes_on() -> None:
+    server = HeartbeatServer(behaviour="hang")
+    results: list[Any] = []
+    with client(server.url, timeout=60) as c:
+        thread = threading.Thread(target=lambda: results.append(c.send()))
+        thread.start()
+        wait_for(lambda: bool(server.received), what="the request")
+        c.cut_off("cut off: the final beat supersedes it")
+        thread.join(10)
+        assert not thread.is_alive()
+        server.behaviour = "ok"
+        again = c.send()
+    server.stop()
+    assert results[0].outcome == "failed"
+    assert results[0].message == "cut off: the final beat supersedes it"
+    assert again.ok
+    assert c.send(cancelled=lambda: "not now").message == "not now"  # never sent
+    assert len(server.received) == 2
 
 
 def test_a_redirect_is_named_and_not_retried() -> None:
@@ -257,6 +297,70 @@ def test_final_backoff_is_clamped_to_the_time_left(pages_site: SiteServer) -> No
     first, second = finals(server)
     assert second - first < 3
     assert result.close_seconds() < 3.5
+
+
+def test_a_stuck_beat_never_holds_back_the_others_nor_the_final_beat(
+    pages_site: SiteServer,
+) -> None:
+    """Running beats trickle: each is cut off at HEARTBEAT_TIMEOUT with a
+    WARNING, later ticks go out again, and the final beat does not wait."""
+    server = HeartbeatServer(behaviour="trickle_running:0.2")
+    try:
+        result = run_crawl(
+            "tests.spiders.SlowPagesSpider",
+            {
+                "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+                "HEARTBEAT_API_BASE_URL": server.url,
+                "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+                "HEARTBEAT_MIN_INTERVAL": 0,
+                "HEARTBEAT_INTERVAL": 0.3,
+                "HEARTBEAT_TIMEOUT": 1,
+            },
+            args={"site": pages_site.url, "pages": "40"},  # ~4 s
+        )
+    finally:
+        server.stop()
+    running = [b for b in server.bodies() if b["status"] == "running"]
+    assert len(running) >= 2, result.log[-2000:]  # one stuck beat stopped them all
+    assert "Heartbeat failed: HTTP 200, no complete reply within 1s" in result.log
+    assert result.stats["heartbeat/final_delivered"] is True
+    assert server.bodies()[-1]["status"] == "completed"
+    assert result.close_seconds() < 5  # queued behind a trickle it waited 60 s
+
+
+def test_docker_stop_exits_0_within_the_shutdown_budget(pages_site: SiteServer) -> None:
+    """SIGTERM with the API hanging: the close gives up after
+    HEARTBEAT_SHUTDOWN_TIMEOUT, not HEARTBEAT_CLOSE_TIMEOUT, and the crawl
+    exits 0 with its stats, before a runtime's grace period ends."""
+    server = HeartbeatServer(behaviour="hang")
+    settings = {
+        "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+        "HEARTBEAT_API_BASE_URL": server.url,
+        "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        "HEARTBEAT_CLOSE_TIMEOUT": 120,
+        "HEARTBEAT_SHUTDOWN_TIMEOUT": 2,
+    }
+    crawl = {
+        "spider": "tests.spiders.SlowPagesSpider",
+        "settings": settings,
+        "args": {"site": pages_site.url, "pages": "1000"},
+    }
+    running = RunningCrawl([crawl], settings=settings)
+    try:
+        wait_for(lambda: bool(server.received), what="the first beat")
+        running.process.send_signal(signal.SIGTERM)
+        result = running.finish(timeout=60)
+    finally:
+        server.stop()
+    assert result.returncode == 0
+    assert result.reason == "shutdown"
+    assert "Dumping Scrapy stats" in result.log
+    assert (
+        "Final heartbeat (failed) not delivered: no complete reply within 2s "
+        "(HEARTBEAT_SHUTDOWN_TIMEOUT=2s reached)"
+    ) in result.log
+    assert result.close_seconds() < 8
+    assert result.stats["heartbeat/superseded"] == 1  # the periodic beat that hung
 
 
 def test_scrapyd_job_is_the_execution_id(
