@@ -30,6 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--max-body", type=int, default=64 * 1024, help="largest body, bytes")
     serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request may take to arrive whole, else the connection is closed "
+        "(default 10)",
+    )
+    serve.add_argument(
+        "--max-connections", type=int, default=512, help="open connections at most (default 512)"
+    )
+    serve.add_argument(
         "--print",
         dest="print_beats",
         action="store_true",
@@ -89,7 +99,13 @@ def _serve(args: argparse.Namespace) -> int:
     store = HeartbeatStore(args.db)
     on_beat = print_heartbeat if args.print_beats else None
     receiver = HeartbeatReceiver(store, args.token, args.max_body, on_beat)
-    port = listen(receiver, args.host, args.port)
+    port = listen(
+        receiver,
+        args.host,
+        args.port,
+        request_timeout=args.request_timeout,
+        max_connections=args.max_connections,
+    )
     url = f"http://{args.host}:{port.getHost().port}"
     print(f"Receiving heartbeats at {url}/api/v1/monitoring/heartbeat", flush=True)
     print(f"Dashboard: {url}/   database: {args.db}", flush=True)
@@ -100,14 +116,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def printable(text: object) -> str:
+    """``text`` on one line, its control characters escaped: client text
+    must neither forge output lines nor reach the terminal as escapes."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text)
+    )
+
+
 def print_heartbeat(body: dict[str, Any], latency: float) -> None:
     p = body.get("progress") or {}
+    stage = printable(p.get("current_stage", ""))
     print(
         f"heartbeat {body['execution_id'][:8]} {body.get('status') or '-':9} "
         f"{p.get('crawled_urls', 0)}/{p.get('total_urls', 0)} URLs "
         f"({p.get('percentage', 0)}%), ok {p.get('successful_urls', 0)}, "
         f"failed {p.get('failed_urls', 0)}, items {p.get('data_items', 0)}, "
-        f"errors {p.get('error_count', 0)}, latency {latency:g}s | {p.get('current_stage', '')}",
+        f"errors {p.get('error_count', 0)}, latency {latency:g}s | {stage}",
         flush=True,
     )
 

@@ -6,6 +6,7 @@ describes, and keep it small whatever the spider does.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -16,7 +17,7 @@ Status = Literal["running", "paused", "completed", "failed"]
 STATUSES: Final = ("running", "paused", "completed", "failed")
 
 _UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 
 MAX_URL_LENGTH: Final = 2048
@@ -38,8 +39,15 @@ class Progress(TypedDict, total=False):
 
 
 def is_uuid(value: object) -> bool:
-    """True for the canonical 8-4-4-4-12 hex form the platform expects."""
-    return isinstance(value, str) and bool(_UUID_RE.match(value))
+    """True for the 8-4-4-4-12 hex form the platform expects (either case;
+    nothing before or after it, not even a newline)."""
+    return isinstance(value, str) and bool(_UUID_RE.fullmatch(value))
+
+
+def canonical_uuid(value: object) -> str | None:
+    """The lower-case form of an 8-4-4-4-12 id, or None: one execution is
+    one id, however its sender spelled the hex digits."""
+    return value.lower() if isinstance(value, str) and is_uuid(value) else None
 
 
 def percentage(crawled: int, total: int) -> float:
@@ -115,6 +123,78 @@ def _is_number(value: object) -> bool:
     return math.isfinite(value)
 
 
+#: The largest integer a receiver stores (SQLite's and PostgreSQL's bigint).
+MAX_INTEGER: Final = 2**63 - 1
+#: 9999-12-31T23:59:59Z: a later ``timestamp`` is not unix seconds.
+MAX_TIMESTAMP: Final = 253402300799
+
+
+class _Unstorable:
+    """What the JSON parser returns for a value JSON or a database cannot
+    hold; :func:`parse_body` names the field it was found in."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _constant(name: str) -> _Unstorable:
+    return _Unstorable(f"is {name}, which is not JSON; send a finite number")
+
+
+def _float(text: str) -> float | _Unstorable:
+    value = float(text)
+    return value if math.isfinite(value) else _Unstorable(f"is {text}, too large for a number")
+
+
+def _int(text: str) -> int | _Unstorable:
+    value = int(text)
+    if abs(value) > MAX_INTEGER:
+        return _Unstorable(f"is an integer larger than {MAX_INTEGER} (2**63 - 1)")
+    return value
+
+
+def parse_body(raw: bytes) -> tuple[Any, str | None]:
+    """Parse a request body: the value, or a reason (naming the field) it
+    cannot be taken. NaN, Infinity, numbers too large to store and strings
+    that are not valid Unicode (a lone surrogate) are refused here; a
+    receiver that stored them would answer its readers with invalid JSON."""
+    try:
+        body = json.loads(raw, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    except RecursionError:
+        return None, "body is nested too deeply"
+    except ValueError:  # also invalid UTF-8, and integers of over 4300 digits
+        return None, "body is not valid JSON"
+    try:
+        problem = _unstorable(body, "")
+    except RecursionError:
+        return None, "body is nested too deeply"
+    return body, problem
+
+
+def _unstorable(value: Any, path: str) -> str | None:
+    if isinstance(value, _Unstorable):
+        return f"field '{path}' {value.reason}"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"field '{path}' is not valid Unicode (a lone surrogate such as \\ud800)"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = key.encode("utf-8", "backslashreplace").decode("utf-8")[:100]
+            inner = f"{path}.{name}" if path else name
+            problem = _unstorable(key, inner) or _unstorable(item, inner)
+            if problem is not None:
+                return problem
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _unstorable(item, f"{path}[{index}]")
+            if problem is not None:
+                return problem
+    return None
+
+
 def validate_body(body: object) -> str | None:
     """Check a request body against the spec; the reason (naming the field)
     or None when valid. The receiver answers 400 with this message."""
@@ -128,8 +208,8 @@ def validate_body(body: object) -> str | None:
     container = body["container_id"]
     if not isinstance(container, str) or not container or len(container) > MAX_CONTAINER_ID:
         return f"field 'container_id' must be a string of 1 to {MAX_CONTAINER_ID} characters"
-    if not _is_int(body["timestamp"]) or body["timestamp"] < 0:
-        return "field 'timestamp' must be a non-negative integer (unix seconds)"
+    if not _is_int(body["timestamp"]) or not 0 <= body["timestamp"] <= MAX_TIMESTAMP:
+        return f"field 'timestamp' must be an integer of unix seconds, 0 to {MAX_TIMESTAMP}"
     status = body.get("status")
     if status is not None and status not in STATUSES:
         return f"field 'status' must be one of {', '.join(STATUSES)}"

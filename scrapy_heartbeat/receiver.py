@@ -10,7 +10,9 @@ a 500.
 
 from __future__ import annotations
 
+import functools
 import hmac
+import io
 import json
 import logging
 import time
@@ -18,12 +20,15 @@ from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.protocol import connectionDone
+from twisted.protocols import policies
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from scrapy_heartbeat._compat import twisted_reactor
-from scrapy_heartbeat.payload import STATUSES, is_uuid, validate_body
+from scrapy_heartbeat.payload import STATUSES, canonical_uuid, parse_body, validate_body
 from scrapy_heartbeat.settings import HEARTBEAT_PATH
-from scrapy_heartbeat.store import HeartbeatStore
+from scrapy_heartbeat.store import HeartbeatStore, StoreUnavailable
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -32,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 EXECUTIONS_PATH = "/api/v1/monitoring/executions"
 MAX_BODY = 64 * 1024
+#: A request must arrive whole within this many seconds of its first byte.
+REQUEST_TIMEOUT = 10.0
+#: A kept-alive connection without a request for this long is closed.
+IDLE_TIMEOUT = 60.0
+MAX_CONNECTIONS = 512
 OnHeartbeat = Callable[[dict[str, Any], float], None]
 
 
@@ -57,6 +67,8 @@ class HeartbeatReceiver(resource.Resource):
     def render(self, request: Request) -> bytes:
         try:
             return self._route(request)
+        except StoreUnavailable as exc:  # a read of a database another process holds
+            return _busy(request, exc)
         except Exception:  # never a 500 page with a traceback
             logger.exception("receiver: unexpected error")
             return _json(request, 503, {"status": "error", "message": "try again later"})
@@ -90,30 +102,29 @@ class HeartbeatReceiver(resource.Resource):
         return _error(request, 405, f"method {method[:10]} not allowed; use {allowed}")
 
     def _authorized(self, request: Request) -> bool:
-        given = request.getHeader(b"authorization") or b""
-        expected = b"Bearer " + (self.token or "").encode()
-        return hmac.compare_digest(given, expected)
+        scheme, _, given = (request.getHeader(b"authorization") or b"").strip().partition(b" ")
+        expected = (self.token or "").encode()
+        # The scheme is case-insensitive (RFC 7235); the token is not.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), expected)
 
     def _heartbeat(self, request: Request) -> bytes:
-        content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
-        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        if not _is_json(request):
             return _error(request, 415, "Content-Type must be application/json")
-        length = request.getHeader(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            return _error(request, 413, f"body larger than {self.max_body} bytes")
         assert request.content is not None
         raw = request.content.read(self.max_body + 1)
         if len(raw) > self.max_body:
             return _error(request, 413, f"body larger than {self.max_body} bytes")
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            return _error(request, 400, "body is not valid JSON")
-        problem = validate_body(body)
+        body, problem = parse_body(raw)
+        if problem is None:
+            problem = validate_body(body)
         if problem is not None:
             return _error(request, 400, problem)
+        body["execution_id"] = canonical_uuid(body["execution_id"])
         now = time.time()
-        latency = self.store.add(body, now)
+        try:
+            latency = self.store.add(body, now)
+        except StoreUnavailable as exc:
+            return _busy(request, exc)
         if self.on_heartbeat is not None:
             self.on_heartbeat(body, latency)
         return _json(
@@ -130,8 +141,9 @@ class HeartbeatReceiver(resource.Resource):
             return _error(request, 400, f"query 'status' must be one of {allowed}")
         return _json(request, 200, {"executions": self.store.executions(status)})
 
-    def _execution(self, request: Request, execution_id: str) -> bytes:
-        if not is_uuid(execution_id):
+    def _execution(self, request: Request, given: str) -> bytes:
+        execution_id = canonical_uuid(given)
+        if execution_id is None:
             return _error(request, 400, "Invalid execution_id format")
         found = self.store.execution(execution_id)
         if found is None:
@@ -165,9 +177,154 @@ def _error(request: Request, code: int, message: str) -> bytes:
     return _json(request, code, {"status": "error", "message": message})
 
 
-def listen(receiver: HeartbeatReceiver, host: str = "127.0.0.1", port: int = 8000) -> Any:
+def _busy(request: Request, exc: StoreUnavailable) -> bytes:
+    logger.warning("receiver: %s", exc)
+    request.setHeader(b"Retry-After", b"1")
+    return _error(request, 503, f"{exc}; try again")
+
+
+def _is_json(request: Any) -> bool:
+    content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+class _GuardedRequest(server.Request):
+    """A request that refuses a body by its ``Content-Length`` and type
+    before reading it, and stops reading one that grows past ``max_body``.
+    Twisted's own Request spools a body whole, and parses a form body, before
+    ``render()`` could refuse it: 64 MiB of form froze the receiver for 26 s."""
+
+    _parsePOSTFormSubmission = False  # Twisted >= 24.7; older ones get no form bodies
+
+    def __init__(self, *args: Any, max_body: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_body = max_body
+        self._refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if (length is None or length > 0) and not _is_json(self):
+            self._refuse(415, "Content-Type must be application/json")
+        elif length is not None and length > self._max_body:
+            self._refuse(413, f"body larger than {self._max_body} bytes")
+        else:
+            super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        assert self.content is not None
+        if self.content.tell() + len(data) > self._max_body:  # chunked, or longer than said
+            self._refuse(413, f"body larger than {self._max_body} bytes")
+        else:
+            super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if not self._refused:  # answered already, and the connection is closing
+            super().process()
+
+    def _refuse(self, code: int, message: str) -> None:
+        self._refused = True
+        self.content = io.BytesIO()
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
+        body = json.dumps({"status": "error", "message": message}).encode()
+        reason = {413: b"Content Too Large", 415: b"Unsupported Media Type"}[code]
+        transport: Any = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (code, reason, len(body), body)
+        )
+        transport.loseConnection()
+
+
+class _Deadline(policies.ProtocolWrapper):
+    """Closes a connection whose request has not arrived whole (headers and
+    body) ``request_timeout`` seconds after it began, or after it opened:
+    a client trickling a byte at a time (slowloris) holds it no longer."""
+
+    factory: _Guard
+    _timer: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._timer is None:  # a new request begins
+            self._arm()
+        super().dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        self._disarm()  # the request is in: we are answering it
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self._disarm()
+        super().writeSequence(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        self._timer = self.factory.clock.callLater(self.factory.request_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
+class _Guard(policies.WrappingFactory):
+    """The site behind a cap on open connections and :class:`_Deadline`."""
+
+    protocol = _Deadline
+
+    def __init__(
+        self, site: server.Site, clock: Any, request_timeout: float, max_connections: int
+    ) -> None:
+        super().__init__(site)
+        self.clock = clock
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.refused = 0  # connections refused at the cap, since it was last reached
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.protocols) >= self.max_connections:
+            self.refused += 1
+            if self.refused == 1:
+                logger.warning(
+                    "receiver: %d connections open (--max-connections); refusing more",
+                    self.max_connections,
+                )
+            return None  # Twisted closes it at once
+        self.refused = 0
+        return super().buildProtocol(addr)
+
+
+def listen(
+    receiver: HeartbeatReceiver,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT,
+    idle_timeout: float = IDLE_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+) -> Any:
     """Start serving on the installed reactor; returns the listening port."""
-    site = server.Site(receiver)
+    reactor = twisted_reactor()
+    site = server.Site(receiver, timeout=idle_timeout)
+    # A factory, not a class: Twisted only calls it (channel, queued).
+    site.requestFactory = functools.partial(  # type: ignore[assignment]
+        _GuardedRequest, max_body=receiver.max_body
+    )
     site.noisy = False
     site.displayTracebacks = False
-    return twisted_reactor().listenTCP(port, site, interface=host)
+    guard = _Guard(site, reactor, request_timeout, max_connections)
+    guard.noisy = False
+    return reactor.listenTCP(port, guard, interface=host)

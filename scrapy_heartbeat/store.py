@@ -4,14 +4,19 @@ that container's latest state, in SQLite (WAL mode).
 
 Used from one thread (the receiver's reactor thread). Writes are small and
 ``synchronous=NORMAL`` makes a commit cost no fsync, so a write takes tens of
-microseconds: cheaper than handing it to another thread.
+microseconds: cheaper than handing it to another thread. A database that
+another process holds locked must not stall that thread: SQLite waits at most
+:data:`BUSY_TIMEOUT` for it, and then :class:`StoreUnavailable` is raised
+(the receiver answers 503, and the client retries its final beat).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -81,6 +86,24 @@ _SELECT_EXECUTIONS = (
 )
 
 
+#: The longest SQLite waits for a lock another process holds, seconds: the
+#: reactor thread waits that long, every other client with it.
+BUSY_TIMEOUT = 0.05
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be used now (locked by another process, full);
+    the message is one line."""
+
+
+@contextlib.contextmanager
+def _unavailable_as_such() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O error
+        raise StoreUnavailable(f"the database cannot be used: {exc}") from None
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -88,7 +111,9 @@ def iso(ts: float) -> str:
 class HeartbeatStore:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
@@ -102,7 +127,7 @@ class HeartbeatStore:
         progress = body.get("progress")
         progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
         execution_id, container_id = body["execution_id"], body["container_id"]
-        with self.db:  # one transaction
+        with _unavailable_as_such(), self.db:  # one transaction
             self.db.execute("BEGIN")
             self.db.execute(
                 "INSERT INTO heartbeats (execution_id, container_id, status, "
@@ -137,7 +162,7 @@ class HeartbeatStore:
         elif status is not None:
             query += " WHERE e.status = ?"
             args = (status,)
-        rows = self.db.execute(query + " ORDER BY last_seen DESC", args).fetchall()
+        rows = self._read(query + " ORDER BY last_seen DESC", args)
         result = [self._execution(row, now) for row in rows]
         if status == "stale":
             result = [e for e in result if e["stale"]]
@@ -146,18 +171,16 @@ class HeartbeatStore:
         return result
 
     def execution(self, execution_id: str, now: float | None = None) -> dict[str, Any] | None:
-        row = self.db.execute(
-            _SELECT_EXECUTIONS + " WHERE execution_id = ?", (execution_id,)
-        ).fetchone()
-        return None if row is None else self._execution(row, now)
+        rows = self._read(_SELECT_EXECUTIONS + " WHERE execution_id = ?", (execution_id,))
+        return self._execution(rows[0], now) if rows else None
 
     def containers(self, execution_id: str, now: float | None = None) -> list[dict[str, Any]]:
         """The latest state of each container of an execution, latest first."""
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT container_id, status, progress, first_seen, last_seen, beats "
             "FROM containers WHERE execution_id = ? ORDER BY last_seen DESC",
             (execution_id,),
-        ).fetchall()
+        )
         result = []
         for container_id, status, progress, first, last, beats in rows:
             seen = _liveness(status, first, last, beats, now)
@@ -177,12 +200,12 @@ class HeartbeatStore:
         return result
 
     def history(self, execution_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT container_id, status, client_timestamp, received_at, latency, progress "
             "FROM heartbeats "
             "WHERE execution_id = ? ORDER BY id DESC LIMIT ?",
             (execution_id, limit),
-        ).fetchall()
+        )
         return [
             {
                 "container_id": container_id,
@@ -196,10 +219,14 @@ class HeartbeatStore:
         ]
 
     def count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM heartbeats").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM heartbeats")[0][0])
 
     def close(self) -> None:
         self.db.close()
+
+    def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with _unavailable_as_such():
+            return self.db.execute(query, args).fetchall()
 
     @staticmethod
     def _execution(row: tuple[Any, ...], now: float | None) -> dict[str, Any]:

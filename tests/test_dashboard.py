@@ -101,3 +101,26 @@ def test_dashboard_rows_stale_and_inert_markup(receiver: Receiver) -> None:
     assert "1 container" in rows[stale_id].text_content()
     summary = page.get_element_by_id("summary").text_content()
     assert summary.startswith("3 executions, 2 active, 1 stale")
+
+
+def test_with_a_token_the_dashboard_asks_for_it(tmp_path: Path) -> None:
+    """Not "0 executions": the page says it needs the token, and with it
+    (here from the page's #token= fragment) shows the executions."""
+    receiver = start_receiver(tmp_path, "--token", "s3cret-token")
+    try:
+        headers = {"Authorization": "Bearer s3cret-token"}
+        assert receiver.post(beat(), headers=headers).status_code == 200
+        without = render(receiver.url + "/")
+        with_token = render(receiver.url + "/#token=s3cret-token")
+        wrong = render(receiver.url + "/#token=wrong")
+    finally:
+        stop_receiver(receiver)
+    summary = without.get_element_by_id("summary").text_content()
+    assert "needs its token" in summary
+    assert without.get_element_by_id("token-form").get("hidden") is None
+    assert not without.cssselect("#rows tr")
+    assert [tr.get("data-execution-id") for tr in with_token.cssselect("#rows tr")] == [
+        beat()["execution_id"]
+    ]
+    assert with_token.get_element_by_id("summary").text_content().startswith("1 executions")
+    assert "token was refused" in wrong.get_element_by_id("summary").text_content()
