@@ -39,8 +39,10 @@ EXECUTIONS_PATH = "/api/v1/monitoring/executions"
 MAX_BODY = 64 * 1024
 #: A request must arrive whole within this many seconds of its first byte.
 REQUEST_TIMEOUT = 10.0
-#: A kept-alive connection without a request for this long is closed.
-IDLE_TIMEOUT = 60.0
+#: A kept-alive connection without a request for this long is closed: more
+#: than the spec's longest interval (60 s), so that a client beating at it
+#: never sends on a connection we are closing.
+IDLE_TIMEOUT = 90.0
 MAX_CONNECTIONS = 512
 OnHeartbeat = Callable[[dict[str, Any], float], None]
 
