@@ -11,7 +11,9 @@ import base64
 import contextlib
 import json
 import math
+import os
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -23,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scrapy_heartbeat.payload import heartbeat_body
@@ -172,6 +175,8 @@ class HeartbeatClient:
             watchdog.cancel()
             with self._lock:
                 self._attempt += 1  # a late cut_off() now finds another attempt
+                if self._cut is not None and self._adapter is not None:
+                    self._adapter.close_cut_connections()
 
     def cut_off(self, reason: str) -> None:
         """Cut the request in progress short, from any thread: it returns
@@ -313,6 +318,7 @@ class _CuttableAdapter(HTTPAdapter):
 
     def __init__(self) -> None:
         self._in_use: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._cut: list[socket.socket] = []  # shut down, to close once the request unwound
         self._pools = _tracking_pools(self._in_use)
         super().__init__()
 
@@ -327,11 +333,33 @@ class _CuttableAdapter(HTTPAdapter):
         return manager
 
     def shut_down_connections(self) -> None:
+        """Any thread: end the requests in progress."""
         for connection in list(self._in_use):
             sock = getattr(connection, "sock", None)
+            if isinstance(connection, HTTPSConnection) and not isinstance(sock, ssl.SSLSocket):
+                # A TLS handshake (or a proxy's CONNECT) in progress: urllib3
+                # 1.26 shows the plain socket that ssl is wrapping, and cutting
+                # that leaks the SSLSocket being made. Its reads are bounded by
+                # the timeout each.
+                continue
             if sock is not None:
                 with contextlib.suppress(OSError):  # already closed
                     sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read at once
+                    self._cut.append(sock)
+
+    def close_cut_connections(self) -> None:
+        """The requesting thread, once the cut request has unwound: close the
+        cut sockets now. Left to urllib3, one may stay open until the garbage
+        collector breaks a reference cycle of its exception (ResourceWarning
+        at exit with urllib3 1.26), and one may sit in the pool."""
+        for sock in self._cut:
+            with contextlib.suppress(OSError):
+                if sock.fileno() != -1:
+                    os.close(sock.detach())
+        self._cut.clear()
+        self.poolmanager.clear()
+        for manager in self.proxy_manager.values():
+            manager.clear()
 
 
 def _tracking_pools(in_use: weakref.WeakSet[Any]) -> dict[str, type[HTTPConnectionPool]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import signal
 import threading
 import time
@@ -355,10 +356,12 @@ def test_docker_stop_exits_0_within_the_shutdown_budget(pages_site: SiteServer) 
     assert result.returncode == 0
     assert result.reason == "shutdown"
     assert "Dumping Scrapy stats" in result.log
-    assert (
-        "Final heartbeat (failed) not delivered: no complete reply within 2s "
-        "(HEARTBEAT_SHUTDOWN_TIMEOUT=2s reached)"
-    ) in result.log
+    # "within 1.99s": the attempt has what is left of the 2 s budget
+    assert re.search(
+        r"Final heartbeat \(failed\) not delivered: no complete reply within [\d.]+s "
+        r"\(HEARTBEAT_SHUTDOWN_TIMEOUT=2s reached\)",
+        result.log,
+    ), result.log[-2500:]
     assert result.close_seconds() < 8
     assert result.stats["heartbeat/superseded"] == 1  # the periodic beat that hung
 

@@ -68,7 +68,9 @@ def test_final_beat_waits_no_longer_than_close_timeout(pages_site: SiteServer) -
     assert len(result.items) == 5
     # generous margin: this guards against waiting for HEARTBEAT_TIMEOUT (30 s)
     assert result.close_seconds() <= 1.5 + 1.0
-    assert "no complete reply within 1.5s (HEARTBEAT_CLOSE_TIMEOUT=1.5s reached)" in result.log
+    assert re.search(
+        r"no complete reply within [\d.]+s \(HEARTBEAT_CLOSE_TIMEOUT=1.5s reached\)", result.log
+    )
 
 
 def test_final_beat_is_retried_until_the_api_recovers(pages_site: SiteServer) -> None:

@@ -1,0 +1,163 @@
+"""What monitoring costs a crawl when the CPU is shared: Scrapy's own
+benchmark (``scrapy bench``: its local server, its link-following spider,
+a fixed time) crawled with and without the extension, while a CPU-bound
+process competes for the cores.
+
+    python bench/contention.py [--rounds 8] [--load hog|idle] [--interval 1]
+                               [--variants heartbeat,...] [--seconds 10]
+
+Each round runs every variant once, the unmonitored crawl first and again
+last-but-rotated (``none-again``, the A/A control), in an order rotated by
+round. A variant's figure is its pages crawled over the unmonitored crawl's
+of the same round, summarised as median (min–max) over rounds; the A/A
+control's spread is the noise floor a figure must clear to mean anything.
+
+Variants (``bench/contention_probes.py`` holds the probes):
+
+* ``none``, ``none-again``: no monitoring.
+* ``heartbeat``: the extension, posting to the reference receiver.
+* ``no-http``: the extension with a client that answers at once without any
+  I/O: the worker thread still wakes for each beat.
+* ``sleeper``: no extension; a thread that wakes once per interval and does
+  nothing: the cost of a wake-up alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import receiver, rotated, save, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+EXECUTION_ID = "550e8400-e29b-41d4-a716-446655440000"
+PROBES = "bench.contention_probes"
+
+
+def variant_settings(variant: str, api: str, interval: float) -> dict[str, Any]:
+    heartbeat = {
+        "HEARTBEAT_API_BASE_URL": api,
+        "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        "HEARTBEAT_INTERVAL": interval,
+        "HEARTBEAT_MIN_INTERVAL": 0,
+    }
+    if variant in ("none", "none-again"):
+        return {}
+    if variant == "heartbeat":
+        return {"EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500}, **heartbeat}
+    if variant == "no-http":
+        return {"EXTENSIONS": {f"{PROBES}.NoHttpHeartbeat": 500}, **heartbeat}
+    if variant == "sleeper":
+        return {"EXTENSIONS": {f"{PROBES}.SleepingThread": 500}, "HEARTBEAT_INTERVAL": interval}
+    if variant.startswith("heartbeat-"):  # heartbeat-<setting>=<value>, for experiments
+        name, _, value = variant.removeprefix("heartbeat-").partition("=")
+        return {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            **heartbeat,
+            name: json.loads(value),
+        }
+    raise SystemExit(f"unknown variant {variant!r}")
+
+
+def scrapy_bench(settings: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """One ``scrapy bench`` run; pages crawled and beats delivered."""
+    args = [sys.executable, "-m", "scrapy.cmdline", "bench", "-s", f"CLOSESPIDER_TIMEOUT={seconds}"]
+    for name, value in settings.items():
+        shown = json.dumps(value) if isinstance(value, (dict, list, bool)) else str(value)
+        args += ["-s", f"{name}={shown}"]
+    done = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        cwd=ROOT / "bench",  # no scrapy.cfg here: scrapy bench needs no project
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+        timeout=seconds + 120,
+    )
+    pages = re.search(r"'response_received_count': (\d+)", done.stderr)
+    if done.returncode != 0 or pages is None:
+        raise SystemExit(f"scrapy bench failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    ok = re.search(r"'heartbeat/ok': (\d+)", done.stderr)
+    return {"pages": int(pages.group(1)), "heartbeat_ok": int(ok.group(1)) if ok else 0}
+
+
+@contextlib.contextmanager
+def competing_load(load: str, hogs: int) -> Iterator[None]:
+    """``hog``: CPU-bound processes on the same cores for the whole run."""
+    processes = []
+    if load == "hog":
+        processes = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)
+        ]
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--load", choices=["idle", "hog"], default="hog")
+    parser.add_argument("--hogs", type=int, default=1, help="CPU-bound processes (default 1)")
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--variants", default="heartbeat")
+    parser.add_argument("--save", default="", help="bench/results/<name>.json")
+    args = parser.parse_args()
+    variants = ["none", *args.variants.split(","), "none-again"]
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    started = time.monotonic()
+    with receiver() as api, competing_load(args.load, args.hogs):
+        for n in range(args.rounds):
+            for variant in rotated(variants, n):
+                result = scrapy_bench(
+                    variant_settings(variant, api.url, args.interval), args.seconds
+                )
+                runs[variant].append(result)
+                print(
+                    f"round {n + 1}/{args.rounds} {variant:24} {result['pages']:6d} pages, "
+                    f"beats ok {result['heartbeat_ok']}",
+                    flush=True,
+                )
+    base = [r["pages"] for r in runs["none"]]
+    print(
+        f"\nscrapy bench, {args.seconds:g} s per run, load {args.load}"
+        f"{f' ({args.hogs} CPU-bound)' if args.load == 'hog' else ''}, interval "
+        f"{args.interval:g} s, {args.rounds} rounds; pages over the unmonitored run of the "
+        f"same round, median (min–max); {time.monotonic() - started:.0f} s in all"
+    )
+    control = [r["pages"] / b for r, b in zip(runs["none-again"], base, strict=True)]
+    report: dict[str, Any] = {"settings": vars(args), "variants": {}}
+    for variant in variants[1:]:
+        ratios = [r["pages"] / b for r, b in zip(runs[variant], base, strict=True)]
+        report["variants"][variant] = {
+            "pages_ratio_median": statistics.median(ratios),
+            "pages_ratio": ratios,
+            "runs": runs[variant],
+        }
+        print(f"  {variant:24} {summary(ratios)}")
+    low, high = min(control), max(control)
+    print(f"  A/A spread {low:.3f}–{high:.3f}: a median inside it does not resolve")
+    report["variants"]["none"] = {"runs": runs["none"]}
+    if args.save:
+        print(f"saved {save(args.save, report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
