@@ -464,21 +464,23 @@ class HeartbeatExtension:
         budget, budget_name = self.config.close_timeout, "HEARTBEAT_CLOSE_TIMEOUT"
         if stopped and self.config.shutdown_timeout < budget:
             budget, budget_name = self.config.shutdown_timeout, "HEARTBEAT_SHUTDOWN_TIMEOUT"
+        # The worker gives up a little before the budget ends, so that its
+        # own account of the failure arrives before the backstop below.
+        margin = min(0.25, budget / 10)
         future = self.sender.send_final(
             status,
             progress,
             self.config.retry_times,
             self.config.retry_delay,
-            budget,
+            budget - margin,
             prepare=prepare,
             follow_up=follow_up,
         )
-        # The worker gives up at the deadline on its own; this bound also
-        # holds when a request is still hanging as the deadline passes.
+        # The backstop: the close ends at the budget whatever the worker does.
         began = time.monotonic()
         done = await wait_for_future(future, budget)
         result = future.result() if done else HeartbeatResult("failed", "no answer")
-        if not result.ok and time.monotonic() - began >= budget - 0.05:
+        if not result.ok and time.monotonic() - began >= budget - margin - 0.05:
             result = dataclasses.replace(
                 result, message=f"{result.message} ({budget_name}={budget:g}s reached)"
             )
