@@ -247,6 +247,9 @@ class SharedCounters:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a broken connection
             self.client.close()
+            # A client made with Redis(**params), not from_url, leaves its
+            # pool's sockets open (a ResourceWarning at exit).
+            self.client.connection_pool.disconnect()
 
 
 def final_status(

@@ -186,6 +186,20 @@ class FleetSpider(scrapy.Spider):
     async def start(self) -> Any:
         yield scrapy.Request(f"{self.site}/n/0", callback=self.parse)
 
+    def closed(self, reason: str) -> None:
+        """scrapy-redis 0.9.1 never disconnects its scheduler's and dupe
+        filter's clients: without this, one of their sockets can outlive
+        the crawl (a ResourceWarning at exit, which the tests treat as an
+        error)."""
+        from scrapy_heartbeat.progress import scheduler_of
+
+        scheduler = scheduler_of(self.crawler.engine)
+        dupefilter = getattr(scheduler, "df", None)
+        for owner in (scheduler, dupefilter):
+            client = getattr(owner, "server", None)
+            if client is not None:
+                client.connection_pool.disconnect()
+
     def parse(self, response: Response) -> Iterator[Any]:
         if "/boom/" in response.url:
             raise ValueError("a callback that raises")
