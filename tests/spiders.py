@@ -191,9 +191,11 @@ class FleetSpider(scrapy.Spider):
         filter's clients: without this, one of their sockets can outlive
         the crawl (a ResourceWarning at exit, which the tests treat as an
         error)."""
-        from scrapy_heartbeat.progress import scheduler_of
-
-        scheduler = scheduler_of(self.crawler.engine)
+        # Not scrapy_heartbeat.progress.scheduler_of: some workers run
+        # without the package.
+        engine = self.crawler.engine
+        slot = getattr(engine, "_slot", None) or getattr(engine, "slot", None)
+        scheduler = getattr(slot, "scheduler", None)
         dupefilter = getattr(scheduler, "df", None)
         for owner in (scheduler, dupefilter):
             client = getattr(owner, "server", None)
