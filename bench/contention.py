@@ -18,6 +18,8 @@ Variants (``bench/contention_probes.py`` holds the probes):
 * ``heartbeat``: the extension, posting to the reference receiver.
 * ``no-http``: the extension with a client that answers at once without any
   I/O: the worker thread still wakes for each beat.
+* ``loop-http``: the extension, its periodic beats posted by Twisted's Agent
+  on the reactor thread instead of the worker thread.
 * ``sleeper``: no extension; a thread that wakes once per interval and does
   nothing: the cost of a wake-up alone.
 """
@@ -59,6 +61,8 @@ def variant_settings(variant: str, api: str, interval: float) -> dict[str, Any]:
         return {"EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500}, **heartbeat}
     if variant == "no-http":
         return {"EXTENSIONS": {f"{PROBES}.NoHttpHeartbeat": 500}, **heartbeat}
+    if variant == "loop-http":
+        return {"EXTENSIONS": {f"{PROBES}.LoopHttpHeartbeat": 500}, **heartbeat}
     if variant == "sleeper":
         return {"EXTENSIONS": {f"{PROBES}.SleepingThread": 500}, "HEARTBEAT_INTERVAL": interval}
     if variant.startswith("heartbeat-"):  # heartbeat-<setting>=<value>, for experiments

@@ -3,6 +3,8 @@ a shared CPU. Not part of the package; each is enabled in ``EXTENSIONS``."""
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 from typing import Any
 
@@ -11,6 +13,7 @@ from scrapy.crawler import Crawler
 
 from scrapy_heartbeat import HeartbeatExtension
 from scrapy_heartbeat.client import HeartbeatResult
+from scrapy_heartbeat.payload import heartbeat_body
 
 
 class NoHttpHeartbeat(HeartbeatExtension):
@@ -21,6 +24,52 @@ class NoHttpHeartbeat(HeartbeatExtension):
         opened = super().spider_opened(spider)
         if self.sender is not None:
             self.sender.client.send = lambda *args, **kwargs: HeartbeatResult("ok")  # type: ignore[method-assign]
+        return opened
+
+
+class LoopHttpHeartbeat(HeartbeatExtension):
+    """Periodic beats posted by Twisted's Agent on the reactor thread, with
+    no worker thread: what a loop-thread client would cost (the final beat
+    still goes the usual way). A probe only: no deadline, no size bound."""
+
+    def spider_opened(self, spider: Any) -> Any:
+        opened = super().spider_opened(spider)
+        sender = self.sender
+        if sender is None:
+            return opened
+        from twisted.internet import reactor
+        from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+        from twisted.web.http_headers import Headers
+
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+        client = sender.client
+        headers = Headers(
+            {b"Content-Type": [b"application/json"], b"User-Agent": [b"scrapy-heartbeat"]}
+        )
+        state = {"in_flight": False}
+
+        def send(status: str, progress: Any, prepare: Any = None) -> bool:
+            if state["in_flight"]:
+                return False
+            state["in_flight"] = True
+            body = heartbeat_body(client.execution_id, client.container_id, status, progress)
+            producer = FileBodyProducer(io.BytesIO(json.dumps(body).encode()))
+            d = agent.request(b"POST", client.heartbeat_url.encode(), headers, producer)
+            d.addCallback(readBody)
+
+            def done(raw: bytes) -> None:
+                state["in_flight"] = False
+                ok = json.loads(raw).get("status") == "ok"
+                sender.stats.inc_value("heartbeat/ok" if ok else "heartbeat/failed")
+
+            def failed(failure: Any) -> None:
+                state["in_flight"] = False
+                sender.stats.inc_value("heartbeat/failed")
+
+            d.addCallbacks(done, failed)
+            return True
+
+        sender.send = send  # type: ignore[method-assign]
         return opened
 
 

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 #: After the first failure of a kind, one summary line per this many failures.
 SUMMARY_EVERY = 10
+#: How long the final beat waits for a periodic beat in flight before it
+#: cuts it off, seconds (at most a quarter of the close budget).
+SUPERSEDE_AFTER = 1.0
 #: Less time than this left before the close deadline: no further attempt.
 MIN_ATTEMPT_SECONDS = 0.05
 
@@ -125,12 +128,22 @@ class HeartbeatSender:
         self._submit(beat)
         with self._lock:
             sending = self._sending
-            if sending is not None and sending.deadline is None:
-                # Marked first: a request that starts after the cut_off()
-                # below sees the mark and never goes out.
-                sending.superseded = "cut off: the final beat supersedes it"
-                self.client.cut_off(sending.superseded)
+        if sending is not None and sending.deadline is None:
+            # A healthy reply takes milliseconds: give the beat in flight a
+            # moment, then cut it off rather than wait behind it.
+            timer = threading.Timer(min(SUPERSEDE_AFTER, timeout / 4), self._supersede, (sending,))
+            timer.daemon = True
+            timer.start()
         return beat.future
+
+    def _supersede(self, periodic: _Beat) -> None:
+        with self._lock:
+            if self._sending is not periodic:
+                return  # it finished meanwhile
+            # Marked first: a request that starts after the cut_off() below
+            # sees the mark and never goes out.
+            periodic.superseded = "cut off: the final beat supersedes it"
+            self.client.cut_off(periodic.superseded)
 
     def record(self, result: HeartbeatResult, final: bool = False) -> None:
         """Count and log one result; repeated failures are summarised."""
