@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet clean
+.PHONY: demo test test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet bench-contention clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-instructions: $(STAMP)
 
 bench-receiver: $(STAMP)
 	$(PY) bench/receiver_load.py
+
+# Issue 14 (in progress): scrapy bench beside a CPU-bound process, with the
+# probes that take a beat apart (bench/contention_probes.py).
+bench-contention: $(STAMP)
+	$(PY) bench/contention.py --rounds 8 --variants heartbeat,no-http,loop-http,sleeper
 
 # Issue 11's figures: instructions per page with the plain-data marker (this
 # tree against the commit before it) and the cost of shared counters in Redis.
