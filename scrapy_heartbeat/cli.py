@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 from typing import Any
 
+from scrapy_heartbeat.alerts import ALERT_ON
+from scrapy_heartbeat.liveness import STATES
 from scrapy_heartbeat.payload import COUNTER_FIELDS, STATUSES
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
@@ -38,6 +41,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument(
         "--max-connections", type=int, default=512, help="open connections at most (default 512)"
+    )
+    serve.add_argument(
+        "--lost-after",
+        type=_seconds,
+        default=None,
+        help="seconds of silence after which a running execution is 'lost' "
+        "(default: 10 intervals, at least 300)",
+    )
+    serve.add_argument(
+        "--stall-after",
+        type=_seconds,
+        default=600.0,
+        help="seconds without crawled_urls or data_items moving after which a beating "
+        "execution is 'stalled' (default 600)",
+    )
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST a JSON event here on each liveness transition in --alert-on (repeatable)",
+    )
+    serve.add_argument(
+        "--alert-on",
+        type=_states,
+        default=",".join(ALERT_ON),
+        help=f"comma-separated states to alert on (default {','.join(ALERT_ON)}; "
+        f"any of {','.join(STATES)})",
+    )
+    serve.add_argument(
+        "--alert-retries",
+        type=int,
+        default=3,
+        help="attempts after the first to deliver an event, 1 s, 2 s, 4 s ... apart (default 3)",
+    )
+    serve.add_argument(
+        "--keep-days",
+        type=_seconds,
+        default=14.0,
+        help="delete history older than this many days; 0 keeps it all (default 14)",
+    )
+    serve.add_argument(
+        "--check-every",
+        type=_positive,
+        default=5.0,
+        help="seconds between liveness checks, which raise the alerts (default 5)",
     )
     serve.add_argument(
         "--print",
@@ -93,12 +142,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from scrapy_heartbeat._compat import twisted_reactor
+    from scrapy_heartbeat.alerts import WebhookAlerts
+    from scrapy_heartbeat.liveness import LivenessRules
     from scrapy_heartbeat.receiver import HeartbeatReceiver, listen
     from scrapy_heartbeat.store import HeartbeatStore
+    from scrapy_heartbeat.upkeep import Upkeep
 
-    store = HeartbeatStore(args.db)
+    # Our log lines on stderr; stdout is for the URLs and --print.
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    rules = LivenessRules(lost_after=args.lost_after, stall_after=args.stall_after)
+    store = HeartbeatStore(args.db, rules)
     on_beat = print_heartbeat if args.print_beats else None
-    receiver = HeartbeatReceiver(store, args.token, args.max_body, on_beat)
+    receiver = HeartbeatReceiver(store, args.token, args.max_body, on_beat, _metrics(args, rules))
+    reactor = twisted_reactor()
     port = listen(
         receiver,
         args.host,
@@ -106,14 +164,76 @@ def _serve(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         max_connections=args.max_connections,
     )
+    alerts = None
+    if args.webhook:
+        alerts = WebhookAlerts(args.webhook, args.alert_on, attempts=1 + max(0, args.alert_retries))
+    upkeep = Upkeep(
+        store,
+        alerts,
+        clock=reactor,
+        check_every=args.check_every,
+        keep_days=args.keep_days or None,
+    )
+    upkeep.start()
     url = f"http://{args.host}:{port.getHost().port}"
     print(f"Receiving heartbeats at {url}/api/v1/monitoring/heartbeat", flush=True)
     print(f"Dashboard: {url}/   database: {args.db}", flush=True)
-    reactor = twisted_reactor()
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.run()
+    upkeep.stop()
+    if alerts is not None:
+        alerts.close()
     store.close()
     return 0
+
+
+def _metrics(args: argparse.Namespace, rules: Any) -> Any:
+    """``/metrics``, when ``prometheus_client`` is installed (the
+    ``[server]`` extra); each scrape reads with a connection of its own."""
+    try:
+        from scrapy_heartbeat.metrics import ReceiverMetrics
+    except ImportError:
+        logging.getLogger(__name__).warning(
+            "GET /metrics is off: pip install 'scrapy-heartbeat[server]' for prometheus_client"
+        )
+        return None
+    from scrapy_heartbeat.store import HeartbeatStore
+
+    def executions(seen_since: float) -> list[dict[str, Any]]:
+        reader = HeartbeatStore(args.db, rules)
+        try:
+            return reader.executions(seen_since=seen_since)
+        finally:
+            reader.close()
+
+    return ReceiverMetrics(executions)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
+    return value
+
+
+def _states(text: str) -> tuple[str, ...]:
+    states = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in states if s not in STATES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown state {unknown[0]!r}; use a comma-separated list of {','.join(STATES)}"
+        )
+    return states
 
 
 def printable(text: object) -> str:

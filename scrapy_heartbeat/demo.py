@@ -20,13 +20,16 @@ from typing import IO, Any
 from scrapy_heartbeat.store import HeartbeatStore
 
 
-def spawn_receiver(db: Path | str, *args: str) -> tuple[subprocess.Popen[str], str]:
+def spawn_receiver(
+    db: Path | str, *args: str, stderr: Any = None
+) -> tuple[subprocess.Popen[str], str]:
     """Start ``scrapy-heartbeat serve`` on a free port of 127.0.0.1 with the
     database ``db``; returns the process (its stdout a pipe, the first line
     read) and the receiver's base URL."""
     process = subprocess.Popen(
         [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db), *args],
         stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
     assert process.stdout is not None

@@ -3,9 +3,10 @@ Twisted's web server.
 
 ``POST /api/v1/monitoring/heartbeat`` validates and stores a heartbeat;
 ``GET /api/v1/monitoring/executions[?status=]`` and
-``GET /api/v1/monitoring/executions/<execution_id>`` read them back; ``GET /``
-is a dashboard. Bad input gets a 4xx with the spec's error body; no input gets
-a 500.
+``GET /api/v1/monitoring/executions/<execution_id>`` read them back, with the
+receiver's own conclusions (:mod:`liveness`); ``GET /metrics`` exports them to
+Prometheus (:mod:`metrics`); ``GET /`` is a dashboard. Bad input gets a 4xx
+with the spec's error body; no input gets a 500.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import threads
 from twisted.internet.protocol import connectionDone
 from twisted.protocols import policies
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from scrapy_heartbeat._compat import twisted_reactor
+from scrapy_heartbeat.liveness import CONCLUDED
 from scrapy_heartbeat.payload import STATUSES, canonical_uuid, parse_body, validate_body
 from scrapy_heartbeat.settings import HEARTBEAT_PATH
 from scrapy_heartbeat.store import HeartbeatStore, StoreUnavailable
@@ -36,6 +39,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EXECUTIONS_PATH = "/api/v1/monitoring/executions"
+METRICS_PATH = "/metrics"
+_BEAT_PATH = HEARTBEAT_PATH.encode()
+#: What ``?status=`` takes besides the client statuses.
+STATUS_FILTERS = (*STATUSES, *CONCLUDED, "stale", "active")
 MAX_BODY = 64 * 1024
 #: A request must arrive whole within this many seconds of its first byte.
 REQUEST_TIMEOUT = 10.0
@@ -45,6 +52,7 @@ REQUEST_TIMEOUT = 10.0
 IDLE_TIMEOUT = 90.0
 MAX_CONNECTIONS = 512
 OnHeartbeat = Callable[[dict[str, Any], float], None]
+OnAnswered = Callable[[int, "float | None"], None]
 
 
 class HeartbeatReceiver(resource.Resource):
@@ -56,31 +64,39 @@ class HeartbeatReceiver(resource.Resource):
         token: str | None = None,
         max_body: int = MAX_BODY,
         on_heartbeat: OnHeartbeat | None = None,
+        metrics: Any = None,
     ) -> None:
+        """``metrics``: a :class:`metrics.ReceiverMetrics`, or None to
+        serve ``/metrics`` only once ``prometheus_client`` is installed."""
         super().__init__()
         self.store = store
         self.token = token
         self.max_body = max_body
         self.on_heartbeat = on_heartbeat
+        self.metrics = metrics
         self._dashboard = (
             resources.files("scrapy_heartbeat").joinpath("dashboard.html").read_bytes()
         )
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
+        started = time.perf_counter()
         try:
-            return self._route(request)
+            reply = self._route(request)
         except StoreUnavailable as exc:  # a read of a database another process holds
-            return _busy(request, exc)
+            reply = _busy(request, exc)
         except Exception:  # never a 500 page with a traceback
             logger.exception("receiver: unexpected error")
-            return _json(request, 503, {"status": "error", "message": "try again later"})
+            reply = _json(request, 503, {"status": "error", "message": "try again later"})
+        if self.metrics is not None and (request.path or b"").rstrip(b"/") == _BEAT_PATH:
+            self.metrics.beat_answered(request.code, time.perf_counter() - started)
+        return reply
 
-    def _route(self, request: Request) -> bytes:
+    def _route(self, request: Request) -> bytes | int:
         path = (request.path or b"/").decode("utf-8", "replace").rstrip("/") or "/"
         method = request.method.decode("ascii", "replace") if request.method else ""
         if path == "/":
             return self._only(request, method, "GET") or self._page(request)
-        if not (path == HEARTBEAT_PATH or path.startswith(EXECUTIONS_PATH)):
+        if not (path in (HEARTBEAT_PATH, METRICS_PATH) or path.startswith(EXECUTIONS_PATH)):
             return _error(request, 404, f"no such path: {path[:100]}")
         if self.token is not None and not self._authorized(request):
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="heartbeat"')
@@ -90,6 +106,8 @@ class HeartbeatReceiver(resource.Resource):
         denied = self._only(request, method, "GET")
         if denied:
             return denied
+        if path == METRICS_PATH:
+            return self._metrics(request)
         if path == EXECUTIONS_PATH:
             return self._executions(request)
         execution_id = path[len(EXECUTIONS_PATH) + 1 :]
@@ -138,8 +156,8 @@ class HeartbeatReceiver(resource.Resource):
     def _executions(self, request: Request) -> bytes:
         raw = (request.args or {}).get(b"status", [None])[0]
         status = raw.decode("utf-8", "replace") if raw else None
-        if status is not None and status not in (*STATUSES, "stale", "active"):
-            allowed = ", ".join((*STATUSES, "stale", "active"))
+        if status is not None and status not in STATUS_FILTERS:
+            allowed = ", ".join(STATUS_FILTERS)
             return _error(request, 400, f"query 'status' must be one of {allowed}")
         return _json(request, 200, {"executions": self.store.executions(status)})
 
@@ -159,6 +177,31 @@ class HeartbeatReceiver(resource.Resource):
                 "history": self.store.history(execution_id),
             },
         )
+
+    def _metrics(self, request: Request) -> bytes | int:
+        if self.metrics is None:
+            return _error(
+                request,
+                501,
+                "GET /metrics needs prometheus_client: pip install 'scrapy-heartbeat[server]'",
+            )
+        from scrapy_heartbeat.metrics import CONTENT_TYPE
+
+        def answer(text: bytes) -> None:
+            if not request.finished and not request._disconnected:
+                request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+                request.write(text)
+                request.finish()
+
+        def fail(failure: Failure) -> None:
+            logger.warning("receiver: /metrics: %s", failure.getErrorMessage())
+            if not request.finished and not request._disconnected:
+                request.write(_busy(request, StoreUnavailable(failure.getErrorMessage())))
+                request.finish()
+
+        # Read and written on a thread: 10,000 executions take a while.
+        threads.deferToThread(self.metrics.render).addCallbacks(answer, fail)
+        return server.NOT_DONE_YET
 
     def _page(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
@@ -198,9 +241,12 @@ class _GuardedRequest(server.Request):
 
     _parsePOSTFormSubmission = False  # Twisted >= 24.7; older ones get no form bodies
 
-    def __init__(self, *args: Any, max_body: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_body: int, on_refused: OnAnswered | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._max_body = max_body
+        self._on_refused = on_refused
         self._refused = False
 
     def gotLength(self, length: int | None) -> None:
@@ -226,6 +272,10 @@ class _GuardedRequest(server.Request):
 
     def _refuse(self, code: int, message: str) -> None:
         self._refused = True
+        if self._on_refused is not None:  # the channel has the path; we have it later
+            path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
+            if path.rstrip(b"/") == _BEAT_PATH:
+                self._on_refused(code, None)
         self.content = io.BytesIO()
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
         body = json.dumps({"status": "error", "message": message}).encode()
@@ -322,8 +372,11 @@ def listen(
     reactor = twisted_reactor()
     site = server.Site(receiver, timeout=idle_timeout)
     # A factory, not a class: Twisted only calls it (channel, queued).
+    metrics = receiver.metrics
     site.requestFactory = functools.partial(  # type: ignore[assignment]
-        _GuardedRequest, max_body=receiver.max_body
+        _GuardedRequest,
+        max_body=receiver.max_body,
+        on_refused=None if metrics is None else metrics.beat_answered,
     )
     site.noisy = False
     site.displayTracebacks = False

@@ -8,6 +8,11 @@ microseconds: cheaper than handing it to another thread. A database that
 another process holds locked must not stall that thread: SQLite waits at most
 :data:`BUSY_TIMEOUT` for it, and then :class:`StoreUnavailable` is raised
 (the receiver answers 503, and the client retries its final beat).
+
+Besides what clients sent, each row keeps what :mod:`liveness` needs: when
+its counters last moved, the gaps between its beats, and the liveness last
+settled by :meth:`HeartbeatStore.settle` (whose conditional update is what
+makes each transition happen once, however many receivers share the rows).
 """
 
 from __future__ import annotations
@@ -20,12 +25,24 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-#: Beats an execution is assumed to send per this many seconds until it has
-#: sent two (the spec's recommended interval).
-DEFAULT_INTERVAL = 30.0
-FINISHED = ("completed", "failed")
+from scrapy_heartbeat.liveness import FINISHED, LivenessRules, progress_key
 
-_SCHEMA = """
+#: The latest state of a sender, in ``executions`` and ``containers`` alike.
+_STATE_COLUMNS = """
+    status TEXT NOT NULL,
+    progress TEXT,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    beats INTEGER NOT NULL,
+    progress_key TEXT,
+    moved_at REAL,
+    gaps INTEGER NOT NULL DEFAULT 0,
+    gap_seconds REAL NOT NULL DEFAULT 0,
+    liveness TEXT,
+    liveness_since REAL
+"""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS heartbeats (
     id INTEGER PRIMARY KEY,
     execution_id TEXT NOT NULL,
@@ -40,55 +57,88 @@ CREATE INDEX IF NOT EXISTS heartbeats_by_execution ON heartbeats (execution_id, 
 CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT PRIMARY KEY,
     container_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    progress TEXT,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    beats INTEGER NOT NULL,
-    latency REAL NOT NULL
+    latency REAL NOT NULL,{_STATE_COLUMNS}
 );
 CREATE TABLE IF NOT EXISTS containers (
     execution_id TEXT NOT NULL,
-    container_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    progress TEXT,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    beats INTEGER NOT NULL,
+    container_id TEXT NOT NULL,{_STATE_COLUMNS},
     PRIMARY KEY (execution_id, container_id)
 );
 """
 
-_UPSERT = """
-INSERT INTO executions VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?)
-ON CONFLICT (execution_id) DO UPDATE SET
-    container_id = excluded.container_id,
-    status = COALESCE(?, executions.status),
-    progress = COALESCE(excluded.progress, executions.progress),
-    last_seen = excluded.last_seen,
-    beats = executions.beats + 1,
-    latency = excluded.latency
-"""
-
-_UPSERT_CONTAINER = """
-INSERT INTO containers VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1)
-ON CONFLICT (execution_id, container_id) DO UPDATE SET
-    status = COALESCE(?, containers.status),
-    progress = COALESCE(excluded.progress, containers.progress),
-    last_seen = excluded.last_seen,
-    beats = containers.beats + 1
-"""
-
-
-_SELECT_EXECUTIONS = (
-    "SELECT e.*, (SELECT COUNT(*) FROM containers c "
-    "WHERE c.execution_id = e.execution_id) FROM executions e"
+#: Columns added since 0.1.0, for databases an older receiver created.
+_ADDED_COLUMNS = (
+    "progress_key TEXT",
+    "moved_at REAL",
+    "gaps INTEGER NOT NULL DEFAULT 0",
+    "gap_seconds REAL NOT NULL DEFAULT 0",
+    "liveness TEXT",
+    "liveness_since REAL",
 )
 
+
+def _upsert_state(table: str, extra: str = "") -> str:
+    """The upsert of one sender's latest state. A gap after a ``paused``
+    beat is not an interval, and a resume restarts the stall clock."""
+    return f"""
+    SET status = COALESCE(?, {table}.status),
+        progress = COALESCE(excluded.progress, {table}.progress),
+        last_seen = excluded.last_seen,
+        beats = {table}.beats + 1,
+        progress_key = COALESCE(excluded.progress_key, {table}.progress_key),
+        moved_at = CASE
+            WHEN {table}.status = 'paused' THEN excluded.last_seen
+            WHEN excluded.progress_key IS NOT NULL AND ({table}.progress_key IS NULL
+                OR excluded.progress_key <> {table}.progress_key) THEN excluded.last_seen
+            ELSE COALESCE({table}.moved_at, {table}.first_seen) END,
+        gaps = {table}.gaps + CASE WHEN {table}.status = 'paused' THEN 0 ELSE 1 END,
+        gap_seconds = {table}.gap_seconds + CASE WHEN {table}.status = 'paused' THEN 0
+            ELSE excluded.last_seen - {table}.last_seen END{extra}
+    """
+
+
+_INSERT_EXECUTION = (
+    "INSERT INTO executions (execution_id, container_id, latency, status, progress, "
+    "first_seen, last_seen, beats, progress_key, moved_at) "
+    "VALUES (?, ?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?) "
+    "ON CONFLICT (execution_id) DO UPDATE"
+    + _upsert_state(
+        "executions",
+        ",\n        container_id = excluded.container_id, latency = excluded.latency",
+    )
+)
+
+_INSERT_CONTAINER = (
+    "INSERT INTO containers (execution_id, container_id, status, progress, "
+    "first_seen, last_seen, beats, progress_key, moved_at) "
+    "VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?) "
+    "ON CONFLICT (execution_id, container_id) DO UPDATE" + _upsert_state("containers")
+)
+
+#: An execution's interval is its slowest container's: with many containers
+#: the gaps between the execution's own beats say nothing.
+_SELECT_EXECUTIONS = """
+SELECT e.execution_id, e.container_id, e.status, e.progress, e.first_seen, e.last_seen,
+    e.beats, e.latency, COALESCE(e.moved_at, e.first_seen), e.liveness,
+    (SELECT COUNT(*) FROM containers c WHERE c.execution_id = e.execution_id),
+    (SELECT MAX(c.gap_seconds / c.gaps) FROM containers c
+        WHERE c.execution_id = e.execution_id AND c.gaps > 0)
+FROM executions e
+"""
+
+#: Rows whose liveness may change: all but those settled as finished.
+_UNSETTLED = (
+    "(e.liveness IS NULL OR e.liveness <> e.status OR e.status NOT IN ('completed', 'failed'))"
+)
 
 #: The longest SQLite waits for a lock another process holds, seconds: the
 #: reactor thread waits that long, every other client with it.
 BUSY_TIMEOUT = 0.05
+#: How long history rows are kept by default (``serve --keep-days``).
+KEEP_DAYS = 14.0
+#: Rows deleted per statement when pruning, so that no delete holds the
+#: database (and the reactor thread) for long.
+PRUNE_BATCH = 1000
 
 
 class StoreUnavailable(Exception):
@@ -109,14 +159,23 @@ def iso(ts: float) -> str:
 
 
 class HeartbeatStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, rules: LivenessRules | None = None) -> None:
         self.path = path
+        self.rules = rules or LivenessRules()
         self.db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
         )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        for table in ("executions", "containers"):
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in _ADDED_COLUMNS:
+                if column.split()[0] not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def add(self, body: dict[str, Any], received_at: float | None = None) -> float:
         """Store one validated heartbeat; returns the network latency in
@@ -126,6 +185,7 @@ class HeartbeatStore:
         status = body.get("status")
         progress = body.get("progress")
         progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
+        key = progress_key(progress)
         execution_id, container_id = body["execution_id"], body["container_id"]
         with _unavailable_as_such(), self.db:  # one transaction
             self.db.execute("BEGIN")
@@ -143,47 +203,63 @@ class HeartbeatStore:
                 ),
             )
             self.db.execute(
-                _UPSERT,
-                (execution_id, container_id, status, progress_json, now, now, latency, status),
+                _INSERT_EXECUTION,
+                # The values, then SET's status.
+                (
+                    execution_id,
+                    container_id,
+                    latency,
+                    status,
+                    progress_json,
+                    now,
+                    now,
+                    key,
+                    now,
+                    status,
+                ),
             )
             self.db.execute(
-                _UPSERT_CONTAINER,
-                (execution_id, container_id, status, progress_json, now, now, status),
+                _INSERT_CONTAINER,
+                (execution_id, container_id, status, progress_json, now, now, key, now, status),
             )
         return latency
 
     def executions(
-        self, status: str | None = None, now: float | None = None
+        self, status: str | None = None, now: float | None = None, seen_since: float = 0.0
     ) -> list[dict[str, Any]]:
-        query = _SELECT_EXECUTIONS
-        args: tuple[Any, ...] = ()
-        if status in ("stale", "active"):
-            pass  # computed below
-        elif status is not None:
-            query += " WHERE e.status = ?"
-            args = (status,)
-        rows = self._read(query + " ORDER BY last_seen DESC", args)
+        """Executions, latest first. ``status``: a client status, or one of
+        the receiver's conclusions (``late``, ``lost``, ``stalled``),
+        ``stale`` (late or lost) or ``active`` (not finished)."""
+        query = _SELECT_EXECUTIONS + " WHERE e.last_seen >= ?"
+        args: tuple[Any, ...] = (seen_since,)
+        if status in ("running", "paused", "completed", "failed"):
+            query += " AND e.status = ?"
+            args += (status,)
+        rows = self._read(query + " ORDER BY e.last_seen DESC", args)
         result = [self._execution(row, now) for row in rows]
-        if status == "stale":
+        if status in ("late", "lost", "stalled"):
+            result = [e for e in result if e["liveness"] == status]
+        elif status == "stale":
             result = [e for e in result if e["stale"]]
         elif status == "active":
             result = [e for e in result if not e["finished"]]
         return result
 
     def execution(self, execution_id: str, now: float | None = None) -> dict[str, Any] | None:
-        rows = self._read(_SELECT_EXECUTIONS + " WHERE execution_id = ?", (execution_id,))
+        rows = self._read(_SELECT_EXECUTIONS + " WHERE e.execution_id = ?", (execution_id,))
         return self._execution(rows[0], now) if rows else None
 
     def containers(self, execution_id: str, now: float | None = None) -> list[dict[str, Any]]:
         """The latest state of each container of an execution, latest first."""
         rows = self._read(
-            "SELECT container_id, status, progress, first_seen, last_seen, beats "
+            "SELECT container_id, status, progress, first_seen, last_seen, beats, "
+            "COALESCE(moved_at, first_seen), gaps, gap_seconds "
             "FROM containers WHERE execution_id = ? ORDER BY last_seen DESC",
             (execution_id,),
         )
         result = []
-        for container_id, status, progress, first, last, beats in rows:
-            seen = _liveness(status, first, last, beats, now)
+        for container_id, status, progress, first, last, beats, moved, gaps, gap_s in rows:
+            seen = self._liveness(status, last, gap_s / gaps if gaps else None, moved, now)
             result.append(
                 {
                     "container_id": container_id,
@@ -191,10 +267,8 @@ class HeartbeatStore:
                     "progress": None if progress is None else json.loads(progress),
                     "first_seen": iso(first),
                     "last_seen": iso(last),
-                    "seconds_since_last_beat": round(seen["silent_for"], 3),
                     "beats": beats,
-                    "interval_seconds": seen["interval_seconds"],
-                    "stale": seen["stale"],
+                    **seen,
                 }
             )
         return result
@@ -218,6 +292,50 @@ class HeartbeatStore:
             for container_id, status, client_ts, received, latency, progress in reversed(rows)
         ]
 
+    def settle(self, now: float | None = None, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Decide each unsettled execution's liveness afresh and yield one
+        transition event per execution whose liveness changed since last
+        settled (old ``None`` for one never settled). The conditional
+        update claims each transition: of receivers settling the same rows,
+        one yields it. Reads ``batch`` rows at a time: a caller can hand the
+        thread back between them."""
+        after = ""
+        while True:
+            moment = time.time() if now is None else now
+            rows = self._read(
+                _SELECT_EXECUTIONS
+                + f" WHERE {_UNSETTLED} AND e.execution_id > ? ORDER BY e.execution_id LIMIT ?",
+                (after, batch),
+            )
+            for row in rows:
+                found = self._execution(row, moment)
+                old, new = row[9], found["liveness"]
+                if old == new:
+                    continue
+                with _unavailable_as_such():
+                    claimed = self.db.execute(
+                        "UPDATE executions SET liveness = ?, liveness_since = ? "
+                        "WHERE execution_id = ? AND COALESCE(liveness, '') = ?",
+                        (new, moment, found["execution_id"], old or ""),
+                    ).rowcount
+                if claimed:
+                    yield {**found, "old_liveness": old}
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def prune(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete up to ``batch`` of the oldest history rows received before
+        ``before``; returns how many (fewer than ``batch``: none are left).
+        The latest state of every execution and container stays."""
+        with _unavailable_as_such():
+            deleted = self.db.execute(
+                "DELETE FROM heartbeats WHERE id IN "
+                "(SELECT id FROM heartbeats ORDER BY id LIMIT ?) AND received_at < ?",
+                (batch, before),
+            ).rowcount
+        return int(deleted)
+
     def count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM heartbeats")[0][0])
 
@@ -228,10 +346,21 @@ class HeartbeatStore:
         with _unavailable_as_such():
             return self.db.execute(query, args).fetchall()
 
-    @staticmethod
-    def _execution(row: tuple[Any, ...], now: float | None) -> dict[str, Any]:
-        execution_id, container_id, status, progress, first, last, beats, latency, containers = row
-        seen = _liveness(status, first, last, beats, now)
+    def _execution(self, row: tuple[Any, ...], now: float | None) -> dict[str, Any]:
+        (
+            execution_id,
+            container_id,
+            status,
+            progress,
+            first,
+            last,
+            beats,
+            latency,
+            moved,
+            _settled,
+            containers,
+            interval,
+        ) = row
         return {
             "execution_id": execution_id,
             "container_id": container_id,
@@ -242,25 +371,22 @@ class HeartbeatStore:
             "last_seen": iso(last),
             "beats": beats,
             "latency_seconds": latency,
-            "interval_seconds": seen["interval_seconds"],
-            "finished": seen["finished"],
-            "stale": seen["stale"],
+            **self._liveness(status, last, interval, moved, now),
         }
 
-
-def _liveness(
-    status: str, first: float, last: float, beats: int, now: float | None
-) -> dict[str, Any]:
-    """The observed interval (None until two beats), whether the sender
-    finished, how long it has been silent, and whether that is over twice
-    its interval (the spec's 30 s until two beats): for an execution or a
-    container alike."""
-    interval = (last - first) / (beats - 1) if beats > 1 else None
-    finished = status in FINISHED
-    silent_for = (time.time() if now is None else now) - last
-    return {
-        "interval_seconds": None if interval is None else round(interval, 3),
-        "finished": finished,
-        "silent_for": silent_for,
-        "stale": not finished and silent_for > 2 * (interval or DEFAULT_INTERVAL),
-    }
+    def _liveness(
+        self, status: str, last: float, interval: float | None, moved: float, now: float | None
+    ) -> dict[str, Any]:
+        """For an execution or a container alike: its liveness (see
+        :mod:`liveness`), the observed interval (None until two beats), and
+        whether it is stale (late or lost: silent for over 2 intervals)."""
+        moment = time.time() if now is None else now
+        liveness = self.rules.decide(status, moment - last, interval, moment - moved)
+        return {
+            "liveness": liveness,
+            "seconds_since_last_beat": round(moment - last, 3),
+            "seconds_since_progress": round(moment - moved, 3),
+            "interval_seconds": None if interval is None else round(interval, 3),
+            "finished": status in FINISHED,
+            "stale": liveness in ("late", "lost"),
+        }

@@ -1,0 +1,223 @@
+"""The receiver's conclusions about senders (``liveness.py``) and how the
+store keeps what they need: late, lost, stalled, paused gaps, transitions
+settled once across receivers, retention, and databases of 0.1."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scrapy_heartbeat.liveness import LivenessRules
+from scrapy_heartbeat.store import HeartbeatStore
+
+T0 = 1_800_000_000.0
+
+
+def beat(execution_id: str, container: str = "c1", **kwargs: Any) -> dict[str, Any]:
+    crawled = kwargs.pop("crawled", 1)
+    return {
+        "execution_id": execution_id,
+        "container_id": container,
+        "timestamp": int(T0),
+        "status": kwargs.pop("status", "running"),
+        "progress": {"total_urls": 100, "crawled_urls": crawled, "data_items": 0},
+        **kwargs,
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    s = HeartbeatStore(str(tmp_path / "hb.sqlite3"), LivenessRules(stall_after=100))
+    yield s
+    s.close()
+
+
+def liveness(store: HeartbeatStore, execution_id: str, now: float) -> str:
+    found = store.execution(execution_id, now)
+    assert found is not None
+    return str(found["liveness"])
+
+
+@pytest.mark.parametrize(
+    ("status", "silent", "interval", "still", "expected"),
+    [
+        ("running", 10, 30, 0, "running"),
+        ("running", 61, 30, 0, "late"),  # over 2 intervals
+        ("running", 299, 30, 0, "late"),  # 10 intervals is 300 s: not lost yet
+        ("running", 301, 30, 0, "lost"),
+        ("running", 301, 5, 0, "lost"),  # 10 intervals is 50 s, but at least 5 minutes
+        ("running", 290, 5, 0, "late"),
+        ("running", 599, 60, 0, "late"),  # 10 intervals of 60 s: 600 s
+        ("running", 601, 60, 0, "lost"),
+        ("running", 61, None, 0, "late"),  # the spec's 30 s until two beats
+        ("running", 10, 30, 601, "stalled"),
+        ("running", 61, 30, 601, "late"),  # silence says more than stillness
+        ("paused", 10**6, 30, 10**6, "paused"),
+        ("completed", 10**6, 30, 0, "completed"),
+        ("failed", 10**6, 30, 0, "failed"),
+    ],
+)
+def test_rules(
+    status: str, silent: float, interval: float | None, still: float, expected: str
+) -> None:
+    assert LivenessRules().decide(status, silent, interval, still) == expected
+
+
+def test_lost_after_given_is_never_before_late() -> None:
+    rules = LivenessRules(lost_after=5)
+    assert rules.decide("running", 6, 1, 0) == "lost"
+    assert rules.decide("running", 59, 30, 0) == "running"  # never lost before late
+    assert rules.decide("running", 61, 30, 0) == "lost"
+    assert rules.lost_threshold(30) == 60
+
+
+def test_late_lost_and_revived(store: HeartbeatStore) -> None:
+    eid = str(uuid.uuid4())
+    for i in range(3):  # every 10 s
+        store.add(beat(eid, crawled=i), T0 + 10 * i)
+    last = T0 + 20
+    assert store.execution(eid, last + 5)["interval_seconds"] == 10  # type: ignore[index]
+    assert liveness(store, eid, last + 19) == "running"
+    assert liveness(store, eid, last + 21) == "late"
+    assert liveness(store, eid, last + 301) == "lost"
+    assert [e["execution_id"] for e in store.executions("lost", last + 301)] == [eid]
+    assert store.executions("stale", last + 301)[0]["execution_id"] == eid
+    assert store.executions("late", last + 301) == []
+    store.add(beat(eid, crawled=5), last + 400)  # a beat after lost revives it
+    assert liveness(store, eid, last + 401) == "running"
+    assert store.execution(eid, last + 401)["status"] == "running"  # type: ignore[index]
+
+
+def test_stalled_when_counters_do_not_move(store: HeartbeatStore) -> None:
+    eid = str(uuid.uuid4())
+    for i in range(30):  # beating every 10 s, crawled stuck at 7 from the start
+        store.add(beat(eid, crawled=7), T0 + 10 * i)
+    now = T0 + 290
+    found = store.execution(eid, now)
+    assert found is not None
+    assert found["liveness"] == "stalled"  # stall_after=100 in this fixture
+    assert found["seconds_since_progress"] == 290
+    store.add(beat(eid, crawled=8), now + 10)
+    assert liveness(store, eid, now + 11) == "running"
+    # Beats without progress move nothing.
+    for i in range(2, 14):
+        store.add({**beat(eid), "progress": None}, now + 10 * i)
+    assert liveness(store, eid, now + 135) == "stalled"
+
+
+def test_a_pause_is_not_an_interval_and_restarts_the_stall_clock(store: HeartbeatStore) -> None:
+    eid = str(uuid.uuid4())
+    store.add(beat(eid, crawled=3), T0)
+    store.add(beat(eid, crawled=3), T0 + 10)
+    store.add(beat(eid, crawled=3, status="paused"), T0 + 20)
+    assert liveness(store, eid, T0 + 10**5) == "paused"  # silent a day: expected
+    store.add(beat(eid, crawled=3), T0 + 10**5)  # resumed, same counters
+    found = store.execution(eid, T0 + 10**5 + 5)
+    assert found is not None
+    assert found["interval_seconds"] == 10  # the gap after the pause is not counted
+    assert found["liveness"] == "running"  # not stalled: the clock restarted at resume
+
+
+def test_an_execution_is_as_alive_as_its_freshest_container(store: HeartbeatStore) -> None:
+    eid = str(uuid.uuid4())
+    for i in range(4):
+        store.add(beat(eid, "a", crawled=i), T0 + 30 * i)
+        store.add(beat(eid, "b", crawled=i), T0 + 30 * i + 1)
+    store.add(beat(eid, "a", crawled=9), T0 + 120)
+    found = store.execution(eid, T0 + 160)
+    assert found is not None
+    # Beats of the execution come 1 s and 29 s apart; its containers' interval is 30 s.
+    assert found["interval_seconds"] == 30
+    assert found["liveness"] == "running"
+    containers = {c["container_id"]: c for c in store.containers(eid, T0 + 160)}
+    assert containers["a"]["liveness"] == "running"
+    assert containers["b"]["liveness"] == "late"  # silent since T0 + 91
+
+
+def test_settle_yields_each_transition_once_across_receivers(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite3")
+    one, two = HeartbeatStore(path), HeartbeatStore(path)
+    try:
+        eid = str(uuid.uuid4())
+        one.add(beat(eid), T0)
+        one.add(beat(eid), T0 + 10)
+        first = [(e["old_liveness"], e["liveness"]) for e in one.settle(T0 + 11)]
+        assert first == [(None, "running")]
+        assert list(two.settle(T0 + 12)) == []  # settled already
+        # Both see it late; only one of them claims the transition.
+        late_one = list(one.settle(T0 + 40))
+        late_two = list(two.settle(T0 + 40))
+        assert [(e["old_liveness"], e["liveness"]) for e in late_one + late_two] == [
+            ("running", "late")
+        ]
+        two.add(beat(eid, status="failed"), T0 + 41)
+        ended = list(two.settle(T0 + 42)) + list(one.settle(T0 + 42))
+        assert [(e["old_liveness"], e["liveness"]) for e in ended] == [("late", "failed")]
+        assert list(one.settle(T0 + 10**6)) == []  # finished: settled for good
+    finally:
+        one.close()
+        two.close()
+
+
+def test_settle_reads_in_batches(store: HeartbeatStore) -> None:
+    ids = sorted(str(uuid.uuid4()) for _ in range(23))
+    for eid in ids:
+        store.add(beat(eid), T0)
+    settled = list(store.settle(T0 + 1, batch=5))
+    assert sorted(e["execution_id"] for e in settled) == ids
+
+
+def test_prune_keeps_the_latest_state(store: HeartbeatStore) -> None:
+    old, new = str(uuid.uuid4()), str(uuid.uuid4())
+    for i in range(25):
+        store.add(beat(old, crawled=i), T0 + i)
+    for i in range(5):
+        store.add(beat(new, crawled=i), T0 + 1000 + i)
+    deleted = [store.prune(T0 + 500, batch=10) for _ in range(4)]
+    assert deleted == [10, 10, 5, 0]
+    assert store.count() == 5
+    assert store.history(old) == []
+    found = store.execution(old, T0 + 1001)
+    assert found is not None and found["progress"]["crawled_urls"] == 24
+    assert found["beats"] == 25
+    assert len(store.history(new)) == 5
+
+
+def test_a_database_of_0_1_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the 0.1 schema, with one execution in it
+        db.executescript(
+            """
+            CREATE TABLE heartbeats (id INTEGER PRIMARY KEY, execution_id TEXT NOT NULL,
+                container_id TEXT NOT NULL, status TEXT, client_timestamp INTEGER NOT NULL,
+                received_at REAL NOT NULL, latency REAL NOT NULL, progress TEXT);
+            CREATE TABLE executions (execution_id TEXT PRIMARY KEY, container_id TEXT NOT NULL,
+                status TEXT NOT NULL, progress TEXT, first_seen REAL NOT NULL,
+                last_seen REAL NOT NULL, beats INTEGER NOT NULL, latency REAL NOT NULL);
+            CREATE TABLE containers (execution_id TEXT NOT NULL, container_id TEXT NOT NULL,
+                status TEXT NOT NULL, progress TEXT, first_seen REAL NOT NULL,
+                last_seen REAL NOT NULL, beats INTEGER NOT NULL,
+                PRIMARY KEY (execution_id, container_id));
+            """
+        )
+        eid = str(uuid.uuid4())
+        db.execute(
+            "INSERT INTO executions VALUES (?, 'c1', 'running', NULL, ?, ?, 1, 0.1)",
+            (eid, T0, T0),
+        )
+        db.execute(
+            "INSERT INTO containers VALUES (?, 'c1', 'running', NULL, ?, ?, 1)", (eid, T0, T0)
+        )
+    store = HeartbeatStore(str(path))
+    try:
+        assert liveness(store, eid, T0 + 61) == "late"
+        store.add(beat(eid, crawled=2), T0 + 70)
+        found = store.execution(eid, T0 + 71)
+        assert found is not None
+        assert (found["beats"], found["interval_seconds"], found["liveness"]) == (2, 70, "running")
+    finally:
+        store.close()
