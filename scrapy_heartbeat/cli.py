@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the reference heartbeat receiver")
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port, 0 for any (default 8000)")
-    serve.add_argument("--db", default="heartbeats.sqlite3", help="SQLite file")
+    serve.add_argument(
+        "--db",
+        default="heartbeats.sqlite3",
+        help="SQLite file, or postgresql://user@host/db to share one database between "
+        "receivers (default heartbeats.sqlite3)",
+    )
     serve.add_argument(
         "--token",
         default=os.environ.get("HEARTBEAT_TOKEN"),
@@ -145,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
     from scrapy_heartbeat.alerts import WebhookAlerts
     from scrapy_heartbeat.liveness import LivenessRules
     from scrapy_heartbeat.receiver import HeartbeatReceiver, listen
-    from scrapy_heartbeat.store import HeartbeatStore
+    from scrapy_heartbeat.store import StoreUnavailable, open_store
     from scrapy_heartbeat.upkeep import Upkeep
 
     # Our log lines on stderr; stdout is for the URLs and --print.
@@ -153,7 +158,11 @@ def _serve(args: argparse.Namespace) -> int:
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     rules = LivenessRules(lost_after=args.lost_after, stall_after=args.stall_after)
-    store = HeartbeatStore(args.db, rules)
+    try:
+        store = open_store(args.db, rules)
+    except StoreUnavailable as exc:
+        print(f"scrapy-heartbeat serve: --db {_shown(args.db)}: {exc}", file=sys.stderr)
+        return 2
     on_beat = print_heartbeat if args.print_beats else None
     receiver = HeartbeatReceiver(store, args.token, args.max_body, on_beat, _metrics(args, rules))
     reactor = twisted_reactor()
@@ -177,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
     upkeep.start()
     url = f"http://{args.host}:{port.getHost().port}"
     print(f"Receiving heartbeats at {url}/api/v1/monitoring/heartbeat", flush=True)
-    print(f"Dashboard: {url}/   database: {args.db}", flush=True)
+    print(f"Dashboard: {url}/   database: {_shown(args.db)}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.run()
     upkeep.stop()
@@ -197,16 +206,27 @@ def _metrics(args: argparse.Namespace, rules: Any) -> Any:
             "GET /metrics is off: pip install 'scrapy-heartbeat[server]' for prometheus_client"
         )
         return None
-    from scrapy_heartbeat.store import HeartbeatStore
+    from scrapy_heartbeat.store import open_store
 
     def executions(seen_since: float) -> list[dict[str, Any]]:
-        reader = HeartbeatStore(args.db, rules)
+        reader = open_store(args.db, rules)
         try:
             return reader.executions(seen_since=seen_since)
         finally:
             reader.close()
 
     return ReceiverMetrics(executions)
+
+
+def _shown(db: str) -> str:
+    """``db`` without the password a URL may carry."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(db)
+    if parts.password is None:
+        return db
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _seconds(text: str) -> float:

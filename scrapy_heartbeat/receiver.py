@@ -19,9 +19,9 @@ import logging
 import time
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.internet.protocol import connectionDone
 from twisted.protocols import policies
 from twisted.python.failure import Failure
@@ -53,6 +53,7 @@ IDLE_TIMEOUT = 90.0
 MAX_CONNECTIONS = 512
 OnHeartbeat = Callable[[dict[str, Any], float], None]
 OnAnswered = Callable[[int, "float | None"], None]
+Reply: TypeAlias = "bytes | defer.Deferred[bytes]"
 
 
 class HeartbeatReceiver(resource.Resource):
@@ -82,16 +83,32 @@ class HeartbeatReceiver(resource.Resource):
         started = time.perf_counter()
         try:
             reply = self._route(request)
-        except StoreUnavailable as exc:  # a read of a database another process holds
-            reply = _busy(request, exc)
-        except Exception:  # never a 500 page with a traceback
-            logger.exception("receiver: unexpected error")
-            reply = _json(request, 503, {"status": "error", "message": "try again later"})
-        if self.metrics is not None and (request.path or b"").rstrip(b"/") == _BEAT_PATH:
-            self.metrics.beat_answered(request.code, time.perf_counter() - started)
+        except Exception as exc:
+            reply = _failed(request, exc)
+        if isinstance(reply, defer.Deferred):  # a store that blocks, or /metrics
+            reply.addErrback(_failed_late, request)
+            reply.addCallback(self._write_late, request, started)
+            return server.NOT_DONE_YET
+        self._answered(request, started)
         return reply
 
-    def _route(self, request: Request) -> bytes | int:
+    def _write_late(self, reply: bytes, request: Request, started: float) -> None:
+        self._answered(request, started)
+        if not request.finished and not request._disconnected:
+            request.write(reply)
+            request.finish()
+
+    def _answered(self, request: Request, started: float) -> None:
+        if self.metrics is not None and (request.path or b"").rstrip(b"/") == _BEAT_PATH:
+            self.metrics.beat_answered(request.code, time.perf_counter() - started)
+
+    def _call(self, then: Callable[[Any], bytes], fn: Callable[..., Any], *args: Any) -> Reply:
+        """``then(fn(*args))``, on a thread when the store blocks."""
+        if not self.store.blocking:
+            return then(fn(*args))
+        return threads.deferToThread(fn, *args).addCallback(then)
+
+    def _route(self, request: Request) -> Reply:
         path = (request.path or b"/").decode("utf-8", "replace").rstrip("/") or "/"
         method = request.method.decode("ascii", "replace") if request.method else ""
         if path == "/":
@@ -127,7 +144,7 @@ class HeartbeatReceiver(resource.Resource):
         # The scheme is case-insensitive (RFC 7235); the token is not.
         return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), expected)
 
-    def _heartbeat(self, request: Request) -> bytes:
+    def _heartbeat(self, request: Request) -> Reply:
         if not _is_json(request):
             return _error(request, 415, "Content-Type must be application/json")
         assert request.content is not None
@@ -141,44 +158,43 @@ class HeartbeatReceiver(resource.Resource):
             return _error(request, 400, problem)
         body["execution_id"] = canonical_uuid(body["execution_id"])
         now = time.time()
-        try:
-            latency = self.store.add(body, now)
-        except StoreUnavailable as exc:
-            return _busy(request, exc)
-        if self.on_heartbeat is not None:
-            self.on_heartbeat(body, latency)
-        return _json(
-            request,
-            200,
-            {"status": "ok", "timestamp": int(now), "execution_id": body["execution_id"]},
-        )
 
-    def _executions(self, request: Request) -> bytes:
+        def stored(latency: float) -> bytes:
+            if self.on_heartbeat is not None:
+                self.on_heartbeat(body, latency)
+            return _json(
+                request,
+                200,
+                {"status": "ok", "timestamp": int(now), "execution_id": body["execution_id"]},
+            )
+
+        return self._call(stored, self.store.add, body, now)
+
+    def _executions(self, request: Request) -> Reply:
         raw = (request.args or {}).get(b"status", [None])[0]
         status = raw.decode("utf-8", "replace") if raw else None
         if status is not None and status not in STATUS_FILTERS:
             allowed = ", ".join(STATUS_FILTERS)
             return _error(request, 400, f"query 'status' must be one of {allowed}")
-        return _json(request, 200, {"executions": self.store.executions(status)})
+        return self._call(
+            lambda found: _json(request, 200, {"executions": found}),
+            self.store.executions,
+            status,
+        )
 
-    def _execution(self, request: Request, given: str) -> bytes:
+    def _execution(self, request: Request, given: str) -> Reply:
         execution_id = canonical_uuid(given)
         if execution_id is None:
             return _error(request, 400, "Invalid execution_id format")
-        found = self.store.execution(execution_id)
-        if found is None:
-            return _error(request, 404, "no heartbeat for this execution_id")
-        return _json(
-            request,
-            200,
-            {
-                **found,
-                "containers": self.store.containers(execution_id),
-                "history": self.store.history(execution_id),
-            },
-        )
 
-    def _metrics(self, request: Request) -> bytes | int:
+        def answer(found: dict[str, Any] | None) -> bytes:
+            if found is None:
+                return _error(request, 404, "no heartbeat for this execution_id")
+            return _json(request, 200, found)
+
+        return self._call(answer, self.store.detail, execution_id)
+
+    def _metrics(self, request: Request) -> Reply:
         if self.metrics is None:
             return _error(
                 request,
@@ -187,21 +203,13 @@ class HeartbeatReceiver(resource.Resource):
             )
         from scrapy_heartbeat.metrics import CONTENT_TYPE
 
-        def answer(text: bytes) -> None:
-            if not request.finished and not request._disconnected:
-                request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
-                request.write(text)
-                request.finish()
+        def text(rendered: bytes) -> bytes:
+            request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+            return rendered
 
-        def fail(failure: Failure) -> None:
-            logger.warning("receiver: /metrics: %s", failure.getErrorMessage())
-            if not request.finished and not request._disconnected:
-                request.write(_busy(request, StoreUnavailable(failure.getErrorMessage())))
-                request.finish()
-
-        # Read and written on a thread: 10,000 executions take a while.
-        threads.deferToThread(self.metrics.render).addCallbacks(answer, fail)
-        return server.NOT_DONE_YET
+        # Read and written on a thread, whatever the store: 10,000
+        # executions take a while.
+        return threads.deferToThread(self.metrics.render).addCallback(text)
 
     def _page(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
@@ -220,6 +228,17 @@ def _json(request: Request, code: int, payload: dict[str, Any]) -> bytes:
 
 def _error(request: Request, code: int, message: str) -> bytes:
     return _json(request, code, {"status": "error", "message": message})
+
+
+def _failed(request: Request, exc: BaseException) -> bytes:
+    if isinstance(exc, StoreUnavailable):  # a database another process holds, or down
+        return _busy(request, exc)
+    logger.error("receiver: unexpected error", exc_info=exc)  # never a 500 with a traceback
+    return _json(request, 503, {"status": "error", "message": "try again later"})
+
+
+def _failed_late(failure: Failure, request: Request) -> bytes:
+    return _failed(request, failure.value or Exception(failure.getErrorMessage()))
 
 
 def _busy(request: Request, exc: StoreUnavailable) -> bytes:

@@ -154,11 +154,31 @@ def _unavailable_as_such() -> Iterator[None]:
         raise StoreUnavailable(f"the database cannot be used: {exc}") from None
 
 
+def open_store(db: str, rules: LivenessRules | None = None) -> HeartbeatStore:
+    """``db`` is a SQLite file, or a ``postgresql://`` URL (psycopg 3)."""
+    if db.startswith(("postgresql://", "postgres://")):
+        try:
+            from scrapy_heartbeat.pgstore import PostgresStore
+        except ImportError:
+            raise StoreUnavailable(
+                "--db postgresql://... needs psycopg 3: pip install 'scrapy-heartbeat[postgres]'"
+            ) from None
+        return PostgresStore(db, rules)
+    return HeartbeatStore(db, rules)
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
 
 class HeartbeatStore:
+    """SQLite; :class:`pgstore.PostgresStore` is the same on PostgreSQL.
+    Queries are written once, with ``?`` placeholders, for both."""
+
+    #: Whether a call may wait on the network: the receiver then calls this
+    #: store from a thread, never from the reactor's.
+    blocking = False
+
     def __init__(self, path: str, rules: LivenessRules | None = None) -> None:
         self.path = path
         self.rules = rules or LivenessRules()
@@ -177,6 +197,19 @@ class HeartbeatStore:
                 if column.split()[0] not in have:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
+    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> list[int]:
+        """Run ``statements`` in one transaction; their row counts."""
+        with _unavailable_as_such(), self.db:
+            self.db.execute("BEGIN")
+            return [self.db.execute(query, args).rowcount for query, args in statements]
+
+    def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with _unavailable_as_such():
+            return self.db.execute(query, args).fetchall()
+
+    def close(self) -> None:
+        self.db.close()
+
     def add(self, body: dict[str, Any], received_at: float | None = None) -> float:
         """Store one validated heartbeat; returns the network latency in
         seconds (server receive time minus the client's timestamp)."""
@@ -187,9 +220,8 @@ class HeartbeatStore:
         progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
         key = progress_key(progress)
         execution_id, container_id = body["execution_id"], body["container_id"]
-        with _unavailable_as_such(), self.db:  # one transaction
-            self.db.execute("BEGIN")
-            self.db.execute(
+        self._write(
+            (
                 "INSERT INTO heartbeats (execution_id, container_id, status, "
                 "client_timestamp, received_at, latency, progress) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -201,10 +233,9 @@ class HeartbeatStore:
                     latency,
                     progress_json,
                 ),
-            )
-            self.db.execute(
+            ),
+            (  # the values, then SET's status
                 _INSERT_EXECUTION,
-                # The values, then SET's status.
                 (
                     execution_id,
                     container_id,
@@ -217,11 +248,12 @@ class HeartbeatStore:
                     now,
                     status,
                 ),
-            )
-            self.db.execute(
+            ),
+            (
                 _INSERT_CONTAINER,
                 (execution_id, container_id, status, progress_json, now, now, key, now, status),
-            )
+            ),
+        )
         return latency
 
     def executions(
@@ -248,6 +280,17 @@ class HeartbeatStore:
     def execution(self, execution_id: str, now: float | None = None) -> dict[str, Any] | None:
         rows = self._read(_SELECT_EXECUTIONS + " WHERE e.execution_id = ?", (execution_id,))
         return self._execution(rows[0], now) if rows else None
+
+    def detail(self, execution_id: str) -> dict[str, Any] | None:
+        """The execution with its containers and its history, or None."""
+        found = self.execution(execution_id)
+        if found is None:
+            return None
+        return {
+            **found,
+            "containers": self.containers(execution_id),
+            "history": self.history(execution_id),
+        }
 
     def containers(self, execution_id: str, now: float | None = None) -> list[dict[str, Any]]:
         """The latest state of each container of an execution, latest first."""
@@ -312,12 +355,13 @@ class HeartbeatStore:
                 old, new = row[9], found["liveness"]
                 if old == new:
                     continue
-                with _unavailable_as_such():
-                    claimed = self.db.execute(
+                [claimed] = self._write(
+                    (
                         "UPDATE executions SET liveness = ?, liveness_since = ? "
                         "WHERE execution_id = ? AND COALESCE(liveness, '') = ?",
                         (new, moment, found["execution_id"], old or ""),
-                    ).rowcount
+                    )
+                )
                 if claimed:
                     yield {**found, "old_liveness": old}
             if len(rows) < batch:
@@ -328,23 +372,17 @@ class HeartbeatStore:
         """Delete up to ``batch`` of the oldest history rows received before
         ``before``; returns how many (fewer than ``batch``: none are left).
         The latest state of every execution and container stays."""
-        with _unavailable_as_such():
-            deleted = self.db.execute(
+        [deleted] = self._write(
+            (
                 "DELETE FROM heartbeats WHERE id IN "
                 "(SELECT id FROM heartbeats ORDER BY id LIMIT ?) AND received_at < ?",
                 (batch, before),
-            ).rowcount
-        return int(deleted)
+            )
+        )
+        return deleted
 
     def count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM heartbeats")[0][0])
-
-    def close(self) -> None:
-        self.db.close()
-
-    def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with _unavailable_as_such():
-            return self.db.execute(query, args).fetchall()
 
     def _execution(self, row: tuple[Any, ...], now: float | None) -> dict[str, Any]:
         (

@@ -2,7 +2,8 @@
 every few seconds it settles each execution's liveness and hands the
 transitions to the alerts; every minute it deletes history older than
 ``--keep-days``. Both go in small steps (a batch of rows each) through
-Twisted's cooperator, so that beats keep being answered meanwhile.
+Twisted's cooperator, so that beats keep being answered meanwhile; with a
+store that waits on the network (PostgreSQL), on a thread instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from twisted.internet import task
+from twisted.internet import defer, task, threads
 
 from scrapy_heartbeat.alerts import WebhookAlerts, event
 from scrapy_heartbeat.store import KEEP_DAYS, HeartbeatStore, StoreUnavailable, iso
@@ -66,7 +67,11 @@ class Upkeep:
         if name in self._busy:  # the last round has not finished: skip this one
             return
         self._busy.add(name)
-        done = self._cooperator.coiterate(self._guarded(steps()))
+        done: defer.Deferred[Any]
+        if self.store.blocking:  # each step waits on the network: all of them on a thread
+            done = threads.deferToThread(lambda: list(self._guarded(steps())))
+        else:
+            done = self._cooperator.coiterate(self._guarded(steps()))
         done.addBoth(lambda _: self._busy.discard(name))
 
     def _guarded(self, steps: Iterator[None]) -> Iterator[None]:

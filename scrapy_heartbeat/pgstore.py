@@ -1,0 +1,103 @@
+"""The reference receiver's storage on PostgreSQL (``serve --db
+postgresql://user@host/db``, psycopg 3: ``pip install
+'scrapy-heartbeat[postgres]'``), so that several receivers behind a load
+balancer share one database and any of them can fail.
+
+The schema, queries and behaviour are :mod:`store`'s; only the dialect
+differs (types, placeholders, migration). A query waits on the network, so
+the receiver calls this store from its thread pool (``blocking``), never
+from the reactor's thread; each thread has a connection of its own, made
+again after the database went away. Statements are bounded by
+:data:`STATEMENT_TIMEOUT`, so a slow database answers 503 before the
+client's own 10 s timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from scrapy_heartbeat.liveness import LivenessRules
+from scrapy_heartbeat.store import _ADDED_COLUMNS, _SCHEMA, HeartbeatStore, StoreUnavailable
+
+CONNECT_TIMEOUT = 3
+STATEMENT_TIMEOUT_MS = 5000
+
+
+def _dialect(sql: str) -> str:
+    return (
+        sql.replace("INTEGER PRIMARY KEY", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+        .replace("INTEGER", "BIGINT")
+        .replace("REAL", "DOUBLE PRECISION")
+    )
+
+
+def _placeholders(query: str) -> str:
+    return query.replace("?", "%s")
+
+
+@contextlib.contextmanager
+def _unavailable_as_such() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.OperationalError as exc:  # down, unreachable, timed out, full
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StoreUnavailable(f"the database cannot be used: {first}") from None
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+class PostgresStore(HeartbeatStore):
+    blocking = True
+
+    def __init__(self, url: str, rules: LivenessRules | None = None) -> None:
+        self.path = url
+        self.rules = rules or LivenessRules()
+        self._local = threading.local()
+        self._connections: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        with self._connection() as db, db.transaction():
+            # One receiver at a time creates or migrates the tables.
+            db.execute("SELECT pg_advisory_xact_lock(7361)")
+            for statement in _dialect(_SCHEMA).split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            for table in ("executions", "containers"):
+                for column in _ADDED_COLUMNS:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_dialect(column)}")
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with _unavailable_as_such():
+            db: psycopg.Connection[Any] | None = getattr(self._local, "db", None)
+            if db is None or db.closed or db.broken:
+                db = psycopg.connect(
+                    self.path,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                )
+                self._local.db = db
+                with self._lock:
+                    self._connections.append(db)
+            yield db
+
+    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> list[int]:
+        with self._connection() as db, _unavailable_as_such(), db.transaction():
+            return [db.execute(_placeholders(q), args).rowcount for q, args in statements]
+
+    def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._connection() as db, _unavailable_as_such():
+            return db.execute(_placeholders(query), args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
