@@ -208,6 +208,8 @@ def validate_body(body: object) -> str | None:
     container = body["container_id"]
     if not isinstance(container, str) or not container or len(container) > MAX_CONTAINER_ID:
         return f"field 'container_id' must be a string of 1 to {MAX_CONTAINER_ID} characters"
+    if "\x00" in container:  # PostgreSQL's text cannot hold it; no host name has one
+        return "field 'container_id' must not contain a NUL character (\\u0000)"
     if not _is_int(body["timestamp"]) or not 0 <= body["timestamp"] <= MAX_TIMESTAMP:
         return f"field 'timestamp' must be an integer of unix seconds, 0 to {MAX_TIMESTAMP}"
     status = body.get("status")

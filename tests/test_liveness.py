@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from scrapy_heartbeat.liveness import LivenessRules
-from scrapy_heartbeat.store import HeartbeatStore
+from scrapy_heartbeat.store import HeartbeatStore, open_store
 
 T0 = 1_800_000_000.0
 
@@ -30,8 +30,8 @@ def beat(execution_id: str, container: str = "c1", **kwargs: Any) -> dict[str, A
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    s = HeartbeatStore(str(tmp_path / "hb.sqlite3"), LivenessRules(stall_after=100))
+def store(db: str) -> Any:
+    s = open_store(db, LivenessRules(stall_after=100))
     yield s
     s.close()
 
@@ -138,9 +138,8 @@ def test_an_execution_is_as_alive_as_its_freshest_container(store: HeartbeatStor
     assert containers["b"]["liveness"] == "late"  # silent since T0 + 91
 
 
-def test_settle_yields_each_transition_once_across_receivers(tmp_path: Path) -> None:
-    path = str(tmp_path / "shared.sqlite3")
-    one, two = HeartbeatStore(path), HeartbeatStore(path)
+def test_settle_yields_each_transition_once_across_receivers(db: str) -> None:
+    one, two = open_store(db), open_store(db)
     try:
         eid = str(uuid.uuid4())
         one.add(beat(eid), T0)

@@ -21,7 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from scrapy_heartbeat.demo import spawn_receiver
-from scrapy_heartbeat.store import HeartbeatStore
+from scrapy_heartbeat.store import open_store
 from tests.crawl import wait_for
 from tests.servers import HeartbeatServer, free_port
 
@@ -32,7 +32,7 @@ EXECUTIONS = "/api/v1/monitoring/executions"
 @dataclass
 class Serve:
     url: str
-    db: Path
+    db: str
     log: Path
     process: subprocess.Popen[str]
 
@@ -49,14 +49,16 @@ class Serve:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
+def serve(tmp_path: Path, db: str) -> Iterator[Any]:
+    """Starts ``serve`` on ``db`` (each backend in turn): more than one
+    share it."""
     started: list[Serve] = []
 
     def start(*args: str) -> Serve:
         log = tmp_path / f"serve{len(started)}.log"
         with log.open("w") as err:
-            process, url = spawn_receiver(tmp_path / "hb.sqlite3", *args, stderr=err)
-        started.append(Serve(url, tmp_path / "hb.sqlite3", log, process))
+            process, url = spawn_receiver(db, *args, stderr=err)
+        started.append(Serve(url, db, log, process))
         return started[-1]
 
     yield start
@@ -160,7 +162,7 @@ def test_alert_on_chooses_the_transitions(serve: Any) -> None:
         hook.stop()
 
 
-def test_bad_alert_options_name_the_fix(tmp_path: Path) -> None:
+def test_bad_alert_options_name_the_fix() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "scrapy_heartbeat", "serve", "--alert-on", "lost,dead"],
         check=False,
@@ -207,9 +209,9 @@ def samples(family: Any, **labels: str) -> list[float]:
     return [s.value for s in family.samples if all(s.labels.get(k) == v for k, v in labels.items())]
 
 
-def test_metrics_scraped_and_parsed(serve: Any, tmp_path: Path) -> None:
+def test_metrics_scraped_and_parsed(serve: Any, db: str) -> None:
     old = str(uuid.uuid4())
-    store = HeartbeatStore(str(tmp_path / "hb.sqlite3"))
+    store = open_store(db)
     store.add(beat(old, "completed"), time.time() - 7200)  # finished 2 hours ago
     store.close()
     s = serve()
@@ -262,9 +264,9 @@ def test_metrics_need_the_token_when_there_is_one(serve: Any) -> None:
     assert "heartbeat_receiver_beats_accepted_total 0.0" in reply.text
 
 
-def test_old_history_is_deleted_and_the_latest_state_stays(serve: Any, tmp_path: Path) -> None:
+def test_old_history_is_deleted_and_the_latest_state_stays(serve: Any, db: str) -> None:
     old, recent = str(uuid.uuid4()), str(uuid.uuid4())
-    store = HeartbeatStore(str(tmp_path / "hb.sqlite3"))
+    store = open_store(db)
     now = time.time()
     for i in range(2500):  # 20 days ago: several batches
         store.add(beat(old, crawled=i), now - 20 * 86400 + i)
@@ -279,9 +281,9 @@ def test_old_history_is_deleted_and_the_latest_state_stays(serve: Any, tmp_path:
     wait_for(lambda: "deleted 2500 heartbeats older than 14 days" in s.stderr(), 10, "log")
 
 
-def test_keep_days_0_keeps_everything(serve: Any, tmp_path: Path) -> None:
+def test_keep_days_0_keeps_everything(serve: Any, db: str) -> None:
     old = str(uuid.uuid4())
-    store = HeartbeatStore(str(tmp_path / "hb.sqlite3"))
+    store = open_store(db)
     store.add(beat(old), time.time() - 400 * 86400)
     store.close()
     s = serve("--keep-days", "0", "--check-every", "0.1")

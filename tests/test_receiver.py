@@ -4,7 +4,6 @@ process of its own, on 127.0.0.1 port 0."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -17,6 +16,7 @@ import pytest
 import requests
 
 from scrapy_heartbeat.demo import spawn_receiver
+from scrapy_heartbeat.store import open_store
 from tests.conftest import EXECUTION_ID
 from tests.crawl import run_crawl
 from tests.servers import SiteServer
@@ -28,7 +28,7 @@ EXECUTIONS = "/api/v1/monitoring/executions"
 @dataclass
 class Receiver:
     url: str
-    db: Path
+    db: str  # a SQLite file, or a postgresql:// URL
     process: subprocess.Popen[str]
 
     def post(self, body: Any, **kwargs: Any) -> requests.Response:
@@ -40,12 +40,15 @@ class Receiver:
         return requests.get(self.url + path, timeout=10, **kwargs)
 
     def rows(self) -> int:
-        with sqlite3.connect(self.db) as db:
-            return int(db.execute("SELECT COUNT(*) FROM heartbeats").fetchone()[0])
+        store = open_store(self.db)
+        try:
+            return store.count()
+        finally:
+            store.close()
 
 
-def start_receiver(tmp_path: Path, *args: str) -> Receiver:
-    db = tmp_path / "hb.sqlite3"
+def start_receiver(tmp_path: Path, *args: str, db: str | None = None) -> Receiver:
+    db = db or str(tmp_path / "hb.sqlite3")
     process, url = spawn_receiver(db, *args)
     assert url.startswith("http://127.0.0.1:"), url
     return Receiver(url, db, process)
@@ -59,8 +62,9 @@ def stop_receiver(receiver: Receiver) -> None:
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    r = start_receiver(tmp_path)
+def receiver(tmp_path: Path, db: str) -> Iterator[Receiver]:
+    """``serve`` on each backend: the contract tests run on both."""
+    r = start_receiver(tmp_path, db=db)
     yield r
     stop_receiver(r)
 
@@ -119,6 +123,7 @@ def test_latency_is_computed_from_the_client_timestamp(receiver: Receiver) -> No
         (beat(container_id=...), "missing required field 'container_id'"),
         (beat(timestamp=...), "missing required field 'timestamp'"),
         (beat(container_id=""), "field 'container_id' must be a string"),
+        (beat(container_id="a\x00b"), "field 'container_id' must not contain a NUL character"),
         (beat(timestamp="1640995200"), "field 'timestamp' must be an integer of unix seconds"),
         (beat(timestamp=True), "field 'timestamp' must be an integer of unix seconds"),
         (beat(timestamp=1.5), "field 'timestamp' must be an integer of unix seconds"),
@@ -141,6 +146,13 @@ def test_invalid_bodies_are_400_naming_the_field(
     assert reply["status"] == "error"
     assert message in reply["message"]
     assert receiver.rows() == 0
+
+
+def test_a_nul_inside_progress_is_stored_and_read_back(receiver: Receiver) -> None:
+    body = beat(progress={**beat()["progress"], "current_url": "https://e.com/a\x00b"})
+    assert receiver.post(body).status_code == 200
+    detail = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
+    assert detail["progress"]["current_url"] == "https://e.com/a\x00b"
 
 
 def test_status_and_progress_are_optional(receiver: Receiver) -> None:

@@ -36,9 +36,15 @@ near_valid = st.builds(
 )
 
 
-@pytest.fixture(scope="module")
-def fuzz_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    r = start_receiver(tmp_path_factory.mktemp("fuzz"))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzz_receiver(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Receiver]:
+    directory = tmp_path_factory.mktemp("fuzz")
+    db = None
+    if request.param == "postgresql":
+        db = request.getfixturevalue("postgres_server").database()
+    r = start_receiver(directory, db=db)
     yield r
     stop_receiver(r)
 

@@ -1,0 +1,149 @@
+"""More than one receiver: ``serve --db postgresql://...`` processes sharing
+one database on Debian's real PostgreSQL, beats posted to them at once, the
+database going away and coming back, and a wrong URL at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from scrapy_heartbeat.demo import spawn_receiver
+from scrapy_heartbeat.store import open_store
+from tests.crawl import wait_for
+from tests.postgres_server import PostgresServer
+from tests.servers import HeartbeatServer, free_port
+from tests.test_operators import EXECUTIONS, HEARTBEAT, Serve, beat
+
+
+@pytest.fixture
+def receivers(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[Any]:
+    db = postgres_server.database()
+    started: list[Serve] = []
+
+    def start(*args: str, on: str = db) -> Serve:
+        log = tmp_path / f"serve{len(started)}.log"
+        with log.open("w") as err:
+            process, url = spawn_receiver(on, *args, stderr=err)
+        started.append(Serve(url, on, log, process))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.process.terminate()
+        s.process.wait(10)
+        assert s.process.stdout is not None
+        s.process.stdout.close()
+
+
+def test_two_receivers_on_one_database_lose_no_beat(receivers: Any) -> None:
+    hook = HeartbeatServer()
+    try:
+        args = ("--check-every", "0.2", "--lost-after", "1.5", "--webhook", hook.url)
+        one, two = receivers(*args), receivers(*args)
+        executions = [str(uuid.uuid4()) for _ in range(10)]
+        answers: list[int] = []
+        lock = threading.Lock()
+
+        def fleet(worker: int) -> None:
+            with requests.Session() as session:
+                for i in range(60):  # each container beats both receivers in turn
+                    target = (one, two)[i % 2]
+                    body = beat(executions[i % 10], crawled=i, container_id=f"worker-{worker}")
+                    reply = session.post(
+                        target.url + HEARTBEAT,
+                        json=body,
+                        timeout=10,
+                    )
+                    with lock:
+                        answers.append(reply.status_code)
+
+        threads = [threading.Thread(target=fleet, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert answers == [200] * 480
+        store = open_store(one.db)
+        try:
+            assert store.count() == 480
+            listed = store.executions()
+            assert len(listed) == 10
+            assert sum(e["beats"] for e in listed) == 480
+            assert {e["container_count"] for e in listed} == {8}
+        finally:
+            store.close()
+        # Each receiver reads what the other stored.
+        assert len(two.get(EXECUTIONS).json()["executions"]) == 10
+        # Silence: both receivers see every execution lost; each transition
+        # is alerted once, by one of them.
+        wait_for(lambda: len(hook.bodies()) >= 10, 30, "ten lost alerts")
+        time.sleep(1)
+        lost = [b["execution_id"] for b in hook.bodies() if b["new_state"] == "lost"]
+        assert sorted(lost) == sorted(executions)
+    finally:
+        hook.stop()
+
+
+def test_the_database_down_is_a_503_and_the_receiver_recovers(tmp_path: Path) -> None:
+    server = PostgresServer()
+    try:
+        db = server.database()
+        log = tmp_path / "serve.log"
+        with log.open("w") as err:
+            process, url = spawn_receiver(db, "--check-every", "0.2", stderr=err)
+        s = Serve(url, db, log, process)
+        try:
+            eid = str(uuid.uuid4())
+            assert s.post(beat(eid)).status_code == 200
+            server.stop(remove=False)
+            reply = s.post(beat(eid))
+            assert reply.status_code == 503
+            assert reply.headers["Retry-After"] == "1"
+            assert reply.json()["status"] == "error"
+            assert reply.json()["message"].startswith("the database cannot be used: ")
+            assert s.get(EXECUTIONS).status_code == 503
+            assert s.get("/").status_code == 200  # the page needs no database
+            wait_for(lambda: "receiver upkeep paused" in log.read_text(), 20, "upkeep log")
+            server.start()
+            wait_for(lambda: s.post(beat(eid, crawled=2)).status_code == 200, 30, "recovery")
+            detail = s.get(f"{EXECUTIONS}/{eid}").json()
+            assert detail["beats"] == 2 and detail["progress"]["crawled_urls"] == 2
+            wait_for(lambda: "usable again" in log.read_text(), 20, "recovery log")
+            text = log.read_text()
+            assert "Traceback" not in text
+            assert all(len(line) < 400 for line in text.splitlines())
+        finally:
+            process.terminate()
+            process.wait(10)
+            assert process.stdout is not None
+            process.stdout.close()
+    finally:
+        server.stop()
+
+
+def test_an_unreachable_database_at_start_is_one_line_without_the_password() -> None:
+    url = f"postgresql://heartbeat:hunter2@127.0.0.1:{free_port()}/nowhere"
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", url],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"scrapy-heartbeat serve: --db postgresql://heartbeat:***@127.0.0.1:{url.split(':')[3]}"
+    )
+    assert "the database cannot be used: " in lines[0]
+    assert "hunter2" not in result.stderr + result.stdout
