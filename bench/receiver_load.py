@@ -1,8 +1,11 @@
 """Load on the reference receiver: a simulated fleet posting heartbeats.
 
     python bench/receiver_load.py [--containers 10000] [--rate 1000] [--seconds 60]
+                                  [--backend sqlite|postgresql] [--save NAME]
 
-Starts ``scrapy-heartbeat serve`` (its own process, a fresh SQLite file) and
+Starts ``scrapy-heartbeat serve`` (its own process, on a fresh SQLite file,
+or on a new database of a PostgreSQL server of its own: Debian's, started
+as for the tests) and
 drives it open-loop from this process: request *i* is due at ``start + i /
 rate`` whatever happened before, and its latency is measured from that due
 time, so a stalled server cannot hide its queueing (no coordinated omission).
@@ -14,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -26,6 +29,11 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import save  # noqa: E402
+from scrapy_heartbeat.store import open_store  # noqa: E402
+
 PATH = "/api/v1/monitoring/heartbeat"
 
 
@@ -126,10 +134,19 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="heartbeats per second")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--save", help="save the report as bench/results/NAME.json")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp, "bench.sqlite3")
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        db = str(Path(tmp, "bench.sqlite3"))
+        if args.backend == "postgresql":
+            from tests.postgres_server import PostgresServer
+
+            postgres = PostgresServer()
+            stack.callback(postgres.stop)
+            db = postgres.database()
         server = subprocess.Popen(
             [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db)],
             stdout=subprocess.PIPE,
@@ -157,12 +174,16 @@ def main() -> int:
             server.wait(10)
             if server.stdout:
                 server.stdout.close()
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT COUNT(*) FROM heartbeats").fetchone()[0]
-            executions = conn.execute("SELECT COUNT(*) FROM executions").fetchone()[0]
+        store = open_store(db)
+        try:
+            rows = store.count()
+            executions = len(store.executions())
+        finally:
+            store.close()
 
     accepted = statuses.get(200, 0)
     report = {
+        "backend": args.backend,
         "containers": args.containers,
         "target_rate": args.rate,
         "requests": len(latencies),
@@ -181,6 +202,8 @@ def main() -> int:
         "load_generator_cpu_s": round(client_cpu, 1),
     }
     print(json.dumps(report, indent=2))
+    if args.save:
+        save(args.save, report)
     ok = (
         report["every_accepted_beat_stored"]
         and accepted == len(latencies)

@@ -5,7 +5,7 @@ from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.extension import HeartbeatExtension
 from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware, HeartbeatSpiderMiddleware
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "HeartbeatAddon",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
+from scrapy_heartbeat.store import open_store
 from tests.test_receiver import Receiver, beat, start_receiver, stop_receiver
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -82,7 +83,9 @@ def test_dashboard_rows_stale_and_inert_markup(receiver: Receiver) -> None:
     rows = {tr.get("data-execution-id"): tr for tr in page.cssselect("#rows tr")}
     assert set(rows) == {stale_id, hostile_id, beat()["execution_id"]}
     assert rows[stale_id].get("class") == "stale"
-    assert "stale" in rows[stale_id].text_content()
+    assert rows[stale_id].cssselect(".late-badge")[0].text_content() == "late"
+    assert rows[stale_id].cssselect("a")[0].get("href") == f"?execution={stale_id}"
+    assert rows[stale_id].cssselect("td")[9].text_content().endswith(" s ago")
     assert rows[hostile_id].get("class") in (None, "")
     cells = [td.text_content() for td in rows[hostile_id].cssselect("td")]
     assert INJECTED_URL in cells
@@ -124,3 +127,87 @@ def test_with_a_token_the_dashboard_asks_for_it(tmp_path: Path) -> None:
     ]
     assert with_token.get_element_by_id("summary").text_content().startswith("1 executions")
     assert "token was refused" in wrong.get_element_by_id("summary").text_content()
+
+
+def test_the_page_of_one_execution(receiver: Receiver) -> None:
+    """Its progress and rate over time, its containers with their
+    liveness, items and errors; markup sent by a container stays text."""
+    eid = str(uuid.uuid4())
+    for i in range(6):
+        for container in ("worker-a", INJECTED_CONTAINER):
+            body = beat(execution_id=eid, container_id=container)
+            body["progress"].update(crawled_urls=10 * i, data_items=3 * i, error_count=1)
+            body["progress"]["current_stage"] = INJECTED_STAGE
+            assert receiver.post(body).status_code == 200
+        time.sleep(0.1)
+    page = render(receiver.url + f"/?execution={eid}")
+    assert page.find("body").get("data-loaded") == "true"
+    assert page.get_element_by_id("detail").get("hidden") is None
+    assert page.get_element_by_id("list").get("hidden") is not None
+    assert page.get_element_by_id("title").text_content() == f"Execution {eid}"
+    state = page.get_element_by_id("detail-state").text_content()
+    assert "50 / 100 URLs (42 ok, 3 failed), 15 items, 1 errors; last beat " in state
+    assert "; 12 beats" in state
+    crawled = page.cssselect("#chart-crawled polyline")[0].get("points").split()
+    assert len(crawled) == 12  # one point per beat
+    # Per minute: a history of a second has no whole minute yet.
+    assert not page.cssselect("#chart-rate polyline")
+    rate = page.get_element_by_id("caption-rate").text_content()
+    assert rate == "pages per minute over time: not enough beats yet"
+    rows = {tr.get("data-container-id"): tr for tr in page.cssselect("#containers tr")}
+    assert set(rows) == {"worker-a", INJECTED_CONTAINER}
+    cells = [td.text_content() for td in rows["worker-a"].cssselect("td")]
+    # Beating every 0.1 s, it is late by the time Chromium reads it: either way running.
+    assert cells[0] == "worker-a" and cells[1].startswith("running")
+    assert cells[2].endswith(" s ago")
+    assert cells[3] == "6" and cells[5] == "50 / 100 (42 / 3)" and cells[6:8] == ["15", "1"]
+    assert cells[8] == INJECTED_STAGE
+    assert not page.cssselect("#detail img, #detail script, #detail b#bold")
+    assert page.findtext(".//title") == "scrapy-heartbeat: execution"  # not 'pwned'
+
+    missing = render(receiver.url + f"/?execution={uuid.uuid4()}")
+    assert (
+        "no heartbeat for this execution_id" in missing.get_element_by_id("summary").text_content()
+    )
+
+
+def test_the_list_filters_by_liveness(tmp_path: Path) -> None:
+    receiver = start_receiver(tmp_path, "--lost-after", "0.5")
+    try:
+        quiet, busy = str(uuid.uuid4()), str(uuid.uuid4())
+        for _ in range(2):  # an interval of 0.2 s: late after 0.4 s, lost after 0.5 s
+            receiver.post(beat(execution_id=quiet))
+            time.sleep(0.2)
+        time.sleep(1)
+        receiver.post(beat(execution_id=busy))
+        lost = render(receiver.url + "/?status=lost")
+        everything = render(receiver.url + "/")
+    finally:
+        stop_receiver(receiver)
+    assert [tr.get("data-execution-id") for tr in lost.cssselect("#rows tr")] == [quiet]
+    assert lost.cssselect(".lost-badge")[0].text_content() == "lost"
+    assert lost.get_element_by_id("summary").text_content().startswith("1 executions (lost)")
+    assert {tr.get("data-execution-id") for tr in everything.cssselect("#rows tr")} == {quiet, busy}
+
+
+def test_pages_per_minute_from_two_interleaved_containers(tmp_path: Path) -> None:
+    """Two containers beating execution-wide numbers 1 s apart: the rate is
+    per minute from the most crawled, not a saw between their beats."""
+    eid = str(uuid.uuid4())
+    store = open_store(str(tmp_path / "hb.sqlite3"))
+    start = time.time() - 600
+    for i in range(20):  # 10 minutes at 30 s: 60 pages per beat, 120 a minute
+        for n, container in enumerate(("a", "b")):
+            body = beat(execution_id=eid, container_id=container)
+            body["progress"]["crawled_urls"] = 60 * i
+            store.add(body, start + 30 * i + n)
+    store.close()
+    receiver = start_receiver(tmp_path)
+    try:
+        page = render(receiver.url + f"/?execution={eid}")
+    finally:
+        stop_receiver(receiver)
+    caption = page.get_element_by_id("caption-rate").text_content()
+    assert caption == "pages per minute over time (max 120, over 8 min)"  # minute 1 to 9
+    points = page.cssselect("#chart-rate polyline")[0].get("points").split()
+    assert len(points) == 9  # one per whole minute
