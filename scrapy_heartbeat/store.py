@@ -134,6 +134,9 @@ _UNSETTLED = (
 #: The longest SQLite waits for a lock another process holds, seconds: the
 #: reactor thread waits that long, every other client with it.
 BUSY_TIMEOUT = 0.05
+#: Executions read per step of :meth:`HeartbeatStore.settle`: a few
+#: milliseconds of the reactor thread each.
+SETTLE_BATCH = 100
 #: How long history rows are kept by default (``serve --keep-days``).
 KEEP_DAYS = 14.0
 #: Rows deleted per statement when pruning, so that no delete holds the
@@ -335,13 +338,15 @@ class HeartbeatStore:
             for container_id, status, client_ts, received, latency, progress in reversed(rows)
         ]
 
-    def settle(self, now: float | None = None, batch: int = 500) -> Iterator[dict[str, Any]]:
+    def settle(
+        self, now: float | None = None, batch: int = SETTLE_BATCH
+    ) -> Iterator[dict[str, Any] | None]:
         """Decide each unsettled execution's liveness afresh and yield one
         transition event per execution whose liveness changed since last
         settled (old ``None`` for one never settled). The conditional
         update claims each transition: of receivers settling the same rows,
-        one yields it. Reads ``batch`` rows at a time: a caller can hand the
-        thread back between them."""
+        one yields it. Reads ``batch`` rows at a time, and yields None after
+        each batch: a caller can hand the thread back between them."""
         after = ""
         while True:
             moment = time.time() if now is None else now
@@ -350,23 +355,29 @@ class HeartbeatStore:
                 + f" WHERE {_UNSETTLED} AND e.execution_id > ? ORDER BY e.execution_id LIMIT ?",
                 (after, batch),
             )
+            changed = []
             for row in rows:
                 found = self._execution(row, moment)
-                old, new = row[9], found["liveness"]
-                if old == new:
-                    continue
-                [claimed] = self._write(
-                    (
-                        "UPDATE executions SET liveness = ?, liveness_since = ? "
-                        "WHERE execution_id = ? AND COALESCE(liveness, '') = ?",
-                        (new, moment, found["execution_id"], old or ""),
-                    )
+                if row[9] != found["liveness"]:
+                    changed.append({**found, "old_liveness": row[9]})
+            claims = [
+                (
+                    "UPDATE executions SET liveness = ?, liveness_since = ? "
+                    "WHERE execution_id = ? AND COALESCE(liveness, '') = ?",
+                    (e["liveness"], moment, e["execution_id"], e["old_liveness"] or ""),
                 )
-                if claimed:
-                    yield {**found, "old_liveness": old}
+                for e in changed
+            ]
+            # One transaction per batch: ten thousand new executions are not
+            # ten thousand commits.
+            claimed = self._write(*claims) if claims else []
+            for event, count in zip(changed, claimed, strict=True):
+                if count:
+                    yield event
             if len(rows) < batch:
                 return
             after = rows[-1][0]
+            yield None
 
     def prune(self, before: float, batch: int = PRUNE_BATCH) -> int:
         """Delete up to ``batch`` of the oldest history rows received before

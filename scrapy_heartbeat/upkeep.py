@@ -40,7 +40,11 @@ class Upkeep:
         self.alerts = alerts
         self.clock = clock
         self.keep_days = keep_days
-        self._cooperator = task.Cooperator(scheduler=lambda work: clock.callLater(0, work))
+        # One step per turn of the reactor: beats are answered between steps.
+        self._cooperator = task.Cooperator(
+            terminationPredicateFactory=lambda: lambda: True,
+            scheduler=lambda work: clock.callLater(0, work),
+        )
         self._loops = [task.LoopingCall(self._run, self._settle)]
         self._loops[0].clock = clock
         self._intervals = [check_every]
@@ -92,6 +96,9 @@ class Upkeep:
     def _settle(self) -> Iterator[None]:
         now = time.time()
         for found in self.store.settle(now):
+            if found is None:  # a batch read: let the reactor answer beats
+                yield None
+                continue
             old, new = found["old_liveness"], found["liveness"]
             log = logger.debug if old is None and new == "running" else logger.info
             log("execution %s: %s -> %s", found["execution_id"], old, new)

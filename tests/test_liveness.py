@@ -166,8 +166,10 @@ def test_settle_reads_in_batches(store: HeartbeatStore) -> None:
     ids = sorted(str(uuid.uuid4()) for _ in range(23))
     for eid in ids:
         store.add(beat(eid), T0)
-    settled = list(store.settle(T0 + 1, batch=5))
+    steps = list(store.settle(T0 + 1, batch=5))
+    settled = [e for e in steps if e is not None]
     assert sorted(e["execution_id"] for e in settled) == ids
+    assert steps.count(None) == 4  # after each full batch: the caller's turn
 
 
 def test_prune_keeps_the_latest_state(store: HeartbeatStore) -> None:
