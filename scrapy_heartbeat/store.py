@@ -206,6 +206,11 @@ class HeartbeatStore:
             self.db.execute("BEGIN")
             return [self.db.execute(query, args).rowcount for query, args in statements]
 
+    def _write_together(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        """Like :meth:`_write`, for statements whose row counts nobody
+        needs (a store over the network sends them as one)."""
+        self._write(*statements)
+
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with _unavailable_as_such():
             return self.db.execute(query, args).fetchall()
@@ -216,6 +221,20 @@ class HeartbeatStore:
     def add(self, body: dict[str, Any], received_at: float | None = None) -> float:
         """Store one validated heartbeat; returns the network latency in
         seconds (server receive time minus the client's timestamp)."""
+        statements, latency = self._statements(body, received_at)
+        self._write_together(*statements)
+        return latency
+
+    def add_many(self, beats: list[tuple[dict[str, Any], float]]) -> list[float]:
+        """Store several heartbeats (each with its receive time) in one
+        transaction; their latencies."""
+        planned = [self._statements(body, at) for body, at in beats]
+        self._write(*(statement for statements, _ in planned for statement in statements))
+        return [latency for _, latency in planned]
+
+    def _statements(
+        self, body: dict[str, Any], received_at: float | None
+    ) -> tuple[list[tuple[str, tuple[Any, ...]]], float]:
         now = time.time() if received_at is None else received_at
         latency = round(now - float(body["timestamp"]), 3)
         status = body.get("status")
@@ -223,7 +242,7 @@ class HeartbeatStore:
         progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
         key = progress_key(progress)
         execution_id, container_id = body["execution_id"], body["container_id"]
-        self._write(
+        statements: list[tuple[str, tuple[Any, ...]]] = [
             (
                 "INSERT INTO heartbeats (execution_id, container_id, status, "
                 "client_timestamp, received_at, latency, progress) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -256,8 +275,8 @@ class HeartbeatStore:
                 _INSERT_CONTAINER,
                 (execution_id, container_id, status, progress_json, now, now, key, now, status),
             ),
-        )
-        return latency
+        ]
+        return statements, latency
 
     def executions(
         self, status: str | None = None, now: float | None = None, seen_since: float = 0.0
