@@ -108,8 +108,15 @@ class PostgresStore(HeartbeatStore):
         costs about one round trip, not five per beat."""
         planned = [self._statements(body, at) for body, at in beats]
         together = [_together(statements) for statements, _ in planned]
+        # Rows locked in one order by every receiver, so two receivers'
+        # batches wait for each other and never deadlock; the sort is
+        # stable, so one container's beats keep the order they came in.
+        order = sorted(
+            range(len(beats)),
+            key=lambda i: (beats[i][0]["execution_id"], beats[i][0]["container_id"]),
+        )
         with self._connection() as db, _unavailable_as_such(), db.transaction():
-            db.cursor().executemany(together[0][0], [args for _, args in together])
+            db.cursor().executemany(together[0][0], [together[i][1] for i in order])
         return [latency for _, latency in planned]
 
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:

@@ -295,12 +295,21 @@ class _BatchWriter:
                     batch.append(self.waiting.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                latencies = self.store.add_many([(body, now) for body, now, _ in batch])
-            except Exception as exc:  # StoreUnavailable: a 503 for each
+            self._store(batch)
+
+    def _store(self, batch: list[tuple[dict[str, Any], float, defer.Deferred[float]]]) -> None:
+        try:
+            latencies = self.store.add_many([(body, now) for body, now, _ in batch])
+        except StoreUnavailable as exc:  # a 503 for each
+            self.reactor.callFromThread(_fail_all, batch, exc)
+        except Exception as exc:
+            if len(batch) == 1:
                 self.reactor.callFromThread(_fail_all, batch, exc)
-            else:
-                self.reactor.callFromThread(_answer_all, batch, latencies)
+            else:  # one beat the database refuses must not cost the others theirs
+                for one in batch:
+                    self._store([one])
+        else:
+            self.reactor.callFromThread(_answer_all, batch, latencies)
 
 
 def _answer_all(batch: list[Any], latencies: list[float]) -> None:

@@ -147,3 +147,57 @@ def test_an_unreachable_database_at_start_is_one_line_without_the_password() -> 
     )
     assert "the database cannot be used: " in lines[0]
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_beat_the_database_refuses_costs_no_other_beat_in_its_batch(receivers: Any) -> None:
+    s = receivers()
+    psycopg = pytest.importorskip("psycopg")
+    eid = str(uuid.uuid4())
+    assert s.post(beat(eid)).status_code == 200  # the schema exists
+    with psycopg.connect(s.db, autocommit=True) as admin:
+        admin.execute(
+            "ALTER TABLE heartbeats ADD CONSTRAINT no_poison CHECK (container_id <> 'poison')"
+        )
+    answers: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def post(container: str) -> None:
+        reply = requests.post(s.url + HEARTBEAT, json=beat(eid, container_id=container), timeout=30)
+        with lock:
+            answers[container] = reply.status_code
+
+    # The writer blocks on a locked table, so the beats sent meanwhile wait
+    # in its queue and are stored as one batch once the lock goes.
+    with psycopg.connect(s.db) as holder:
+        holder.execute("LOCK TABLE heartbeats IN ACCESS EXCLUSIVE MODE")
+        first = threading.Thread(target=post, args=("first",))
+        first.start()
+        time.sleep(0.5)
+        names = (
+            [f"worker-{i}" for i in range(10)] + ["poison"] + [f"worker-{i}" for i in range(10, 20)]
+        )
+        threads = [threading.Thread(target=post, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        wait_for(lambda: _waiting_on_locks(s.db) >= 1, 10, "the writer waiting")
+        time.sleep(1)
+        holder.rollback()
+    for t in [first, *threads]:
+        t.join(60)
+    assert answers.pop("poison") == 503  # never a 500; only this beat
+    assert answers == {n: 200 for n in ["first", *names] if n != "poison"}
+    store = open_store(s.db)
+    try:
+        assert store.count() == 1 + 21
+    finally:
+        store.close()
+
+
+def _waiting_on_locks(db: str) -> int:
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as watcher:
+        row = watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        ).fetchone()
+    return int(row[0]) if row else 0
