@@ -136,6 +136,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--save", help="save the report as bench/results/NAME.json")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an argument for serve, e.g. --serve-arg=--check-every=3600 (repeatable)",
+    )
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -148,7 +154,8 @@ def main() -> int:
             stack.callback(postgres.stop)
             db = postgres.database()
         server = subprocess.Popen(
-            [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db)],
+            [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db)]
+            + args.serve_arg,
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,

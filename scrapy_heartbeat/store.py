@@ -126,6 +126,14 @@ SELECT e.execution_id, e.container_id, e.status, e.progress, e.first_seen, e.las
 FROM executions e
 """
 
+#: What settling needs of each execution: its liveness, not its progress.
+_SELECT_LIVENESS = """
+SELECT e.execution_id, e.status, e.last_seen, COALESCE(e.moved_at, e.first_seen), e.liveness,
+    (SELECT MAX(c.gap_seconds / c.gaps) FROM containers c
+        WHERE c.execution_id = e.execution_id AND c.gaps > 0)
+FROM executions e
+"""
+
 #: Rows whose liveness may change: all but those settled as finished.
 _UNSETTLED = (
     "(e.liveness IS NULL OR e.liveness <> e.status OR e.status NOT IN ('completed', 'failed'))"
@@ -370,15 +378,27 @@ class HeartbeatStore:
         while True:
             moment = time.time() if now is None else now
             rows = self._read(
-                _SELECT_EXECUTIONS
+                _SELECT_LIVENESS
                 + f" WHERE {_UNSETTLED} AND e.execution_id > ? ORDER BY e.execution_id LIMIT ?",
                 (after, batch),
             )
+            decide = self.rules.decide
+            moved = {  # the few whose liveness changed: only they are read whole
+                execution_id: settled
+                for execution_id, status, last, since, settled, interval in rows
+                if decide(status, moment - last, interval, moment - since) != settled
+            }
             changed = []
-            for row in rows:
-                found = self._execution(row, moment)
-                if row[9] != found["liveness"]:
-                    changed.append({**found, "old_liveness": row[9]})
+            if moved:
+                marks = ", ".join("?" * len(moved))
+                for row in self._read(
+                    _SELECT_EXECUTIONS
+                    + f" WHERE e.execution_id IN ({marks}) ORDER BY e.execution_id",
+                    tuple(moved),
+                ):
+                    found = self._execution(row, moment)
+                    if found["liveness"] != row[9]:
+                        changed.append({**found, "old_liveness": row[9]})
             claims = [
                 (
                     "UPDATE executions SET liveness = ?, liveness_since = ? "
