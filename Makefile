@@ -51,7 +51,8 @@ bench-instructions: $(STAMP)
 	$(PY) bench/instructions.py --repeat 3
 
 bench-receiver: $(STAMP)
-	$(PY) bench/receiver_load.py
+	$(PY) bench/receiver_load.py --backend sqlite
+	$(PY) bench/receiver_load.py --backend postgresql
 
 # Issue 14 (in progress): scrapy bench beside a CPU-bound process, with the
 # probes that take a beat apart (bench/contention_probes.py).
