@@ -154,8 +154,17 @@ def main() -> int:
             stack.callback(postgres.stop)
             db = postgres.database()
         server = subprocess.Popen(
-            [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db)]
-            + args.serve_arg,
+            [
+                sys.executable,
+                "-m",
+                "scrapy_heartbeat",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                str(db),
+                *args.serve_arg,
+            ],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
