@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet bench-contention clean
+.PHONY: demo docs test test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet bench-contention clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The documentation, warnings as errors; open docs/_build/html/index.html.
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(PY) -m docutils --halt=warning README.rst /dev/null  # as PyPI renders it
 
 unit: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile
