@@ -4,7 +4,13 @@ a fixed time) crawled with and without the extension, while a CPU-bound
 process competes for the cores.
 
     python bench/contention.py [--rounds 8] [--load hog|idle] [--interval 1]
-                               [--variants heartbeat,...] [--seconds 10]
+                               [--variants heartbeat,...] [--seconds 10] [--pin]
+
+``--pin``: the crawl's threads and the CPU-bound process share one CPU
+(the last), everything else (the receiver, ``scrapy bench``'s site server,
+this script) runs on the others: the crawl's share of its CPU is then fixed
+by the scheduler, not by what else the machine is doing, and whatever makes
+the crawl's threads wait for each other shows in full.
 
 Each round runs every variant once, the unmonitored crawl first and again
 last-but-rotated (``none-again``, the A/A control), in an order rotated by
@@ -75,9 +81,28 @@ def variant_settings(variant: str, api: str, interval: float) -> dict[str, Any]:
     raise SystemExit(f"unknown variant {variant!r}")
 
 
-def scrapy_bench(settings: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """One ``scrapy bench`` run; pages crawled and beats delivered."""
+def pinned(settings: dict[str, Any], cpu: int) -> dict[str, Any]:
+    """``settings`` with the crawl's threads pinned to ``cpu``."""
+    extensions = {**settings.get("EXTENSIONS", {}), f"{PROBES}.PinnedCrawl": 0}
+    return {**settings, "EXTENSIONS": extensions, "BENCH_PIN_CPU": cpu}
+
+
+def cpus() -> tuple[list[int], int]:
+    """The CPUs for everything else, and the crawl's CPU (the last)."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    return available[:-1], available[-1]
+
+
+def scrapy_bench(
+    settings: dict[str, Any], seconds: float, others: list[int] | None = None
+) -> dict[str, Any]:
+    """One ``scrapy bench`` run; pages crawled and beats delivered. With
+    ``others``, the process starts on those CPUs (its site server stays)."""
     args = [sys.executable, "-m", "scrapy.cmdline", "bench", "-s", f"CLOSESPIDER_TIMEOUT={seconds}"]
+    if others is not None:
+        args = ["taskset", "-c", ",".join(map(str, others)), *args]
     for name, value in settings.items():
         shown = json.dumps(value) if isinstance(value, (dict, list, bool)) else str(value)
         args += ["-s", f"{name}={shown}"]
@@ -98,12 +123,14 @@ def scrapy_bench(settings: dict[str, Any], seconds: float) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def competing_load(load: str, hogs: int) -> Iterator[None]:
-    """``hog``: CPU-bound processes on the same cores for the whole run."""
+def competing_load(load: str, hogs: int, cpu: int | None = None) -> Iterator[None]:
+    """``hog``: CPU-bound processes on the same cores (or on ``cpu``) for
+    the whole run."""
     processes = []
+    pin = [] if cpu is None else ["taskset", "-c", str(cpu)]
     if load == "hog":
         processes = [
-            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)
+            subprocess.Popen([*pin, sys.executable, "-c", "while True: pass"]) for _ in range(hogs)
         ]
     try:
         yield
@@ -122,16 +149,23 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--variants", default="heartbeat")
     parser.add_argument("--save", default="", help="bench/results/<name>.json")
+    parser.add_argument(
+        "--pin", action="store_true", help="the crawl and the load on one CPU, the rest elsewhere"
+    )
     args = parser.parse_args()
+    others, crawl_cpu = cpus() if args.pin else (None, None)
+    if others is not None:
+        os.sched_setaffinity(0, set(others))  # this script and the receiver it starts
     variants = ["none", *args.variants.split(","), "none-again"]
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     started = time.monotonic()
-    with receiver() as api, competing_load(args.load, args.hogs):
+    with receiver() as api, competing_load(args.load, args.hogs, crawl_cpu):
         for n in range(args.rounds):
             for variant in rotated(variants, n):
-                result = scrapy_bench(
-                    variant_settings(variant, api.url, args.interval), args.seconds
-                )
+                settings = variant_settings(variant, api.url, args.interval)
+                if crawl_cpu is not None:
+                    settings = pinned(settings, crawl_cpu)
+                result = scrapy_bench(settings, args.seconds, others)
                 runs[variant].append(result)
                 print(
                     f"round {n + 1}/{args.rounds} {variant:24} {result['pages']:6d} pages, "
@@ -141,6 +175,7 @@ def main() -> int:
     base = [r["pages"] for r in runs["none"]]
     print(
         f"\nscrapy bench, {args.seconds:g} s per run, load {args.load}"
+        f"{f', crawl and load pinned to CPU {crawl_cpu}' if crawl_cpu is not None else ''}"
         f"{f' ({args.hogs} CPU-bound)' if args.load == 'hog' else ''}, interval "
         f"{args.interval:g} s, {args.rounds} rounds; pages over the unmonitored run of the "
         f"same round, median (min–max); {time.monotonic() - started:.0f} s in all"

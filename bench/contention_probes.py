@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from typing import Any
 
 from scrapy import signals
 from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
 
 from scrapy_heartbeat import HeartbeatExtension
 from scrapy_heartbeat.client import HeartbeatResult
@@ -95,3 +97,20 @@ class SleepingThread:
     def _run(self) -> None:
         while not self.stop.wait(self.interval):
             pass
+
+
+class PinnedCrawl:
+    """Pins the crawl's main thread to the CPU ``BENCH_PIN_CPU`` names, as
+    the crawler is built; threads it starts later (the sender's, the
+    reactor's pool) inherit it. ``scrapy bench`` has started its site server
+    by then, so the server stays where the process started."""
+
+    def __init__(self, cpu: int) -> None:
+        os.sched_setaffinity(0, {cpu})  # 0: the calling thread, on Linux
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> PinnedCrawl:
+        cpu = crawler.settings.getint("BENCH_PIN_CPU", -1)
+        if cpu < 0:
+            raise NotConfigured
+        return cls(cpu)
