@@ -24,6 +24,8 @@ Variants (``bench/contention_probes.py`` holds the probes):
 * ``heartbeat``: the extension, posting to the reference receiver.
 * ``no-http``: the extension with a client that answers at once without any
   I/O: the worker thread still wakes for each beat.
+* ``no-watchdog``: the extension, each request without the watchdog thread
+  the client starts for it.
 * ``loop-http``: the extension, its periodic beats posted by Twisted's Agent
   on the reactor thread instead of the worker thread.
 * ``sleeper``: no extension; a thread that wakes once per interval and does
@@ -67,6 +69,8 @@ def variant_settings(variant: str, api: str, interval: float) -> dict[str, Any]:
         return {"EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500}, **heartbeat}
     if variant == "no-http":
         return {"EXTENSIONS": {f"{PROBES}.NoHttpHeartbeat": 500}, **heartbeat}
+    if variant == "no-watchdog":
+        return {"EXTENSIONS": {f"{PROBES}.NoWatchdogHeartbeat": 500}, **heartbeat}
     if variant == "loop-http":
         return {"EXTENSIONS": {f"{PROBES}.LoopHttpHeartbeat": 500}, **heartbeat}
     if variant == "sleeper":
@@ -79,6 +83,12 @@ def variant_settings(variant: str, api: str, interval: float) -> dict[str, Any]:
             name: json.loads(value),
         }
     raise SystemExit(f"unknown variant {variant!r}")
+
+
+def counted(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the main thread's context switches counted."""
+    extensions = {**settings.get("EXTENSIONS", {}), f"{PROBES}.MainThreadCounters": 0}
+    return {**settings, "EXTENSIONS": extensions}
 
 
 def pinned(settings: dict[str, Any], cpu: int) -> dict[str, Any]:
@@ -119,7 +129,12 @@ def scrapy_bench(
     if done.returncode != 0 or pages is None:
         raise SystemExit(f"scrapy bench failed ({done.returncode}):\n{done.stderr[-3000:]}")
     ok = re.search(r"'heartbeat/ok': (\d+)", done.stderr)
-    return {"pages": int(pages.group(1)), "heartbeat_ok": int(ok.group(1)) if ok else 0}
+    result = {"pages": int(pages.group(1)), "heartbeat_ok": int(ok.group(1)) if ok else 0}
+    for name in ("main_voluntary_switches", "main_involuntary_switches", "main_cpu_share"):
+        found = re.search(rf"'bench/{name}': ([\d.]+)", done.stderr)
+        if found:
+            result[name] = float(found.group(1))
+    return result
 
 
 @contextlib.contextmanager
@@ -162,14 +177,17 @@ def main() -> int:
     with receiver() as api, competing_load(args.load, args.hogs, crawl_cpu):
         for n in range(args.rounds):
             for variant in rotated(variants, n):
-                settings = variant_settings(variant, api.url, args.interval)
+                settings = counted(variant_settings(variant, api.url, args.interval))
                 if crawl_cpu is not None:
                     settings = pinned(settings, crawl_cpu)
                 result = scrapy_bench(settings, args.seconds, others)
                 runs[variant].append(result)
                 print(
                     f"round {n + 1}/{args.rounds} {variant:24} {result['pages']:6d} pages, "
-                    f"beats ok {result['heartbeat_ok']}",
+                    f"beats ok {result['heartbeat_ok']}, main thread slept "
+                    f"{result.get('main_voluntary_switches', 0):.0f} times, preempted "
+                    f"{result.get('main_involuntary_switches', 0):.0f}, CPU share "
+                    f"{result.get('main_cpu_share', 0):.3f}",
                     flush=True,
                 )
     base = [r["pages"] for r in runs["none"]]
@@ -189,7 +207,18 @@ def main() -> int:
             "pages_ratio": ratios,
             "runs": runs[variant],
         }
-        print(f"  {variant:24} {summary(ratios)}")
+        slept = [r.get("main_voluntary_switches", 0) for r in runs[variant]]
+        share = [r.get("main_cpu_share", 0) for r in runs[variant]]
+        print(
+            f"  {variant:24} {summary(ratios)}; main thread slept {summary(slept, 0)} "
+            f"times, CPU share {summary(share)}"
+        )
+    slept = [r.get("main_voluntary_switches", 0) for r in runs["none"]]
+    share = [r.get("main_cpu_share", 0) for r in runs["none"]]
+    print(
+        f"  {'none':24} 1.0; main thread slept {summary(slept, 0)} times, "
+        f"CPU share {summary(share)}"
+    )
     low, high = min(control), max(control)
     print(f"  A/A spread {low:.3f}–{high:.3f}: a median inside it does not resolve")
     report["variants"]["none"] = {"runs": runs["none"]}

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import threading
+import time
 from typing import Any
 
 from scrapy import signals
@@ -26,6 +27,24 @@ class NoHttpHeartbeat(HeartbeatExtension):
         opened = super().spider_opened(spider)
         if self.sender is not None:
             self.sender.client.send = lambda *args, **kwargs: HeartbeatResult("ok")  # type: ignore[method-assign]
+        return opened
+
+
+class NoWatchdogHeartbeat(HeartbeatExtension):
+    """The extension as it is, but each beat's HTTP exchange without the
+    watchdog thread the client starts per request (``threading.Timer``,
+    which cuts a reply that trickles in): the cost of that thread alone."""
+
+    def spider_opened(self, spider: Any) -> Any:
+        opened = super().spider_opened(spider)
+        if self.sender is not None:
+            client = self.sender.client
+
+            def send(status: Any, progress: Any, **kwargs: Any) -> HeartbeatResult:
+                body = heartbeat_body(client.execution_id, client.container_id, status, progress)
+                return client._post(body, client.timeout)
+
+            client.send = send  # type: ignore[method-assign,assignment]
         return opened
 
 
@@ -114,3 +133,47 @@ class PinnedCrawl:
         if cpu < 0:
             raise NotConfigured
         return cls(cpu)
+
+
+class MainThreadCounters:
+    """Puts in the crawl's stats what its main thread went through between
+    spider_opened and spider_closed: context switches, voluntary (it slept:
+    waiting for the GIL, or for the loop's next event) and not (the
+    scheduler took the CPU from it), and its CPU time over wall time. A
+    thread of the extension that takes the GIL shows as the main thread's
+    voluntary switches, whatever else the machine does."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.stats = crawler.stats
+        self.start: tuple[int, int, float, float] | None = None
+        crawler.signals.connect(self.opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> MainThreadCounters:
+        return cls(crawler)
+
+    @staticmethod
+    def _now() -> tuple[int, int, float, float]:
+        fields = {}
+        with open(f"/proc/self/task/{threading.get_native_id()}/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                fields[name] = value.strip()
+        return (
+            int(fields["voluntary_ctxt_switches"]),
+            int(fields["nonvoluntary_ctxt_switches"]),
+            time.thread_time(),
+            time.monotonic(),
+        )
+
+    def opened(self, spider: Any) -> None:
+        self.start = self._now()
+
+    def closed(self, spider: Any) -> None:
+        assert self.start is not None
+        now = self._now()
+        voluntary, involuntary, cpu, wall = (b - a for a, b in zip(self.start, now, strict=True))
+        self.stats.set_value("bench/main_voluntary_switches", voluntary)
+        self.stats.set_value("bench/main_involuntary_switches", involuntary)
+        self.stats.set_value("bench/main_cpu_share", round(cpu / wall, 4))
