@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo docs test test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet bench-contention clean
+.PHONY: demo docs test bench-full valgrind test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet bench-contention clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,18 @@ test-compat: $(STAMP)
 
 test-matrix: lint unit test-compat
 
-# Issue 5's benchmarks, in order; each prints its figures and saves them in
-# bench/results/. The peers are installed here, not with the package;
-# bench-instructions needs Debian's valgrind (installed here when missing).
-bench: $(STAMP)
+# A quick profile of every benchmark (under 15 minutes here): each figure
+# beside its A/A control and its target, saying when it does not resolve.
+# Results in bench/results/quick/, never over the full ones.
+bench: $(STAMP) valgrind
+	$(PY) -m pip install --quiet scrapeops-scrapy spidermon
+	$(PY) bench/quick.py
+
+# The full profile, whose figures docs/performance.rst cites: each prints
+# its figures and saves them in bench/results/. The peers are installed
+# here, not with the package; bench-instructions needs Debian's valgrind
+# (installed here when missing).
+bench-full: $(STAMP)
 	@start=$$(date +%s); \
 	$(PY) -m pip install --quiet scrapeops-scrapy spidermon && \
 	$(PY) bench/event_cost.py && \
@@ -48,10 +56,12 @@ bench: $(STAMP)
 	$(PY) bench/soak.py && \
 	$(PY) bench/shutdown.py && \
 	$(MAKE) --no-print-directory bench-instructions && \
-	echo "make bench: $$(( $$(date +%s) - start )) s"
+	echo "make bench-full: $$(( $$(date +%s) - start )) s"
 
-bench-instructions: $(STAMP)
+valgrind:
 	command -v valgrind >/dev/null || apt-get install -y -qq valgrind
+
+bench-instructions: $(STAMP) valgrind
 	$(PY) -m pip install --quiet scrapeops-scrapy spidermon
 	$(PY) bench/instructions.py --repeat 3
 

@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 from scrapy_heartbeat.demo import spawn_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+#: Where results are saved: ``BENCH_RESULTS`` when set (``bench/quick.py``
+#: keeps its quick figures apart from the full ones the docs cite).
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench" / "results")
 T = TypeVar("T")
 
 

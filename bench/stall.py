@@ -51,14 +51,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=3_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-peers", action="store_true", help="leave scrapeops-scrapy out")
     args = parser.parse_args()
+    runs = [run for run in RUNS if not (args.no_peers and run[0] == "scrapeops")]
     apis = {b: HeartbeatServer(behaviour=b) for b in ("hang", "slow:5")}
     refused = f"http://127.0.0.1:{free_port()}"
-    results: dict[str, list[dict[str, float]]] = {f"{v} {b}": [] for v, b in RUNS}
+    results: dict[str, list[dict[str, float]]] = {f"{v} {b}": [] for v, b in runs}
     try:
         with site_server(args.pages) as site:
             for n in range(args.rounds):
-                for variant, behaviour in rotated(RUNS, n):
+                for variant, behaviour in rotated(runs, n):
                     api = (
                         refused
                         if behaviour == "refused"
