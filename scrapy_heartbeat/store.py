@@ -115,22 +115,24 @@ _INSERT_CONTAINER = (
     "ON CONFLICT (execution_id, container_id) DO UPDATE" + _upsert_state("containers")
 )
 
-#: An execution's interval is its slowest container's: with many containers
-#: the gaps between the execution's own beats say nothing.
-_SELECT_EXECUTIONS = """
+#: An execution's interval is its slowest container's mean gap between
+#: beats: with many containers the gaps between the execution's own beats
+#: say nothing.
+_SLOWEST_INTERVAL = """(SELECT MAX(c.gap_seconds / c.gaps) FROM containers c
+        WHERE c.execution_id = e.execution_id AND c.gaps > 0)"""
+
+_SELECT_EXECUTIONS = f"""
 SELECT e.execution_id, e.container_id, e.status, e.progress, e.first_seen, e.last_seen,
     e.beats, e.latency, COALESCE(e.moved_at, e.first_seen), e.liveness,
     (SELECT COUNT(*) FROM containers c WHERE c.execution_id = e.execution_id),
-    (SELECT MAX(c.gap_seconds / c.gaps) FROM containers c
-        WHERE c.execution_id = e.execution_id AND c.gaps > 0)
+    {_SLOWEST_INTERVAL}
 FROM executions e
 """
 
 #: What settling needs of each execution: its liveness, not its progress.
-_SELECT_LIVENESS = """
+_SELECT_LIVENESS = f"""
 SELECT e.execution_id, e.status, e.last_seen, COALESCE(e.moved_at, e.first_seen), e.liveness,
-    (SELECT MAX(c.gap_seconds / c.gaps) FROM containers c
-        WHERE c.execution_id = e.execution_id AND c.gaps > 0)
+    {_SLOWEST_INTERVAL}
 FROM executions e
 """
 
@@ -383,11 +385,11 @@ class HeartbeatStore:
                 (after, batch),
             )
             decide = self.rules.decide
-            moved = {  # the few whose liveness changed: only they are read whole
-                execution_id: settled
+            moved = [  # the few whose liveness changed: only they are read whole
+                execution_id
                 for execution_id, status, last, since, settled, interval in rows
                 if decide(status, moment - last, interval, moment - since) != settled
-            }
+            ]
             changed = []
             if moved:
                 marks = ", ".join("?" * len(moved))
