@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import summary
+
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "bench" / "results" / "quick"
 
@@ -79,13 +83,6 @@ def load(name: str) -> Any:
     return json.loads((QUICK / f"{name}.json").read_text())
 
 
-def spread(values: list[float], digits: int = 3) -> str:
-    return (
-        f"{statistics.median(values):.{digits}f} "
-        f"({min(values):.{digits}f}–{max(values):.{digits}f})"
-    )
-
-
 def ratio_figure(
     what: str, ratios: list[float], control: list[float], limit: float, at_least: bool = False
 ) -> Figure:
@@ -99,7 +96,7 @@ def ratio_figure(
         "×",
         f"{'≥' if at_least else '≤'} {limit:g}",
         value >= limit if at_least else value <= limit,
-        spread(control),
+        summary(control),
         resolves=noise < abs(limit - 1),
     )
 
@@ -183,7 +180,7 @@ def figures() -> list[Figure]:
                 "ms",
                 "≤ 5",
                 value <= 5,
-                spread(aa, 1),
+                summary(aa, 1),
                 resolves=max(abs(a) for a in aa) < 5,
             )
         )
@@ -199,7 +196,7 @@ def figures() -> list[Figure]:
                 "ms",
                 "≤ 50",
                 value <= 50,
-                spread(aa, 1),
+                summary(aa, 1),
                 resolves=max(abs(a) for a in aa) < 50,
             )
         )

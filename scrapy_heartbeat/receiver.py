@@ -264,6 +264,10 @@ def _is_json(request: Any) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
+#: A beat waiting to be stored: its body, when it arrived, and its answer.
+_Waiting = tuple[dict[str, Any], float, "defer.Deferred[float]"]
+
+
 class _BatchWriter:
     """Stores beats for a store that waits on the network (PostgreSQL): one
     thread takes every beat waiting, up to :attr:`BATCH`, and stores them in
@@ -276,9 +280,7 @@ class _BatchWriter:
     def __init__(self, store: HeartbeatStore, reactor: Any) -> None:
         self.store = store
         self.reactor = reactor
-        self.waiting: queue.SimpleQueue[tuple[dict[str, Any], float, defer.Deferred[float]]] = (
-            queue.SimpleQueue()
-        )
+        self.waiting: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="heartbeat-writer", daemon=True)
         self.thread.start()
 
@@ -297,7 +299,7 @@ class _BatchWriter:
                     break
             self._store(batch)
 
-    def _store(self, batch: list[tuple[dict[str, Any], float, defer.Deferred[float]]]) -> None:
+    def _store(self, batch: list[_Waiting]) -> None:
         try:
             latencies = self.store.add_many([(body, now) for body, now, _ in batch])
         except StoreUnavailable as exc:  # a 503 for each
@@ -312,12 +314,12 @@ class _BatchWriter:
             self.reactor.callFromThread(_answer_all, batch, latencies)
 
 
-def _answer_all(batch: list[Any], latencies: list[float]) -> None:
+def _answer_all(batch: list[_Waiting], latencies: list[float]) -> None:
     for (_, _, done), latency in zip(batch, latencies, strict=True):
         done.callback(latency)
 
 
-def _fail_all(batch: list[Any], exc: Exception) -> None:
+def _fail_all(batch: list[_Waiting], exc: Exception) -> None:
     for _, _, done in batch:
         done.errback(exc)
 
