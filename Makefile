@@ -72,7 +72,7 @@ bench-receiver: $(STAMP)
 # Issue 14 (in progress): scrapy bench beside a CPU-bound process on the crawl's CPU, with the
 # probes that take a beat apart (bench/contention_probes.py).
 bench-contention: $(STAMP)
-	$(PY) bench/contention.py --pin --rounds 8 --variants heartbeat,no-http,no-watchdog,loop-http,sleeper
+	$(PY) bench/contention.py --pin --rounds 8 --variants heartbeat,no-http,timer-watchdog,loop-http,sleeper
 
 # Issue 11's figures: instructions per page with the plain-data marker (this
 # tree against the commit before it) and the cost of shared counters in Redis.

@@ -24,8 +24,8 @@ Variants (``bench/contention_probes.py`` holds the probes):
 * ``heartbeat``: the extension, posting to the reference receiver.
 * ``no-http``: the extension with a client that answers at once without any
   I/O: the worker thread still wakes for each beat.
-* ``no-watchdog``: the extension, each request without the watchdog thread
-  the client starts for it.
+* ``timer-watchdog``: the extension, each request with a watchdog thread of
+  its own (``threading.Timer``), as before the event loop timed beats.
 * ``loop-http``: the extension, its periodic beats posted by Twisted's Agent
   on the reactor thread instead of the worker thread.
 * ``sleeper``: no extension; a thread that wakes once per interval and does
@@ -69,8 +69,8 @@ def variant_settings(variant: str, api: str, interval: float) -> dict[str, Any]:
         return {"EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500}, **heartbeat}
     if variant == "no-http":
         return {"EXTENSIONS": {f"{PROBES}.NoHttpHeartbeat": 500}, **heartbeat}
-    if variant == "no-watchdog":
-        return {"EXTENSIONS": {f"{PROBES}.NoWatchdogHeartbeat": 500}, **heartbeat}
+    if variant == "timer-watchdog":
+        return {"EXTENSIONS": {f"{PROBES}.TimerWatchdogHeartbeat": 500}, **heartbeat}
     if variant == "loop-http":
         return {"EXTENSIONS": {f"{PROBES}.LoopHttpHeartbeat": 500}, **heartbeat}
     if variant == "sleeper":
@@ -105,36 +105,90 @@ def cpus() -> tuple[list[int], int]:
     return available[:-1], available[-1]
 
 
-def scrapy_bench(
-    settings: dict[str, Any], seconds: float, others: list[int] | None = None
-) -> dict[str, Any]:
-    """One ``scrapy bench`` run; pages crawled and beats delivered. With
-    ``others``, the process starts on those CPUs (its site server stays)."""
-    args = [sys.executable, "-m", "scrapy.cmdline", "bench", "-s", f"CLOSESPIDER_TIMEOUT={seconds}"]
+#: What ``bench.contention_probes.MainThreadCounters`` puts in the stats.
+COUNTERS = (
+    "main_voluntary_switches",
+    "main_involuntary_switches",
+    "main_cpu_share",
+    "other_threads_cpu_ms",
+)
+#: ``scrapy bench``'s own settings, for its spider run side by side.
+BENCH_SETTINGS = {"LOG_LEVEL": "INFO", "LOGSTATS_INTERVAL": 1}
+
+
+def start_bench(
+    settings: dict[str, Any],
+    seconds: float,
+    others: list[int] | None = None,
+    side_by_side: bool = False,
+) -> subprocess.Popen[str]:
+    """Start one ``scrapy bench`` run. With ``others``, the process starts on
+    those CPUs (its site server stays). ``side_by_side``: ``scrapy bench``'s
+    spider alone (``bench/bench_spider.py``), crawling the bench server this
+    script started."""
+    command = ["bench"]
+    if side_by_side:
+        command = ["runspider", str(ROOT / "bench" / "bench_spider.py")]
+        settings = {**BENCH_SETTINGS, **settings}
+    args = [
+        sys.executable,
+        "-m",
+        "scrapy.cmdline",
+        *command,
+        "-s",
+        f"CLOSESPIDER_TIMEOUT={seconds}",
+    ]
     if others is not None:
         args = ["taskset", "-c", ",".join(map(str, others)), *args]
     for name, value in settings.items():
         shown = json.dumps(value) if isinstance(value, (dict, list, bool)) else str(value)
         args += ["-s", f"{name}={shown}"]
-    done = subprocess.run(
+    return subprocess.Popen(
         args,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT / "bench",  # no scrapy.cfg here: scrapy bench needs no project
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-        timeout=seconds + 120,
     )
-    pages = re.search(r"'response_received_count': (\d+)", done.stderr)
-    if done.returncode != 0 or pages is None:
-        raise SystemExit(f"scrapy bench failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    ok = re.search(r"'heartbeat/ok': (\d+)", done.stderr)
+
+
+def bench_result(process: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
+    """A run's pages crawled, beats delivered and the probes' counters."""
+    _, stderr = process.communicate(timeout=seconds + 120)
+    pages = re.search(r"'response_received_count': (\d+)", stderr)
+    if process.returncode != 0 or pages is None:
+        raise SystemExit(f"scrapy bench failed ({process.returncode}):\n{stderr[-3000:]}")
+    ok = re.search(r"'heartbeat/ok': (\d+)", stderr)
     result = {"pages": int(pages.group(1)), "heartbeat_ok": int(ok.group(1)) if ok else 0}
-    for name in ("main_voluntary_switches", "main_involuntary_switches", "main_cpu_share"):
-        found = re.search(rf"'bench/{name}': ([\d.]+)", done.stderr)
+    for name in COUNTERS:
+        found = re.search(rf"'bench/{name}': ([\d.]+)", stderr)
         if found:
             result[name] = float(found.group(1))
     return result
+
+
+def scrapy_bench(
+    settings: dict[str, Any], seconds: float, others: list[int] | None = None
+) -> dict[str, Any]:
+    """One ``scrapy bench`` run, to its end."""
+    return bench_result(start_bench(settings, seconds, others), seconds)
+
+
+@contextlib.contextmanager
+def bench_server(others: list[int] | None) -> Iterator[None]:
+    """``scrapy bench``'s site server (on ``others``), for side-by-side runs."""
+    args = [sys.executable, "-u", "-m", "scrapy.utils.benchserver"]
+    if others is not None:
+        args = ["taskset", "-c", ",".join(map(str, others)), *args]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # "Bench server at http://localhost:8998"
+        yield
+    finally:
+        server.kill()
+        server.wait()
 
 
 @contextlib.contextmanager
@@ -155,6 +209,18 @@ def competing_load(load: str, hogs: int, cpu: int | None = None) -> Iterator[Non
             process.wait()
 
 
+def show(n: int, rounds: int, variant: str, result: dict[str, Any]) -> None:
+    print(
+        f"round {n + 1}/{rounds} {variant:24} {result['pages']:6d} pages, "
+        f"beats ok {result['heartbeat_ok']}, main thread slept "
+        f"{result.get('main_voluntary_switches', 0):.0f} times, preempted "
+        f"{result.get('main_involuntary_switches', 0):.0f}, CPU share "
+        f"{result.get('main_cpu_share', 0):.3f}, other threads "
+        f"{result.get('other_threads_cpu_ms', 0):.0f} CPU ms",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
@@ -167,64 +233,88 @@ def main() -> int:
     parser.add_argument(
         "--pin", action="store_true", help="the crawl and the load on one CPU, the rest elsewhere"
     )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="each variant crawls at the same time as an unmonitored crawl (on one CPU with --pin)",
+    )
     args = parser.parse_args()
     others, crawl_cpu = cpus() if args.pin else (None, None)
     if others is not None:
         os.sched_setaffinity(0, set(others))  # this script and the receiver it starts
-    variants = ["none", *args.variants.split(","), "none-again"]
+    variants = [*args.variants.split(","), "none-again"]
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    bases: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}  # each one's "none"
     started = time.monotonic()
-    with receiver() as api, competing_load(args.load, args.hogs, crawl_cpu):
+
+    def settings_of(variant: str, api: Any) -> dict[str, Any]:
+        settings = counted(variant_settings(variant, api.url, args.interval))
+        return settings if crawl_cpu is None else pinned(settings, crawl_cpu)
+
+    server = bench_server(others) if args.side_by_side else contextlib.nullcontext()
+    with receiver() as api, server, competing_load(args.load, args.hogs, crawl_cpu):
         for n in range(args.rounds):
-            for variant in rotated(variants, n):
-                settings = counted(variant_settings(variant, api.url, args.interval))
-                if crawl_cpu is not None:
-                    settings = pinned(settings, crawl_cpu)
-                result = scrapy_bench(settings, args.seconds, others)
-                runs[variant].append(result)
-                print(
-                    f"round {n + 1}/{args.rounds} {variant:24} {result['pages']:6d} pages, "
-                    f"beats ok {result['heartbeat_ok']}, main thread slept "
-                    f"{result.get('main_voluntary_switches', 0):.0f} times, preempted "
-                    f"{result.get('main_involuntary_switches', 0):.0f}, CPU share "
-                    f"{result.get('main_cpu_share', 0):.3f}",
-                    flush=True,
-                )
-    base = [r["pages"] for r in runs["none"]]
+            if args.side_by_side:
+                for variant in rotated(variants, n):
+                    pair = [variant, "none"] if n % 2 else ["none", variant]  # who starts first
+                    processes = [
+                        start_bench(settings_of(v, api), args.seconds, others, side_by_side=True)
+                        for v in pair
+                    ]
+                    results = dict(
+                        zip(pair, (bench_result(p, args.seconds) for p in processes), strict=True)
+                    )
+                    runs[variant].append(results[variant])
+                    bases[variant].append(results["none"])
+                    show(n, args.rounds, variant, results[variant])
+                    show(n, args.rounds, "  beside it: none", results["none"])
+                continue
+            for variant in rotated(["none", *variants], n):
+                result = scrapy_bench(settings_of(variant, api), args.seconds, others)
+                for v in variants if variant == "none" else [variant]:
+                    (bases if variant == "none" else runs)[v].append(result)
+                show(n, args.rounds, variant, result)
+    how = (
+        "beside an unmonitored crawl run at the same time"
+        if args.side_by_side
+        else ("over the unmonitored run of the same round")
+    )
     print(
         f"\nscrapy bench, {args.seconds:g} s per run, load {args.load}"
-        f"{f', crawl and load pinned to CPU {crawl_cpu}' if crawl_cpu is not None else ''}"
+        f"{f', crawls and load pinned to CPU {crawl_cpu}' if crawl_cpu is not None else ''}"
         f"{f' ({args.hogs} CPU-bound)' if args.load == 'hog' else ''}, interval "
-        f"{args.interval:g} s, {args.rounds} rounds; pages over the unmonitored run of the "
-        f"same round, median (min–max); {time.monotonic() - started:.0f} s in all"
+        f"{args.interval:g} s, {args.rounds} rounds; pages {how}, median (min–max); "
+        f"{time.monotonic() - started:.0f} s in all"
     )
-    control = [r["pages"] / b for r, b in zip(runs["none-again"], base, strict=True)]
     report: dict[str, Any] = {"settings": vars(args), "variants": {}}
-    for variant in variants[1:]:
-        ratios = [r["pages"] / b for r, b in zip(runs[variant], base, strict=True)]
+    ratios = {
+        v: [r["pages"] / b["pages"] for r, b in zip(runs[v], bases[v], strict=True)]
+        for v in variants
+    }
+    for variant in variants:
         report["variants"][variant] = {
-            "pages_ratio_median": statistics.median(ratios),
-            "pages_ratio": ratios,
+            "pages_ratio_median": statistics.median(ratios[variant]),
+            "pages_ratio": ratios[variant],
             "runs": runs[variant],
+            "beside" if args.side_by_side else "none_of_round": bases[variant],
         }
-        slept = [r.get("main_voluntary_switches", 0) for r in runs[variant]]
-        share = [r.get("main_cpu_share", 0) for r in runs[variant]]
-        print(
-            f"  {variant:24} {summary(ratios)}; main thread slept {summary(slept, 0)} "
-            f"times, CPU share {summary(share)}"
-        )
-    slept = [r.get("main_voluntary_switches", 0) for r in runs["none"]]
-    share = [r.get("main_cpu_share", 0) for r in runs["none"]]
-    print(
-        f"  {'none':24} 1.0; main thread slept {summary(slept, 0)} times, "
-        f"CPU share {summary(share)}"
-    )
-    low, high = min(control), max(control)
+        print(f"  {variant:24} {summary(ratios[variant])}; {counters(runs[variant])}")
+    print(f"  {'none':24} 1.0; {counters(bases[variants[0]])}")
+    low, high = min(ratios["none-again"]), max(ratios["none-again"])
     print(f"  A/A spread {low:.3f}–{high:.3f}: a median inside it does not resolve")
-    report["variants"]["none"] = {"runs": runs["none"]}
     if args.save:
         print(f"saved {save(args.save, report)}")
     return 0
+
+
+def counters(runs: list[dict[str, Any]]) -> str:
+    slept = [r.get("main_voluntary_switches", 0) for r in runs]
+    share = [r.get("main_cpu_share", 0) for r in runs]
+    others = [r.get("other_threads_cpu_ms", 0) for r in runs]
+    return (
+        f"main thread slept {summary(slept, 0)} times, CPU share {summary(share)}; "
+        f"other threads {summary(others, 0)} CPU ms"
+    )
 
 
 if __name__ == "__main__":

@@ -30,21 +30,15 @@ class NoHttpHeartbeat(HeartbeatExtension):
         return opened
 
 
-class NoWatchdogHeartbeat(HeartbeatExtension):
-    """The extension as it is, but each beat's HTTP exchange without the
-    watchdog thread the client starts per request (``threading.Timer``,
-    which cuts a reply that trickles in): the cost of that thread alone."""
+class TimerWatchdogHeartbeat(HeartbeatExtension):
+    """The extension as it was before the loop timed its periodic beats:
+    each request with a watchdog thread of its own (``threading.Timer``,
+    which cuts a reply that trickles in): the cost of that thread."""
 
     def spider_opened(self, spider: Any) -> Any:
         opened = super().spider_opened(spider)
         if self.sender is not None:
-            client = self.sender.client
-
-            def send(status: Any, progress: Any, **kwargs: Any) -> HeartbeatResult:
-                body = heartbeat_body(client.execution_id, client.container_id, status, progress)
-                return client._post(body, client.timeout)
-
-            client.send = send  # type: ignore[method-assign,assignment]
+            self.sender._call_later = None
         return opened
 
 
@@ -139,13 +133,14 @@ class MainThreadCounters:
     """Puts in the crawl's stats what its main thread went through between
     spider_opened and spider_closed: context switches, voluntary (it slept:
     waiting for the GIL, or for the loop's next event) and not (the
-    scheduler took the CPU from it), and its CPU time over wall time. A
+    scheduler took the CPU from it), its CPU time over wall time, and the
+    CPU time of the process's other threads (the sender's among them). A
     thread of the extension that takes the GIL shows as the main thread's
     voluntary switches, whatever else the machine does."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.stats = crawler.stats
-        self.start: tuple[int, int, float, float] | None = None
+        self.start: tuple[int, int, float, float, float] | None = None
         crawler.signals.connect(self.opened, signal=signals.spider_opened)
         crawler.signals.connect(self.closed, signal=signals.spider_closed)
 
@@ -154,7 +149,7 @@ class MainThreadCounters:
         return cls(crawler)
 
     @staticmethod
-    def _now() -> tuple[int, int, float, float]:
+    def _now() -> tuple[int, int, float, float, float]:
         fields = {}
         with open(f"/proc/self/task/{threading.get_native_id()}/status") as status:
             for line in status:
@@ -165,6 +160,7 @@ class MainThreadCounters:
             int(fields["nonvoluntary_ctxt_switches"]),
             time.thread_time(),
             time.monotonic(),
+            time.process_time(),
         )
 
     def opened(self, spider: Any) -> None:
@@ -173,7 +169,11 @@ class MainThreadCounters:
     def closed(self, spider: Any) -> None:
         assert self.start is not None
         now = self._now()
-        voluntary, involuntary, cpu, wall = (b - a for a, b in zip(self.start, now, strict=True))
+        voluntary, involuntary, cpu, wall, process = (
+            b - a for a, b in zip(self.start, now, strict=True)
+        )
         self.stats.set_value("bench/main_voluntary_switches", voluntary)
         self.stats.set_value("bench/main_involuntary_switches", involuntary)
         self.stats.set_value("bench/main_cpu_share", round(cpu / wall, 4))
+        # the sender's thread, the reactor's pool, a probe's thread
+        self.stats.set_value("bench/other_threads_cpu_ms", round((process - cpu) * 1000, 1))

@@ -66,6 +66,32 @@ def loop_thread_caller() -> Callable[[Callable[[], None]], None]:
     return call_from_thread
 
 
+def loop_timer() -> Callable[[float, Callable[[], None]], Callable[[], None]]:
+    """A function that runs a callable on the current event loop's thread
+    after a delay, and returns a function that cancels it (harmless once it
+    ran). Call both on the loop's thread."""
+    loop = _running_loop()
+    if loop is not None:
+
+        def call_later(delay: float, func: Callable[[], None]) -> Callable[[], None]:
+            return loop.call_later(delay, func).cancel
+
+        return call_later
+
+    reactor = twisted_reactor()
+
+    def call_later_in_reactor(delay: float, func: Callable[[], None]) -> Callable[[], None]:
+        call = reactor.callLater(delay, func)
+
+        def cancel() -> None:
+            if call.active():
+                call.cancel()
+
+        return cancel
+
+    return call_later_in_reactor
+
+
 async def wait_for_future(future: concurrent.futures.Future[Any], timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for ``future`` without blocking the
     loop; True if it finished in time."""

@@ -147,11 +147,15 @@ class HeartbeatClient:
         timeout: float | None = None,
         timestamp: int | None = None,
         cancelled: Callable[[], str | None] | None = None,
+        watchdog: bool = True,
     ) -> HeartbeatResult:
         """Send one heartbeat; ``timestamp`` defaults to now, taken just before
         sending so the server's latency figure is true. ``timeout`` bounds the
         whole request. ``cancelled`` is asked as the request starts: a reason
-        there means do not send (see :meth:`cut_off` for one in progress)."""
+        there means do not send (see :meth:`cut_off` for one in progress).
+        ``watchdog=False``: the caller promises to call :meth:`cut_off` at the
+        deadline itself (the extension does, from its event loop's timers),
+        so no thread is started for the request."""
         body = heartbeat_body(self.execution_id, self.container_id, status, progress, timestamp)
         wait = self.timeout if timeout is None else min(max(timeout, 0.001), self.timeout)
         with self._lock:
@@ -164,15 +168,16 @@ class HeartbeatClient:
         # requests' timeout bounds each read, not the request: a reply that
         # trickles one byte at a time would hold us for ever. The watchdog
         # cuts the connection at the deadline.
-        watchdog = threading.Timer(
-            wait, self._cut_off, (attempt, f"no complete reply within {wait:.3g}s")
-        )
-        watchdog.daemon = True
-        watchdog.start()
+        timer = None
+        if watchdog:
+            timer = threading.Timer(wait, self._cut_off, (attempt, timed_out(wait)))
+            timer.daemon = True
+            timer.start()
         try:
             return self._post(body, wait)
         finally:
-            watchdog.cancel()
+            if timer is not None:
+                timer.cancel()
             with self._lock:
                 self._attempt += 1  # a late cut_off() now finds another attempt
                 if self._cut is not None and self._adapter is not None:
@@ -410,6 +415,11 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
+def timed_out(timeout: float) -> str:
+    """The reason given for a request that outlived its ``timeout``."""
+    return f"no complete reply within {timeout:.3g}s"
+
+
 def describe_exception(exc: requests.exceptions.RequestException, timeout: float) -> str:
     """A short, stable reason: no traceback, no URL (it may hold credentials)."""
     text = str(exc)
@@ -423,7 +433,7 @@ def describe_exception(exc: requests.exceptions.RequestException, timeout: float
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return f"connect timeout after {timeout:g}s"
     if isinstance(exc, requests.exceptions.ReadTimeout):
-        return f"no complete reply within {timeout:.3g}s"
+        return timed_out(timeout)
     if isinstance(exc, requests.exceptions.ConnectionError):
         lowered = text.lower()
         for needle, reason in (

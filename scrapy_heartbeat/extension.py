@@ -27,6 +27,7 @@ from scrapy_heartbeat import jobstate
 from scrapy_heartbeat._compat import (
     LoopingTask,
     loop_thread_caller,
+    loop_timer,
     looping_call,
     wait_for_future,
 )
@@ -196,7 +197,7 @@ class HeartbeatExtension:
                 "an Authorization header; the header is sent, the URL's credentials are not",
                 extra={"crawler": self.crawler},
             )
-        self.sender = HeartbeatSender(client, self.crawler, loop_thread_caller())
+        self.sender = HeartbeatSender(client, self.crawler, loop_thread_caller(), loop_timer())
         logger.info(
             "Sending heartbeats for execution %(execution_id)s to %(url)s every %(interval)gs",
             {

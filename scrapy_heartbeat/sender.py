@@ -5,6 +5,10 @@ there).
 The loop thread submits a beat and learns its result on the loop thread again;
 the worker only talks HTTP. At most one periodic beat is in flight: a tick that
 finds one is skipped, never queued (the next beat carries newer state).
+
+A periodic beat's deadline is a timer of the event loop (``call_later``), which
+cuts the request off from the loop thread: no thread is started per beat (on a
+CPU the crawl shares, each thread start and wake-up is a hand-off of the GIL).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
+from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult, timed_out
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -42,6 +46,8 @@ Prepare = Callable[[], tuple[str, dict[str, Any]]]
 #: a second beat to send, or None (the last worker out of a shared execution
 #: ends it only after its own last beat is out; see the extension).
 FollowUp = Callable[[], "tuple[str, dict[str, Any]] | None"]
+#: Runs a callable on the loop thread after a delay; returns its cancel.
+CallLater = Callable[[float, Callable[[], None]], Callable[[], None]]
 
 
 @dataclass
@@ -55,6 +61,7 @@ class _Beat:
     prepare: Prepare | None = None
     follow_up: FollowUp | None = None
     superseded: str | None = None  # a periodic beat that the final beat cut off
+    timed_out: str | None = None  # a periodic beat cut off at its deadline
 
 
 class HeartbeatSender:
@@ -63,11 +70,14 @@ class HeartbeatSender:
         client: HeartbeatClient,
         crawler: Crawler,
         call_in_loop: Callable[[Callable[[], None]], None],
+        call_later: CallLater | None = None,
     ) -> None:
         self.client = client
         self.crawler = crawler
         self.stats = crawler.stats
         self._call_in_loop = call_in_loop
+        self._call_later = call_later  # None: the client's watchdog thread times beats
+        self._cancel_deadline: Callable[[], None] | None = None
         self._jobs: queue.SimpleQueue[_Beat | None] = queue.SimpleQueue()
         self._in_flight = False
         self._lock = threading.Lock()
@@ -96,10 +106,25 @@ class HeartbeatSender:
             return False
         self._in_flight = True
         beat = self._submit(_Beat(status, progress, concurrent.futures.Future(), prepare=prepare))
+        if self._call_later is not None:
+            self._cancel_deadline = self._call_later(
+                self.client.timeout, lambda: self._time_out(beat)
+            )
         beat.future.add_done_callback(
             lambda f: self._call_in_loop(lambda: self._periodic_done(beat, f))
         )
         return True
+
+    def _time_out(self, periodic: _Beat) -> None:
+        """Loop thread, at a periodic beat's deadline: cut it off."""
+        if periodic.future.done():
+            return
+        # Marked first: a request that starts after the cut_off() below sees
+        # the mark and never goes out.
+        periodic.timed_out = timed_out(self.client.timeout)
+        with self._lock:
+            if self._sending is periodic:
+                self.client.cut_off(periodic.timed_out)
 
     def send_final(
         self,
@@ -202,6 +227,9 @@ class HeartbeatSender:
         self, beat: _Beat, future: concurrent.futures.Future[HeartbeatResult]
     ) -> None:
         self._in_flight = False
+        if self._cancel_deadline is not None:
+            self._cancel_deadline()
+            self._cancel_deadline = None
         if beat.superseded is not None:  # not a failure: the final beat carries newer state
             self.stats.inc_value("heartbeat/superseded")
             return
@@ -270,7 +298,12 @@ class HeartbeatSender:
                 self._sending = beat
             try:
                 result = self.client.send(
-                    beat.status, beat.progress, timeout=timeout, cancelled=lambda: beat.superseded
+                    beat.status,
+                    beat.progress,
+                    timeout=timeout,
+                    cancelled=lambda: beat.superseded or beat.timed_out,
+                    # the loop's timer cuts a periodic beat off (see _time_out)
+                    watchdog=beat.deadline is not None or self._call_later is None,
                 )
             finally:
                 with self._lock:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import scrapy
+from scrapy import signals
 from scrapy.exceptions import DropItem
 from scrapy.http import Response
 
@@ -222,3 +224,32 @@ class ShardSpider(PagesSpider):
     async def start(self) -> Any:
         for n in range(self.first, self.first + self.pages):
             yield scrapy.Request(f"{self.site}/page/{n}", callback=self.parse)
+
+
+class ThreadStarts:
+    """An extension that counts the threads started during the crawl, in
+    its stats: ``test/threads_started`` and ``test/timers_started``
+    (``threading.Timer``)."""
+
+    def __init__(self, crawler: Any) -> None:
+        self.stats = crawler.stats
+        self.started: list[threading.Thread] = []
+        original = self.original = threading.Thread.start
+        started = self.started
+
+        def start(thread: threading.Thread) -> None:
+            started.append(thread)
+            original(thread)
+
+        threading.Thread.start = start  # type: ignore[method-assign]
+        crawler.signals.connect(self.closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> ThreadStarts:
+        return cls(crawler)
+
+    def closed(self, spider: Any) -> None:
+        threading.Thread.start = self.original  # type: ignore[method-assign]
+        self.stats.set_value("test/threads_started", len(self.started))
+        timers = [t for t in self.started if isinstance(t, threading.Timer)]
+        self.stats.set_value("test/timers_started", len(timers))

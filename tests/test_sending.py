@@ -222,3 +222,28 @@ def test_paused_engine_reports_paused(
     assert statuses[-1] == "completed"
     paused = [b for b in heartbeat_server.bodies() if b["status"] == "paused"]
     assert paused[0]["progress"]["current_stage"].startswith("已暂停")
+
+
+def test_periodic_beats_start_no_thread(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    """A periodic beat's deadline is a timer of the event loop, not a
+    ``threading.Timer`` per request: on a CPU the crawl shares, every thread
+    start is a hand-off of the GIL. The final beat keeps its own watchdog."""
+    result = run_crawl(
+        "tests.spiders.SlowPagesSpider",
+        {
+            "EXTENSIONS": {
+                "scrapy_heartbeat.HeartbeatExtension": 500,
+                "tests.spiders.ThreadStarts": 0,
+            },
+            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+            **FAST,
+        },
+        args={"site": pages_site.url, "pages": "30"},  # ~3 s
+    )
+    assert result.stats["heartbeat/ok"] >= 10, result.log[-2000:]
+    # the final beat's watchdog, and the supersede timer if a beat was in flight
+    assert result.stats["test/timers_started"] <= 2, result.stats
+    assert result.stats["test/threads_started"] < result.stats["heartbeat/ok"]
