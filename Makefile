@@ -69,10 +69,16 @@ bench-receiver: $(STAMP)
 	$(PY) bench/receiver_load.py --backend sqlite
 	$(PY) bench/receiver_load.py --backend postgresql
 
-# Issue 14 (in progress): scrapy bench beside a CPU-bound process on the crawl's CPU, with the
-# probes that take a beat apart (bench/contention_probes.py).
+# Issue 14: scrapy bench beside a CPU-bound process on the crawl's CPU, each
+# run side by side with an unmonitored one (beat every 1 s; 30 s), the probes
+# that take a beat apart (bench/contention_probes.py), the 20,000-page crawl,
+# and the CPU of one beat's HTTP exchange.
 bench-contention: $(STAMP)
-	$(PY) bench/contention.py --pin --rounds 8 --variants heartbeat,no-http,timer-watchdog,loop-http,sleeper
+	$(PY) bench/contention.py --pin --side-by-side --rounds 10 --variants heartbeat
+	$(PY) bench/contention.py --pin --side-by-side --rounds 10 --interval 30 --variants heartbeat
+	$(PY) bench/contention.py --pin --side-by-side --rounds 10 --variants loop-http,timer-watchdog,no-http
+	$(PY) bench/contention.py --pin --crawl 20000 --rounds 8 --variants heartbeat
+	$(PY) bench/send_cost.py
 
 # Issue 11's figures: instructions per page with the plain-data marker (this
 # tree against the commit before it) and the cost of shared counters in Redis.

@@ -4,6 +4,7 @@ measured crawl, and median/min–max summaries."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -145,6 +146,23 @@ def summary(values: list[float], digits: int = 3) -> str:
         f"{round(statistics.median(values), digits)} "
         f"({round(min(values), digits)}–{round(max(values), digits)})"
     )
+
+
+def median_interval(values: list[float], confidence: float = 0.9) -> tuple[float, float, float]:
+    """A distribution-free interval for the median of what ``values`` were
+    drawn from: the k-th smallest and k-th largest value, k as large as
+    keeps at least ``confidence`` (from the binomial distribution; with few
+    values the whole range, and its coverage is returned as the third
+    element: 3 values cover 75%, 8 cover 93% at k = 2)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    k, coverage = 1, 1 - 2 * 0.5**n
+    while k + 1 <= n // 2:
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n  # P(fewer than k + 1 below)
+        if 1 - 2 * tail < confidence:
+            break
+        k, coverage = k + 1, 1 - 2 * tail
+    return ordered[k - 1], ordered[n - k], coverage
 
 
 def save(name: str, data: Any) -> Path:

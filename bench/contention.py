@@ -5,6 +5,7 @@ process competes for the cores.
 
     python bench/contention.py [--rounds 8] [--load hog|idle] [--interval 1]
                                [--variants heartbeat,...] [--seconds 10] [--pin]
+                               [--side-by-side] [--crawl PAGES]
 
 ``--pin``: the crawl's threads and the CPU-bound process share one CPU
 (the last), everything else (the receiver, ``scrapy bench``'s site server,
@@ -17,6 +18,15 @@ last-but-rotated (``none-again``, the A/A control), in an order rotated by
 round. A variant's figure is its pages crawled over the unmonitored crawl's
 of the same round, summarised as median (min–max) over rounds; the A/A
 control's spread is the noise floor a figure must clear to mean anything.
+
+``--side-by-side``: each variant (the A/A control too) crawls at the same
+time as an unmonitored crawl, both on the crawl's CPU with ``--pin``, so
+that both see the same machine: on this VM, the pages a crawl does per CPU
+second drift by up to ±17% between runs a minute apart, which sequential
+pairs cannot tell from a cost; run at once, two unmonitored crawls agree
+within ~2–3%. Each pair starts in turn. ``--crawl PAGES``: the repository's
+crawl of a PAGES-page site (``bench/crawl_process.py``, side by side), each
+counted over the time both were crawling.
 
 Variants (``bench/contention_probes.py`` holds the probes):
 
@@ -35,6 +45,8 @@ Variants (``bench/contention_probes.py`` holds the probes):
 from __future__ import annotations
 
 import argparse
+import bisect
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -49,7 +61,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import receiver, rotated, save, summary
+from bench.common import (
+    median_interval,
+    receiver,
+    rotated,
+    run_crawl_process,
+    save,
+    site_server,
+    summary,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXECUTION_ID = "550e8400-e29b-41d4-a716-446655440000"
@@ -209,9 +229,68 @@ def competing_load(load: str, hogs: int, cpu: int | None = None) -> Iterator[Non
             process.wait()
 
 
+def crawl_variant(variant: str, interval: float) -> str:
+    """``bench/crawl_process.py``'s name for ``variant``."""
+    if variant in ("none", "none-again"):
+        return variant
+    if variant == "heartbeat":
+        return f"heartbeat-{interval:g}s"
+    raise SystemExit(f"--crawl runs the variant heartbeat only, not {variant!r}")
+
+
+def crawl_side_by_side(
+    pair: list[str], site: str, api: str, interval: float, cpu: int | None
+) -> list[dict[str, Any]]:
+    """The repository's crawl (``bench/crawl_process.py``) twice at once, on
+    ``cpu``; each result's ``pages`` are those it crawled while both crawled
+    (from their timelines: CLOCK_MONOTONIC is one clock for all processes),
+    so that the first to finish does not hand the other a larger share."""
+    prefix = ("taskset", "-c", str(cpu)) if cpu is not None else ()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(
+                run_crawl_process,
+                crawl_variant(v, interval),
+                site,
+                api,
+                prefix=prefix,
+                env={"BENCH_TIMELINE": "1"},
+            )
+            for v in pair
+        ]
+        results = [future.result()[0] for future in futures]
+    lines = [result.pop("timeline") for result in results]
+    start = max(line[0][0] for line in lines)
+    end = min(line[-1][0] for line in lines)
+    for result, line in zip(results, lines, strict=True):
+        result["pages"] = items_at(line, end) - items_at(line, start)
+        result["window_seconds"] = round(end - start, 2)
+    return results
+
+
+def items_at(line: list[list[float]], when: float) -> float:
+    """Items crawled by ``when``, interpolated along a timeline."""
+    times = [t for t, _ in line]
+    i = bisect.bisect_left(times, when)
+    if i == 0:
+        return line[0][1]
+    if i == len(line):
+        return line[-1][1]
+    (t0, n0), (t1, n1) = line[i - 1], line[i]
+    return n0 + (n1 - n0) * (when - t0) / (t1 - t0) if t1 > t0 else n1
+
+
 def show(n: int, rounds: int, variant: str, result: dict[str, Any]) -> None:
+    if "window_seconds" in result:  # --crawl
+        print(
+            f"round {n + 1}/{rounds} {variant:24} {result['pages']:7.0f} pages in the "
+            f"{result['window_seconds']:.1f} s both crawled, {result['items']} in all, "
+            f"beats ok {result['heartbeat_ok']}",
+            flush=True,
+        )
+        return
     print(
-        f"round {n + 1}/{rounds} {variant:24} {result['pages']:6d} pages, "
+        f"round {n + 1}/{rounds} {variant:24} {result['pages']:7.0f} pages, "
         f"beats ok {result['heartbeat_ok']}, main thread slept "
         f"{result.get('main_voluntary_switches', 0):.0f} times, preempted "
         f"{result.get('main_involuntary_switches', 0):.0f}, CPU share "
@@ -234,6 +313,13 @@ def main() -> int:
         "--pin", action="store_true", help="the crawl and the load on one CPU, the rest elsewhere"
     )
     parser.add_argument(
+        "--crawl",
+        type=int,
+        default=0,
+        metavar="PAGES",
+        help="the repository's crawl of a PAGES-page site instead of scrapy bench (side by side)",
+    )
+    parser.add_argument(
         "--side-by-side",
         action="store_true",
         help="each variant crawls at the same time as an unmonitored crawl (on one CPU with --pin)",
@@ -251,19 +337,27 @@ def main() -> int:
         settings = counted(variant_settings(variant, api.url, args.interval))
         return settings if crawl_cpu is None else pinned(settings, crawl_cpu)
 
-    server = bench_server(others) if args.side_by_side else contextlib.nullcontext()
-    with receiver() as api, server, competing_load(args.load, args.hogs, crawl_cpu):
+    if args.crawl:
+        args.side_by_side = True
+        server: Any = site_server(args.crawl)
+    else:
+        server = bench_server(others) if args.side_by_side else contextlib.nullcontext()
+    with receiver() as api, server as site, competing_load(args.load, args.hogs, crawl_cpu):
         for n in range(args.rounds):
             if args.side_by_side:
                 for variant in rotated(variants, n):
                     pair = [variant, "none"] if n % 2 else ["none", variant]  # who starts first
-                    processes = [
-                        start_bench(settings_of(v, api), args.seconds, others, side_by_side=True)
-                        for v in pair
-                    ]
-                    results = dict(
-                        zip(pair, (bench_result(p, args.seconds) for p in processes), strict=True)
-                    )
+                    if args.crawl:
+                        done = crawl_side_by_side(pair, site.url, api.url, args.interval, crawl_cpu)
+                    else:
+                        processes = [
+                            start_bench(
+                                settings_of(v, api), args.seconds, others, side_by_side=True
+                            )
+                            for v in pair
+                        ]
+                        done = [bench_result(p, args.seconds) for p in processes]
+                    results = dict(zip(pair, done, strict=True))
                     runs[variant].append(results[variant])
                     bases[variant].append(results["none"])
                     show(n, args.rounds, variant, results[variant])
@@ -279,8 +373,11 @@ def main() -> int:
         if args.side_by_side
         else ("over the unmonitored run of the same round")
     )
+    what = f"the {args.crawl:,}-page crawl" if args.crawl else f"scrapy bench, {args.seconds:g} s"
+    if args.crawl:
+        how = "crawled while both crawled, beside an unmonitored crawl run at the same time"
     print(
-        f"\nscrapy bench, {args.seconds:g} s per run, load {args.load}"
+        f"\n{what} per run, load {args.load}"
         f"{f', crawls and load pinned to CPU {crawl_cpu}' if crawl_cpu is not None else ''}"
         f"{f' ({args.hogs} CPU-bound)' if args.load == 'hog' else ''}, interval "
         f"{args.interval:g} s, {args.rounds} rounds; pages {how}, median (min–max); "
@@ -300,14 +397,24 @@ def main() -> int:
         }
         print(f"  {variant:24} {summary(ratios[variant])}; {counters(runs[variant])}")
     print(f"  {'none':24} 1.0; {counters(bases[variants[0]])}")
-    low, high = min(ratios["none-again"]), max(ratios["none-again"])
-    print(f"  A/A spread {low:.3f}–{high:.3f}: a median inside it does not resolve")
+    for variant in variants:
+        low, high, coverage = median_interval(ratios[variant])
+        report["variants"][variant]["median_interval"] = [low, high, coverage]
+        print(f"  {variant:24} median within {low:.3f}–{high:.3f} ({coverage:.0%} confidence)")
+    low, high, _ = median_interval(ratios["none-again"])
+    margin = max(abs(low - 1), abs(high - 1))
+    print(
+        f"  the A/A median's interval reaches {margin:.1%} from 1: "
+        "a smaller difference does not resolve"
+    )
     if args.save:
         print(f"saved {save(args.save, report)}")
     return 0
 
 
 def counters(runs: list[dict[str, Any]]) -> str:
+    if not any("main_cpu_share" in r for r in runs):  # --crawl: bench/crawl_process.py's runs
+        return f"{summary([r['items'] for r in runs], 0)} items in all"
     slept = [r.get("main_voluntary_switches", 0) for r in runs]
     share = [r.get("main_cpu_share", 0) for r in runs]
     others = [r.get("other_threads_cpu_ms", 0) for r in runs]

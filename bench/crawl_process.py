@@ -7,6 +7,9 @@ blocked; the five largest stalls and when they happened), RSS at the start and
 end of the crawl, the wall-clock time of "Closing spider" (the parent takes
 the process's exit time and CPU time), and for scrapy-heartbeat the longest
 its own work ran on the loop thread (one beat, or one result coming back).
+With ``BENCH_TIMELINE=1``, the items crawled so far every 0.1 s (``timeline``:
+``bench/contention.py --crawl`` compares two crawls run at once over the
+time both were crawling).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from scrapy.crawler import AsyncCrawlerProcess
 from scrapy.http import Response
 
 PROBE_PERIOD = 0.010
+#: With BENCH_TIMELINE=1: items crawled so far, sampled this often (seconds).
+TIMELINE_PERIOD = 0.1
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -223,13 +228,30 @@ def main() -> int:
     logging.getLogger("scrapy.core.engine").addHandler(clock)
     marks: dict[str, float] = {}
 
+    timeline: list[tuple[float, int]] = []  # (monotonic, items), BENCH_TIMELINE=1
+    sampler: Any = None
+
+    def sample() -> None:
+        timeline.append(
+            (round(time.monotonic(), 4), crawler.stats.get_value("item_scraped_count", 0))
+        )
+
     def opened(spider: Any) -> None:
+        nonlocal sampler
         marks["opened"] = time.monotonic()
         marks["rss_start"] = rss_bytes()
         probe.start()
+        if os.environ.get("BENCH_TIMELINE"):
+            from scrapy.utils.asyncio import create_looping_call
+
+            sampler = create_looping_call(sample)
+            sampler.start(TIMELINE_PERIOD, now=True)
 
     def closed(spider: Any, reason: str) -> None:
         probe.stop()
+        if sampler is not None and sampler.running:
+            sampler.stop()
+            sample()
         marks["closed"] = time.monotonic()
         marks["rss_end"] = rss_bytes()
 
@@ -261,6 +283,7 @@ def main() -> int:
                 "heartbeat_loop_beat_mean_ms": round(timer.mean("beat") * 1000, 3),
                 "heartbeat_loop_max_in": loop_max_in,
                 "heartbeat_worker_cpu_max_ms": round(max(timer.worker_cpu, default=0.0) * 1000, 3),
+                **({"timeline": timeline} if timeline else {}),
             }
         ),
         flush=True,
