@@ -24,7 +24,7 @@ time as an unmonitored crawl, both on the crawl's CPU with ``--pin``, so
 that both see the same machine: on this VM, the pages a crawl does per CPU
 second drift by up to ±17% between runs a minute apart, which sequential
 pairs cannot tell from a cost; run at once, two unmonitored crawls agree
-within ~2–3%. Each pair starts in turn. ``--crawl PAGES``: the repository's
+within ~3–4%. Each pair starts in turn. ``--crawl PAGES``: the repository's
 crawl of a PAGES-page site (``bench/crawl_process.py``, side by side), each
 counted over the time both were crawling.
 
@@ -125,6 +125,11 @@ def cpus() -> tuple[list[int], int]:
     return available[:-1], available[-1]
 
 
+def on_cpus(cpus: list[int] | None) -> list[str]:
+    """The command prefix that starts a process on ``cpus`` (None: anywhere)."""
+    return [] if cpus is None else ["taskset", "-c", ",".join(map(str, cpus))]
+
+
 #: What ``bench.contention_probes.MainThreadCounters`` puts in the stats.
 COUNTERS = (
     "main_voluntary_switches",
@@ -151,6 +156,7 @@ def start_bench(
         command = ["runspider", str(ROOT / "bench" / "bench_spider.py")]
         settings = {**BENCH_SETTINGS, **settings}
     args = [
+        *on_cpus(others),
         sys.executable,
         "-m",
         "scrapy.cmdline",
@@ -158,8 +164,6 @@ def start_bench(
         "-s",
         f"CLOSESPIDER_TIMEOUT={seconds}",
     ]
-    if others is not None:
-        args = ["taskset", "-c", ",".join(map(str, others)), *args]
     for name, value in settings.items():
         shown = json.dumps(value) if isinstance(value, (dict, list, bool)) else str(value)
         args += ["-s", f"{name}={shown}"]
@@ -198,9 +202,7 @@ def scrapy_bench(
 @contextlib.contextmanager
 def bench_server(others: list[int] | None) -> Iterator[None]:
     """``scrapy bench``'s site server (on ``others``), for side-by-side runs."""
-    args = [sys.executable, "-u", "-m", "scrapy.utils.benchserver"]
-    if others is not None:
-        args = ["taskset", "-c", ",".join(map(str, others)), *args]
+    args = [*on_cpus(others), sys.executable, "-u", "-m", "scrapy.utils.benchserver"]
     server = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
@@ -216,7 +218,7 @@ def competing_load(load: str, hogs: int, cpu: int | None = None) -> Iterator[Non
     """``hog``: CPU-bound processes on the same cores (or on ``cpu``) for
     the whole run."""
     processes = []
-    pin = [] if cpu is None else ["taskset", "-c", str(cpu)]
+    pin = on_cpus(None if cpu is None else [cpu])
     if load == "hog":
         processes = [
             subprocess.Popen([*pin, sys.executable, "-c", "while True: pass"]) for _ in range(hogs)
@@ -245,7 +247,7 @@ def crawl_side_by_side(
     ``cpu``; each result's ``pages`` are those it crawled while both crawled
     (from their timelines: CLOCK_MONOTONIC is one clock for all processes),
     so that the first to finish does not hand the other a larger share."""
-    prefix = ("taskset", "-c", str(cpu)) if cpu is not None else ()
+    prefix = tuple(on_cpus(None if cpu is None else [cpu]))
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = [
             pool.submit(
