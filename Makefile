@@ -70,14 +70,19 @@ bench-receiver: $(STAMP)
 	$(PY) bench/receiver_load.py --backend postgresql
 
 # Issue 14: scrapy bench beside a CPU-bound process on the crawl's CPU, each
-# run side by side with an unmonitored one (beat every 1 s; 30 s), the probes
-# that take a beat apart (bench/contention_probes.py), the 20,000-page crawl,
-# and the CPU of one beat's HTTP exchange.
+# run side by side with an unmonitored one (beat every 1 s, 10 s runs; every
+# 30 s, 60 s runs), the probes that take a beat apart
+# (bench/contention_probes.py), the 20,000-page crawl, and the CPU of one
+# beat's HTTP exchange: about 1 h 45 min here.
 bench-contention: $(STAMP)
-	$(PY) bench/contention.py --pin --side-by-side --rounds 10 --variants heartbeat
-	$(PY) bench/contention.py --pin --side-by-side --rounds 10 --interval 30 --variants heartbeat
-	$(PY) bench/contention.py --pin --side-by-side --rounds 10 --variants loop-http,timer-watchdog,no-http
-	$(PY) bench/contention.py --pin --crawl 20000 --rounds 8 --variants heartbeat
+	$(PY) bench/contention.py --pin --side-by-side --rounds 10 --variants heartbeat \
+		--save contention_side_1s
+	$(PY) bench/contention.py --pin --side-by-side --rounds 20 --seconds 60 --interval 30 \
+		--variants heartbeat --save contention_side_30s_60s
+	$(PY) bench/contention.py --pin --side-by-side --rounds 10 \
+		--variants loop-http,timer-watchdog,no-http --save contention_side_probes
+	$(PY) bench/contention.py --pin --crawl 20000 --rounds 8 --variants heartbeat \
+		--save contention_crawl_1s
 	$(PY) bench/send_cost.py
 
 # Issue 11's figures: instructions per page with the plain-data marker (this
