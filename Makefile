@@ -73,10 +73,12 @@ bench-receiver: $(STAMP)
 # run side by side with an unmonitored one (beat every 1 s, 10 s runs; every
 # 30 s, 60 s runs), the probes that take a beat apart
 # (bench/contention_probes.py), the 20,000-page crawl, and the CPU of one
-# beat's HTTP exchange: about 1 h 45 min here.
+# beat's HTTP exchange: about 2 h here.
 bench-contention: $(STAMP)
 	$(PY) bench/contention.py --pin --side-by-side --rounds 10 --variants heartbeat \
 		--save contention_side_1s
+	$(PY) bench/contention.py --pin --side-by-side --rounds 8 --seconds 60 --interval 1 \
+		--variants heartbeat --save contention_side_1s_60s
 	$(PY) bench/contention.py --pin --side-by-side --rounds 20 --seconds 60 --interval 30 \
 		--variants heartbeat --save contention_side_30s_60s
 	$(PY) bench/contention.py --pin --side-by-side --rounds 10 \
