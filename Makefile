@@ -53,6 +53,7 @@ bench-full: $(STAMP)
 	$(PY) bench/event_cost.py && \
 	$(PY) bench/crawl_cost.py && \
 	$(PY) bench/stall.py --rounds 10 && \
+	$(PY) bench/stall.py --pages 1000 --rounds 15 --delay 0.01 --save stall_quiet && \
 	$(PY) bench/soak.py && \
 	$(PY) bench/shutdown.py && \
 	$(MAKE) --no-print-directory bench-instructions && \

@@ -3,7 +3,8 @@ VARIANT SITE_URL API_URL [--pages N] [--delay S]`` prints one JSON line.
 
 Measured here: items, the crawl phase's wall time and pages/s, a stall probe
 (a looping call due every 10 ms; its lateness is how long the event loop was
-blocked; the five largest stalls and when they happened), RSS at the start and
+blocked; the five largest stalls and when they happened; the largest with the
+garbage collections inside it taken out, and the collections' time), RSS at the start and
 end of the crawl, the wall-clock time of "Closing spider" (the parent takes
 the process's exit time and CPU time), and for scrapy-heartbeat the longest
 its own work ran on the loop thread (one beat, or one result coming back).
@@ -14,6 +15,7 @@ time both were crawling).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -84,17 +86,25 @@ def variant_settings(variant: str, site: str, api: str) -> dict[str, Any]:
 
 
 class Probe:
-    """Due every 10 ms; records how late each call ran."""
+    """Due every 10 ms; records how late each call ran, and every garbage
+    collection meanwhile (``gc.callbacks``: a full collection of a crawl's
+    heap stops every thread for tens of milliseconds, and any change in
+    allocations moves when it comes), so that a stall can be told apart from
+    the collections inside it."""
 
     def __init__(self) -> None:
         self.lateness: list[float] = []
         self.at: list[float] = []
         self.due = 0.0
         self.task: Any = None
+        #: (started, ended, generation), monotonic seconds
+        self.collections: list[tuple[float, float, int]] = []
+        self._collecting = 0.0
 
     def start(self) -> None:
         from scrapy.utils.asyncio import create_looping_call
 
+        gc.callbacks.append(self._collection)
         self.task = create_looping_call(self.tick)
         self.due = time.monotonic()
         self.task.start(PROBE_PERIOD, now=True)
@@ -105,6 +115,14 @@ class Probe:
         self.at.append(now)
         self.due = now + PROBE_PERIOD
 
+    def _collection(self, phase: str, info: dict[str, int]) -> None:
+        # Collections never overlap (the GIL, and the collector's own lock),
+        # whichever thread runs them.
+        if phase == "start":
+            self._collecting = time.monotonic()
+        else:
+            self.collections.append((self._collecting, time.monotonic(), info["generation"]))
+
     def largest(self, n: int = 5) -> list[tuple[float, float]]:
         """The n largest stalls: (milliseconds, seconds into the crawl)."""
         order = sorted(range(len(self.lateness)), key=self.lateness.__getitem__)[-n:]
@@ -114,9 +132,27 @@ class Probe:
             for i in reversed(order)
         ]
 
+    def lateness_outside_collections(self) -> list[float]:
+        """Each call's lateness less the collections' time inside it."""
+        outside = []
+        first = 0  # collections are in time order, and so are the calls
+        for late, at in zip(self.lateness, self.at, strict=True):
+            due = at - late
+            while first < len(self.collections) and self.collections[first][1] <= due:
+                first += 1
+            collecting = 0.0
+            for started, ended, _ in self.collections[first:]:
+                if started >= at:
+                    break
+                collecting += min(ended, at) - max(started, due)
+            outside.append(max(0.0, late - collecting))
+        return outside
+
     def stop(self) -> None:
         if self.task is not None and self.task.running:
             self.task.stop()
+        if self._collection in gc.callbacks:
+            gc.callbacks.remove(self._collection)
 
 
 class LoopTimer:
@@ -263,6 +299,7 @@ def main() -> int:
     items = stats.get("item_scraped_count", 0)
     crawl_seconds = marks["closed"] - marks["opened"]
     lateness = sorted(probe.lateness) or [0.0]
+    full = [end - start for start, end, generation in probe.collections if generation == 2]
     loop_max, loop_max_in = timer.largest()
     print(
         json.dumps(
@@ -274,6 +311,12 @@ def main() -> int:
                 "stall_max_ms": round(lateness[-1] * 1000, 2),
                 "stall_p99_ms": round(lateness[int(len(lateness) * 0.99)] * 1000, 2),
                 "stall_largest": probe.largest(),
+                "stall_max_outside_gc_ms": round(
+                    max(probe.lateness_outside_collections(), default=0.0) * 1000, 2
+                ),
+                "gc_ms": round(sum(end - start for start, end, _ in probe.collections) * 1000, 1),
+                "gc_full_collections": len(full),
+                "gc_full_max_ms": round(max(full, default=0.0) * 1000, 1),
                 "rss_start": marks["rss_start"],
                 "rss_end": marks["rss_end"],
                 "closing_at": clock.closing,

@@ -45,7 +45,7 @@ STEPS = [
         "--variants",
         "none,heartbeat-10s,heartbeat-1s,none-again",
     ],
-    ["stall.py", "--pages", "1500", "--rounds", "3", "--no-peers"],
+    ["stall.py", "--pages", "400", "--rounds", "3", "--no-peers", "--delay", "0.01"],
     ["shutdown.py", "--rounds", "5"],
     ["soak.py", "--beats", "120"],
     ["instructions.py", "--quick", "--pages", "500", "--repeat", "2"],
@@ -173,22 +173,27 @@ def figures() -> list[Figure]:
         )
 
     stall = load("stall")["runs"]
-    aa = stall["none-again None"]["stall_extra_ms"]
-    for key, run in stall.items():
-        if not key.startswith("heartbeat"):
-            continue
-        value = statistics.median(run["stall_extra_ms"])
-        found.append(
-            Figure(
-                f"largest loop stall, more than none, API {key.split(' ', 1)[1]}",
-                value,
-                "ms",
-                "≤ 5",
-                value <= 5,
-                summary(aa, 1),
-                resolves=max(abs(a) for a in aa) < 5,
+    for figure, field in (
+        ("largest loop stall", "stall_extra_ms"),
+        ("largest loop stall outside GC", "stall_outside_gc_extra_ms"),
+    ):
+        aa = stall["none-again None"][field]
+        low, high, _ = median_interval(aa)
+        for key, run in stall.items():
+            if not key.startswith("heartbeat"):
+                continue
+            value = statistics.median(run[field])
+            found.append(
+                Figure(
+                    f"{figure}, more than none, API {key.split(' ', 1)[1]}",
+                    value,
+                    "ms",
+                    "≤ 5",
+                    value <= 5,
+                    summary(aa, 1),
+                    resolves=max(abs(low), abs(high)) < 5,
+                )
             )
-        )
 
     shutdown = load("shutdown")["variants"]
     aa = shutdown["none-again"]["extra_ms"]

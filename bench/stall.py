@@ -1,7 +1,7 @@
 """Never blocking: the event loop's largest stall and the crawl's throughput
 while the monitoring API misbehaves.
 
-    python bench/stall.py [--pages 3000] [--rounds 5]
+    python bench/stall.py [--pages 3000] [--rounds 5] [--delay S] [--save NAME]
 
 Each round crawls the local site without monitoring, then with
 scrapy-heartbeat (a beat every second) against an API that hangs, one that
@@ -21,6 +21,22 @@ measured here (see crawl_cost.py), so these runs give the final beat 2 s
 (HEARTBEAT_CLOSE_TIMEOUT). scrapeops-scrapy against a hanging API is not run:
 its requests.post() on the reactor thread waits 30 s, 3 times, per call
 (scrapeops_scrapy/core/api.py: TIMEOUT = 30, RETRY_LIMIT = 3).
+
+Two profiles. By default the crawl runs as fast as it can (32 requests at
+once): the loop is always busy, and Scrapy's own busiest iterations set a
+largest stall near 100 ms that moves by tens of milliseconds between
+identical runs, so "within 5 ms" does not resolve. With ``--delay S``
+(``DOWNLOAD_DELAY``, one request at a time: the quiet profile) the loop is
+mostly idle, no monitoring's largest stall is a few milliseconds, and what a
+beat adds to it (its work on the loop, the loop's wait for the GIL while the
+worker runs Python) would stand out. Each heartbeat row's verdict comes from
+the interval for its median difference (``median_interval``); it resolves
+when the A/A control's interval stays within 5 ms of 0. In the quiet
+profile the delay sets the pace, so throughput is printed but not judged.
+A full garbage collection (generation 2) of the crawl's heap stops the loop
+for 35-60 ms here, at a time any change in allocations moves; so each run
+also reports its largest stall with the collections inside it taken out,
+and the longest full collection, and both figures get a verdict.
 """
 
 from __future__ import annotations
@@ -29,10 +45,11 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import crawl, rotated, save, site_server, summary
+from bench.common import crawl, median_interval, rotated, save, site_server, summary
 from tests.servers import HeartbeatServer, free_port
 
 FAST_CLOSE = {"HEARTBEAT_CLOSE_TIMEOUT": 2, "HEARTBEAT_RETRY_DELAY": 0.5}
@@ -52,6 +69,13 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=3_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-peers", action="store_true", help="leave scrapeops-scrapy out")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=None,
+        help="DOWNLOAD_DELAY in seconds, one request at a time: the quiet profile",
+    )
+    parser.add_argument("--save", default="stall", help="results file name (bench/results/)")
     args = parser.parse_args()
     runs = [run for run in RUNS if not (args.no_peers and run[0] == "scrapeops")]
     apis = {b: HeartbeatServer(behaviour=b) for b in ("hang", "slow:5")}
@@ -70,7 +94,7 @@ def main() -> int:
                     )
                     if variant == "scrapeops" and behaviour != "refused":
                         api = apis[behaviour].url  # type: ignore[index]
-                    r = crawl(variant, site.url, api, extra=FAST_CLOSE)
+                    r = crawl(variant, site.url, api, delay=args.delay, extra=FAST_CLOSE)
                     results[f"{variant} {behaviour}"].append(r)
                     print(
                         f"round {n + 1} {variant:13} api={behaviour or '-':8} "
@@ -84,41 +108,73 @@ def main() -> int:
         for server in apis.values():
             server.stop()
     base = results["none None"]
-    report = {}
-    print(f"\n{args.pages} pages, {args.rounds} rounds; median (min–max)")
+    report: dict[str, dict[str, Any]] = {}
+    profile = f"quiet: DOWNLOAD_DELAY {args.delay:g} s" if args.delay else "busy"
+    print(f"\n{args.pages} pages, {args.rounds} rounds, {profile}; median (min–max)")
     print(
         f"{'run':26} {'stall max ms':>22} {'stall - none, ms':>22} {'stall p99 ms':>22} "
-        f"{'throughput ratio':>22} {'heartbeat on loop, ms':>22} {'worker CPU/beat, ms':>22}"
+        f"{'throughput ratio':>22} {'heartbeat on loop, ms':>22} {'worker CPU/beat, ms':>22} "
+        f"{'max outside GC, ms':>22} {'outside GC - none, ms':>22} {'full GC max, ms':>22}"
     )
-    for name, runs in results.items():
-        pairs = list(zip(base, runs, strict=True))
-        stall = [r["stall_max_ms"] for r in runs]
-        p99 = [r["stall_p99_ms"] for r in runs]
+    for name, measured in results.items():
+        pairs = list(zip(base, measured, strict=True))
+        stall = [r["stall_max_ms"] for r in measured]
+        outside = [r["stall_max_outside_gc_ms"] for r in measured]
+        outside_extra = [
+            r["stall_max_outside_gc_ms"] - b["stall_max_outside_gc_ms"] for b, r in pairs
+        ]
+        full_gc = [r["gc_full_max_ms"] for r in measured]
+        gc_ms = [r["gc_ms"] for r in measured]
+        p99 = [r["stall_p99_ms"] for r in measured]
         extra = [r["stall_max_ms"] - b["stall_max_ms"] for b, r in pairs]
         rate = [r["pages_per_second"] / b["pages_per_second"] for b, r in pairs]
-        loop = [r["heartbeat_loop_max_ms"] for r in runs]
-        worker = [r["heartbeat_worker_cpu_max_ms"] for r in runs]
+        loop = [r["heartbeat_loop_max_ms"] for r in measured]
+        worker = [r["heartbeat_worker_cpu_max_ms"] for r in measured]
         report[name] = {
             "heartbeat_loop_max_ms": loop,
             "heartbeat_worker_cpu_max_ms": worker,
             "stall_max_ms": stall,
             "stall_p99_ms": p99,
             "stall_extra_ms": extra,
+            "stall_max_outside_gc_ms": outside,
+            "stall_outside_gc_extra_ms": outside_extra,
+            "gc_full_max_ms": full_gc,
+            "gc_full_collections": [r["gc_full_collections"] for r in measured],
+            "gc_ms": gc_ms,
             "throughput_ratio": rate,
             "stall_extra_ms_median": statistics.median(extra),
+            "stall_outside_gc_extra_ms_median": statistics.median(outside_extra),
             "throughput_ratio_median": statistics.median(rate),
         }
         print(
             f"{name:26} {summary(stall, 1):>22} {summary(extra, 1):>22} {summary(p99, 1):>22} "
-            f"{summary(rate):>22} {summary(loop, 2):>22} {summary(worker, 2):>22}"
+            f"{summary(rate):>22} {summary(loop, 2):>22} {summary(worker, 2):>22} "
+            f"{summary(outside, 1):>22} {summary(outside_extra, 1):>22} {summary(full_gc, 1):>22}"
         )
-    save("stall", {"pages": args.pages, "rounds": args.rounds, "runs": report})
-    ours = [k for k in report if k.startswith("heartbeat")]
-    ok = all(
-        report[k]["stall_extra_ms_median"] <= 5 and report[k]["throughput_ratio_median"] >= 0.98
-        for k in ours
+    save(
+        args.save,
+        {"pages": args.pages, "rounds": args.rounds, "delay": args.delay, "runs": report},
     )
-    print("targets (stall within 5 ms of none, throughput within 2 %):", "PASS" if ok else "MISSED")
+    for figure, key in (
+        ("largest stall", "stall_extra_ms"),
+        ("largest stall outside garbage collections", "stall_outside_gc_extra_ms"),
+    ):
+        aa_low, aa_high, coverage = median_interval(report["none-again None"][key])
+        resolves = max(abs(aa_low), abs(aa_high)) < 5
+        print(
+            f"\n{figure} within 5 ms of none; intervals for the median ({coverage:.0%}): "
+            f"A/A {aa_low:.1f} to {aa_high:.1f} ms" + ("" if resolves else ", does not resolve")
+        )
+        for name in (k for k in report if k.startswith("heartbeat")):
+            value = statistics.median(report[name][key])
+            low, high, _ = median_interval(report[name][key])
+            verdict = ("met" if value <= 5 else "NOT MET") if resolves else "does not resolve"
+            print(f"  {name:24} {value:6.1f} ms ({low:.1f} to {high:.1f}): {verdict}")
+    if not args.delay:
+        throughput = all(
+            report[k]["throughput_ratio_median"] >= 0.98 for k in report if "heart" in k
+        )
+        print("throughput within 2 %:", "met" if throughput else "NOT MET", "(see the A/A row)")
     return 0
 
 
