@@ -119,12 +119,14 @@ def crawl(
     api: str,
     delay: float | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one crawl process; add its CPU seconds, wall seconds and the time
     from "Closing spider" to the process's exit."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    result, _ = run_crawl_process(variant, site, api, delay=delay, extra=extra)
+    result, _ = run_crawl_process(variant, site, api, delay=delay, extra=extra, env=env)
     exited = time.time()
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

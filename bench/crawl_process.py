@@ -3,11 +3,14 @@ VARIANT SITE_URL API_URL [--pages N] [--delay S]`` prints one JSON line.
 
 Measured here: items, the crawl phase's wall time and pages/s, a stall probe
 (a looping call due every 10 ms; its lateness is how long the event loop was
-blocked; the five largest stalls and when they happened; the largest with the
-garbage collections inside it taken out, and the collections' time), RSS at the start and
+blocked; the five largest stalls and when they happened), RSS at the start and
 end of the crawl, the wall-clock time of "Closing spider" (the parent takes
 the process's exit time and CPU time), and for scrapy-heartbeat the longest
 its own work ran on the loop thread (one beat, or one result coming back).
+With ``BENCH_GC=1``, every garbage collection too (``bench/stall.py``): the
+largest stall with the collections inside it taken out, the collections' time
+and the longest full one (off by default: a callback on every collection is
+work the instruction counts would include).
 With ``BENCH_TIMELINE=1``, the items crawled so far every 0.1 s (``timeline``:
 ``bench/contention.py --crawl`` compares two crawls run at once over the
 time both were crawling).
@@ -86,13 +89,14 @@ def variant_settings(variant: str, site: str, api: str) -> dict[str, Any]:
 
 
 class Probe:
-    """Due every 10 ms; records how late each call ran, and every garbage
-    collection meanwhile (``gc.callbacks``: a full collection of a crawl's
-    heap stops every thread for tens of milliseconds, and any change in
-    allocations moves when it comes), so that a stall can be told apart from
-    the collections inside it."""
+    """Due every 10 ms; records how late each call ran, and with
+    ``record_collections`` every garbage collection meanwhile
+    (``gc.callbacks``: a full collection of a crawl's heap stops every thread
+    for tens of milliseconds, and any change in allocations moves when it
+    comes), so that a stall can be told apart from the collections inside it."""
 
-    def __init__(self) -> None:
+    def __init__(self, record_collections: bool = False) -> None:
+        self.record_collections = record_collections
         self.lateness: list[float] = []
         self.at: list[float] = []
         self.due = 0.0
@@ -104,7 +108,8 @@ class Probe:
     def start(self) -> None:
         from scrapy.utils.asyncio import create_looping_call
 
-        gc.callbacks.append(self._collection)
+        if self.record_collections:
+            gc.callbacks.append(self._collection)
         self.task = create_looping_call(self.tick)
         self.due = time.monotonic()
         self.task.start(PROBE_PERIOD, now=True)
@@ -227,6 +232,19 @@ class ClosingClock(logging.Handler):
             self.closing = time.time()
 
 
+def collections(probe: Probe) -> dict[str, float]:
+    """The figures of ``BENCH_GC=1``, in milliseconds."""
+    full = [end - start for start, end, generation in probe.collections if generation == 2]
+    return {
+        "stall_max_outside_gc_ms": round(
+            max(probe.lateness_outside_collections(), default=0.0) * 1000, 2
+        ),
+        "gc_ms": round(sum(end - start for start, end, _ in probe.collections) * 1000, 1),
+        "gc_full_collections": len(full),
+        "gc_full_max_ms": round(max(full, default=0.0) * 1000, 1),
+    }
+
+
 def main() -> int:
     variant, site, api = sys.argv[1:4]
     settings: dict[str, Any] = {
@@ -259,7 +277,7 @@ def main() -> int:
         timer.install()
         ablate(os.environ.get("BENCH_ABLATE", ""))
     crawler = process.create_crawler(BenchSpider)
-    probe = Probe()
+    probe = Probe(record_collections=bool(os.environ.get("BENCH_GC")))
     clock = ClosingClock()
     logging.getLogger("scrapy.core.engine").addHandler(clock)
     marks: dict[str, float] = {}
@@ -299,7 +317,6 @@ def main() -> int:
     items = stats.get("item_scraped_count", 0)
     crawl_seconds = marks["closed"] - marks["opened"]
     lateness = sorted(probe.lateness) or [0.0]
-    full = [end - start for start, end, generation in probe.collections if generation == 2]
     loop_max, loop_max_in = timer.largest()
     print(
         json.dumps(
@@ -311,12 +328,6 @@ def main() -> int:
                 "stall_max_ms": round(lateness[-1] * 1000, 2),
                 "stall_p99_ms": round(lateness[int(len(lateness) * 0.99)] * 1000, 2),
                 "stall_largest": probe.largest(),
-                "stall_max_outside_gc_ms": round(
-                    max(probe.lateness_outside_collections(), default=0.0) * 1000, 2
-                ),
-                "gc_ms": round(sum(end - start for start, end, _ in probe.collections) * 1000, 1),
-                "gc_full_collections": len(full),
-                "gc_full_max_ms": round(max(full, default=0.0) * 1000, 1),
                 "rss_start": marks["rss_start"],
                 "rss_end": marks["rss_end"],
                 "closing_at": clock.closing,
@@ -327,6 +338,7 @@ def main() -> int:
                 "heartbeat_loop_max_in": loop_max_in,
                 "heartbeat_worker_cpu_max_ms": round(max(timer.worker_cpu, default=0.0) * 1000, 3),
                 **({"timeline": timeline} if timeline else {}),
+                **(collections(probe) if probe.record_collections else {}),
             }
         ),
         flush=True,
