@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import math
 import os
 import socket
@@ -21,26 +22,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from scrapy_heartbeat.errors import ConfigError
+from scrapy_heartbeat.ids import check_execution_id
 from scrapy_heartbeat.payload import heartbeat_body
-from scrapy_heartbeat.settings import (
-    HEARTBEAT_PATH,
-    MAX_TIMEOUT,
-    ConfigError,
-    check_base_url,
-    check_execution_id,
-    check_headers,
-    redact_url,
-)
+from scrapy_heartbeat.redact import redact_url, split_credentials
+from scrapy_heartbeat.settings import HEARTBEAT_PATH, MAX_TIMEOUT, check_base_url, check_headers
 
 if TYPE_CHECKING:
     from scrapy_heartbeat.payload import Progress
+    from scrapy_heartbeat.settings import HeartbeatConfig
+
+logger = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "rejected", "failed"]
 
@@ -68,6 +66,9 @@ class HeartbeatResult:
     retryable: bool = False
     attempts: int = 1
     retry_after: float | None = None  # seconds, from a 429's or 503's Retry-After
+    #: The status the beat carried, as sent (with shared counters, the
+    #: execution's: it may differ from the status asked for).
+    beat_status: str = ""
 
     @property
     def ok(self) -> bool:
@@ -84,6 +85,25 @@ class HeartbeatClient:
     a proxy URL; or ``"env"`` for the environment's ``HTTP(S)_PROXY`` and
     ``NO_PROXY``. Raises :class:`ConfigError` for settings that cannot work.
     """
+
+    @classmethod
+    def from_config(cls, config: HeartbeatConfig, execution_id: str) -> HeartbeatClient:
+        """The client the extension sends with (settings already checked)."""
+        client = cls(
+            config.api_base_url,
+            execution_id,
+            config.container_id,
+            timeout=config.timeout,
+            headers=config.headers,
+            verify=config.tls_verify,
+            proxy=config.proxy,
+        )
+        if client.url_credentials_ignored:
+            logger.warning(
+                "scrapy-heartbeat: HEARTBEAT_API_BASE_URL has credentials and HEARTBEAT_HEADERS "
+                "an Authorization header; the header is sent, the URL's credentials are not"
+            )
+        return client
 
     def __init__(
         self,
@@ -114,12 +134,12 @@ class HeartbeatClient:
         secrets = [v for v in own.values() if v]
         if user is not None:
             pair = f"{user}:{password or ''}"
-            secrets += [pair, base64.b64encode(pair.encode("utf-8")).decode("ascii")]
-            secrets += [x for x in (password,) if x]
+            basic = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+            secrets += [pair, basic, password or ""]
             if any(k.lower() == "authorization" for k in own):
                 self.url_credentials_ignored = True
             else:
-                own["Authorization"] = "Basic " + secrets[-2 if password else -1]
+                own["Authorization"] = f"Basic {basic}"
         # A token alone ("Bearer T", "Basic B64") is a secret too; longest first.
         secrets += [v.split(None, 1)[1] for v in list(secrets) if len(v.split(None, 1)) == 2]
         self._secrets = sorted({x for x in secrets if len(x) >= 4}, key=len, reverse=True)
@@ -386,16 +406,6 @@ def _tracking_pools(in_use: weakref.WeakSet[Any]) -> dict[str, type[HTTPConnecti
         pass
 
     return {"http": Tracking, "https": TrackingHTTPS}
-
-
-def split_credentials(url: str) -> tuple[str, str | None, str | None]:
-    """``url`` without ``user:password@``, and the user and password."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, None, None
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    return parts._replace(netloc=host).geturl(), unquote(user), unquote(password) or None
 
 
 def retry_after(value: str | None) -> float | None:

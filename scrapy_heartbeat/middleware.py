@@ -1,10 +1,10 @@
 """The companion middleware the extension enables itself.
 
 :class:`HeartbeatSpiderMiddleware` sees an exception raised by the spider's
-``start()``; :class:`~scrapy_heartbeat.extension.HeartbeatExtension` enables it
-itself. Each URL's outcome is seen by observing the engine (see
-:mod:`scrapy_heartbeat.progress`), which costs a crawl less than a downloader
-middleware would.
+``start()`` and says so with the private signal :data:`start_failed`, which
+the extension listens to: neither imports the other's class. Each URL's
+outcome is seen by observing the engine (see :mod:`scrapy_heartbeat._scrapy`),
+which costs a crawl less than a downloader middleware would.
 """
 
 from __future__ import annotations
@@ -12,25 +12,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from scrapy.exceptions import NotConfigured
+from scrapy.exceptions import CloseSpider, NotConfigured
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from typing_extensions import Self
 
-    from scrapy_heartbeat.progress import ProgressTracker
-
 #: Spider middlewares closer to the spider have higher orders.
 SPIDER_MIDDLEWARE_ORDER = 1000
 
-
-def _tracker(crawler: Crawler) -> ProgressTracker:
-    from scrapy_heartbeat.extension import HeartbeatExtension
-
-    for extension in crawler.extensions.middlewares:
-        if isinstance(extension, HeartbeatExtension):
-            return extension.tracker
-    raise NotConfigured  # the extension is off: nothing to count for
+#: Sent when the spider's ``start()`` raised (not ``CloseSpider``).
+start_failed = object()
 
 
 class HeartbeatDownloaderMiddleware:
@@ -53,21 +45,23 @@ class HeartbeatSpiderMiddleware:
 
     Scrapy 2.18+ also sends ``spider_error`` for it; 2.13 to 2.17 only log it.
     Either way the crawl then ends as ``finished``, yet it did not do its job:
-    the final beat says ``failed``.
+    the final beat says ``failed``. ``CloseSpider`` raised there is the
+    spider's own way to finish, not a failure.
     """
 
-    def __init__(self, tracker: ProgressTracker):
-        self.tracker = tracker
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(_tracker(crawler))
+        return cls(crawler)
 
     async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
         try:
             async for item_or_request in start:
                 yield item_or_request
+        except CloseSpider:
+            raise
         except Exception:
-            self.tracker.start_failed = True
-            self.tracker.errors += 1
+            self.crawler.signals.send_catch_log(signal=start_failed)
             raise

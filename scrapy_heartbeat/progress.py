@@ -9,24 +9,9 @@ pickled (a ``JOBDIR`` disk queue, a scrapy-redis queue) and any process reads
 it, with or without this package. Memory is held only by the markers of
 requests still queued or in flight, never by a set of seen URLs.
 
-Scrapy has no signal for what we need, so this crawler's own engine
-components are observed, on the instance (nothing outside this crawler
-changes, and their answers pass through untouched):
-
-* the scheduler's ``enqueue_request`` (:func:`observe_scheduler`) says which
-  requests are accepted: ``request_scheduled`` fires *before* the dupe filter
-  and before handlers such as Scrapy 2.19's ``OffsiteMiddleware`` have had
-  their say, so it cannot tell acceptance;
-* the engine's ``_handle_downloader_output`` (:func:`observe_engine`) gets
-  what each download of the crawl ended with, after every downloader
-  middleware: the final response, a follow-up request (a retry or redirect
-  hop), or the exception no middleware handled, including one raised from a
-  middleware's ``process_response`` (for example "max redirections reached").
-  It is private, but the same from Scrapy 2.13 to 2.19, and one plain call
-  per download; the alternative, a wrapper of the downloader's ``fetch`` and
-  a callback on its Deferred (:func:`observe_downloader`), costs more (see
-  ``bench/event_cost.py``) and is used only where the engine has no such
-  method.
+Scrapy has no signal for what we need: :mod:`scrapy_heartbeat._scrapy`
+observes this crawler's engine components and calls the tracker's
+observation points below.
 
 A scheduler that copies what it queues (to a ``JOBDIR`` disk queue, to a
 queue shared with other processes) gets each request with its marker already
@@ -43,18 +28,17 @@ README's "Performance").
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from scrapy.core.scheduler import Scheduler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+from scrapy_heartbeat.counts import Counts
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -124,6 +108,15 @@ class ProgressTracker:
     @property
     def crawled(self) -> int:
         return self.successful + self.failed
+
+    def counts(self, items: int) -> Counts:
+        """The counters now, with ``items`` counted elsewhere (CoreStats)."""
+        return Counts(self.total, self.successful, self.failed, items, self.errors)
+
+    def restore(self, counts: Counts) -> None:
+        """Continue from ``counts`` (a resumed ``JOBDIR`` run)."""
+        self.total, self.successful, self.failed = counts.total, counts.successful, counts.failed
+        self.items, self.errors = counts.items, counts.errors
 
     def current_url(self) -> str | None:
         """A URL being downloaded now (any of the downloader's ``active``
@@ -273,162 +266,3 @@ class ProgressTracker:
         elif outcome == SKIPPED:
             self.total += 1
         meta[META_KEY] = (chain[0], chain[1], PENDING)
-
-
-def scheduler_of(engine: Any) -> Any:
-    """The engine's scheduler, or None."""
-    scheduler = getattr(engine, "scheduler", None)  # public in newer Scrapy
-    for slot in ("_slot", "slot"):  # Scrapy 2.13; an empty scheduler is falsy
-        if scheduler is None:
-            scheduler = getattr(getattr(engine, slot, None), "scheduler", None)
-    return scheduler
-
-
-def observe_crawl(engine: Any, tracker: ProgressTracker, jobdir: bool) -> list[str]:
-    """Observe this crawler's engine components for ``tracker`` (see the
-    module's docstring); returns what could not be observed, to be logged.
-    ``jobdir``: the crawl has a ``JOBDIR``."""
-    problems = []
-    scheduler = scheduler_of(engine)
-    # Scrapy's own scheduler keeps what it queues in memory, unless it has a
-    # JOBDIR; any other (scrapy-redis, say) may copy it elsewhere, and hand
-    # out requests another process queued.
-    persists = jobdir or type(scheduler) is not Scheduler
-    if scheduler is None or not observe_scheduler(scheduler, tracker, persists):
-        problems.append("cannot observe the scheduler; total_urls will stay 0")
-    elif persists and not observe_dequeue(scheduler, tracker):
-        problems.append(
-            "cannot observe the scheduler's next_request; requests another process "
-            "queued will not be counted"
-        )
-    downloader = getattr(engine, "downloader", None)
-    active = getattr(downloader, "active", None)  # the requests it is downloading
-    if isinstance(active, Collection):
-        tracker.downloading = active
-    by_engine = observe_engine(engine, tracker)
-    if not by_engine:
-        logger.debug(
-            "scrapy-heartbeat: the engine has no _handle_downloader_output; "
-            "observing outcomes on the downloader's fetch"
-        )
-    if not by_engine and (downloader is None or not observe_downloader(downloader, tracker)):
-        problems.append("cannot observe the downloader; crawled_urls will stay 0")
-    return problems
-
-
-def observe_scheduler(scheduler: Any, tracker: ProgressTracker, persists: bool) -> bool:
-    """Report the scheduler's answers to ``tracker``; False if it can't be done.
-
-    Most requests a page yields are duplicates the scheduler turns down; one
-    without our marker means nothing to the tracker, so it costs one look.
-    ``persists``: the scheduler copies what it queues (``JOBDIR``, a shared
-    queue), so markers must be set before it does.
-    """
-    original: Callable[[Request], bool] | None = getattr(scheduler, "enqueue_request", None)
-    if original is None:
-        return False
-
-    @functools.wraps(original)
-    def enqueue_request(request: Request) -> bool:
-        accepted = original(request)
-        try:
-            if accepted or META_KEY in request.meta:
-                tracker.request_enqueued(request, bool(accepted))
-        except Exception:  # pragma: no cover - defensive: never break the crawl
-            logger.exception("scrapy-heartbeat: could not count %s", request)
-        return accepted
-
-    @functools.wraps(original)
-    def enqueue_copied_request(request: Request) -> bool:
-        chain = None
-        try:
-            chain = tracker.before_enqueue(request)
-        except Exception:  # pragma: no cover - defensive: never break the crawl
-            logger.exception("scrapy-heartbeat: could not count %s", request)
-        accepted = original(request)
-        try:
-            tracker.after_enqueue(request, bool(accepted), chain)
-        except Exception:  # pragma: no cover - defensive: never break the crawl
-            logger.exception("scrapy-heartbeat: could not count %s", request)
-        return accepted
-
-    return _replace(
-        scheduler, "enqueue_request", enqueue_copied_request if persists else enqueue_request
-    )
-
-
-def observe_engine(engine: Any, tracker: ProgressTracker) -> bool:
-    """Report what each download of the crawl ended with to ``tracker``;
-    False if this engine has no ``_handle_downloader_output(result, request)``
-    (Scrapy 2.13 to 2.19 have it), for :func:`observe_downloader` to do it."""
-    original: Callable[[Any, Request], Any] | None = getattr(
-        engine, "_handle_downloader_output", None
-    )
-    if original is None:
-        return False
-    finished = tracker.download_finished
-
-    @functools.wraps(original)
-    def _handle_downloader_output(result: Any, request: Request) -> Any:
-        finished(result, request)  # never raises
-        return original(result, request)
-
-    return _replace(engine, "_handle_downloader_output", _handle_downloader_output)
-
-
-def observe_dequeue(scheduler: Any, tracker: ProgressTracker) -> bool:
-    """Adopt each request that comes off a queue another process wrote (an
-    earlier run's ``JOBDIR``, a shared queue), as the scheduler hands it out;
-    False if it can't be done."""
-    original: Callable[[], Request | None] | None = getattr(scheduler, "next_request", None)
-    if original is None:
-        return False
-    adopt = tracker.adopt
-
-    @functools.wraps(original)
-    def next_request() -> Request | None:
-        request = original()
-        if request is not None:
-            try:
-                adopt(request)
-            except Exception:  # pragma: no cover - defensive: never break the crawl
-                logger.exception("scrapy-heartbeat: could not count %s", request)
-        return request
-
-    return _replace(scheduler, "next_request", next_request)
-
-
-def observe_downloader(downloader: Any, tracker: ProgressTracker) -> bool:
-    """Report each download's outcome with a callback on the Deferred of the
-    downloader's ``fetch``, where :func:`observe_engine` can't; False if it
-    can't be done. ``fetch`` keeps its signature (the engine inspects it)."""
-    original: Callable[..., Any] | None = getattr(downloader, "fetch", None)
-    if original is None:
-        return False
-    warned = False
-    finished = tracker.download_finished
-
-    @functools.wraps(original)
-    def fetch(request: Request, *args: Any, **kwargs: Any) -> Any:
-        nonlocal warned
-        result = original(request, *args, **kwargs)
-        if isinstance(result, Deferred):
-            result.addBoth(finished, request)
-        elif not warned:
-            warned = True
-            logger.warning(
-                "scrapy-heartbeat: the downloader's fetch() returned %s, not a Deferred; "
-                "crawled_urls will stay 0 (please report your Scrapy version)",
-                type(result).__name__,
-            )
-        return result
-
-    return _replace(downloader, "fetch", fetch)
-
-
-def _replace(component: Any, name: str, method: Callable[..., Any]) -> bool:
-    try:
-        setattr(component, name, method)
-    except (AttributeError, TypeError):
-        return False
-    return True

@@ -292,7 +292,10 @@ class HeartbeatSender:
                 timeout = min(timeout, beat.deadline - time.monotonic())
                 if timeout <= 0:
                     return HeartbeatResult(
-                        "failed", "close timeout reached before sending", attempts=attempts
+                        "failed",
+                        "close timeout reached before sending",
+                        attempts=attempts,
+                        beat_status=beat.status,
                     )
             with self._lock:
                 self._sending = beat
@@ -322,4 +325,4 @@ class HeartbeatSender:
                 # the other half to the attempt itself).
                 delay = min(delay, remaining / 2)
             time.sleep(delay)
-        return dataclasses.replace(result, attempts=attempts)
+        return dataclasses.replace(result, attempts=attempts, beat_status=beat.status)

@@ -15,13 +15,17 @@ import os
 import re
 import socket
 import string
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import SplitResult, urlsplit
 
-from scrapy_heartbeat.payload import is_uuid
+from scrapy_heartbeat.errors import ConfigError
+from scrapy_heartbeat.ids import check_execution_id
+from scrapy_heartbeat.payload import MAX_CONTAINER_ID
+from scrapy_heartbeat.redact import redact_url
+
+__all__ = ["DEFAULTS", "ConfigError", "HeartbeatConfig", "MissingBaseUrl", "load_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +76,6 @@ MAX_FORMAT_WIDTH = 200
 STAGE_FIELDS = ("stage", "status", "crawled", "total", "percentage", "items")
 
 
-class ConfigError(ValueError):
-    """A setting value that makes reporting impossible; the message is one line."""
-
-
 class MissingBaseUrl(ConfigError):
     """Neither ``HEARTBEAT_API_BASE_URL`` nor ``API_BASE_URL`` is set."""
 
@@ -102,15 +102,6 @@ class HeartbeatConfig:
     shared: bool | None = None  # None: decided by the scheduler (scrapy-redis) or redis_url
     redis_url: str | None = None
     redis_ttl: int = DEFAULTS["HEARTBEAT_REDIS_TTL"]
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for logs."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"***@{host}").geturl()
 
 
 def _as_bool(name: str, value: Any, default: bool, problems: list[str]) -> bool:
@@ -163,16 +154,6 @@ def _as_number(
     return number
 
 
-def _redact_userinfo(text: str) -> str:
-    """``text`` with anything before an ``@`` (credentials) replaced by ``***``."""
-    if "@" not in text:
-        return text
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    return (f"{scheme}://" if sep else "") + "***@" + rest.rsplit("@", 1)[1]
-
-
 def check_base_url(value: Any, name: str = "HEARTBEAT_API_BASE_URL") -> str:
     """The base URL without a trailing slash, or :class:`ConfigError` saying
     what is wrong with it (credentials never quoted)."""
@@ -180,21 +161,17 @@ def check_base_url(value: Any, name: str = "HEARTBEAT_API_BASE_URL") -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name} is not a string; set it to the platform's base URL, {example}")
     url = value.strip().rstrip("/")
-    shown = _redact_userinfo(url)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    shown = redact_url(url)
+    parts = _split(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"{name}={shown!r} is not an http(s) URL; set it with its scheme and host, {example}"
         )
     host = parts.netloc.rsplit("@", 1)[-1]
     if any(c.isspace() for c in host):
         raise ConfigError(f"{name}={shown!r} has a space in its host; remove it")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for 'abc' or 99999
-    except ValueError:
-        raise ConfigError(
-            f"{name}={shown!r} has no valid port (1-65535); fix it, {example}"
-        ) from None
+    if _port(parts) is None:
+        raise ConfigError(f"{name}={shown!r} has no valid port (1-65535); fix it, {example}")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise ConfigError(
             f"{name}={shown!r} has a query or fragment; the base URL is scheme, host, port "
@@ -296,6 +273,49 @@ def _check_stage_format(value: Any, problems: list[str]) -> str:
     return value
 
 
+class _Reader:
+    """Reads raw setting values, noting what cannot be used in ``problems``."""
+
+    def __init__(self, get: Callable[[str], Any], problems: list[str]) -> None:
+        self.get = get
+        self.problems = problems
+
+    def raw(self, name: str) -> Any:
+        value = self.get(name)
+        return DEFAULTS[name] if value is None else value
+
+    def boolean(self, name: str) -> bool:
+        default: bool = DEFAULTS[name]
+        return _as_bool(name, self.raw(name), default, self.problems)
+
+    def optional_boolean(self, name: str) -> bool | None:
+        value = self.get(name)
+        return None if value is None else _as_bool(name, value, False, self.problems)
+
+    def number(self, name: str, minimum: float, maximum: float = 86_400.0) -> float:
+        return _as_number(
+            name,
+            self.raw(name),
+            DEFAULTS[name],
+            self.problems,
+            minimum=minimum,
+            maximum=maximum,
+            integer=name in _INTEGERS,
+        )
+
+
+#: The number settings whose bounds are fixed: (name, minimum, maximum).
+_NUMBERS = (
+    ("HEARTBEAT_TIMEOUT", 0.001, MAX_TIMEOUT),
+    ("HEARTBEAT_CLOSE_TIMEOUT", 0.0, 3600.0),
+    ("HEARTBEAT_SHUTDOWN_TIMEOUT", 0.0, 3600.0),
+    ("HEARTBEAT_RETRY_TIMES", 0, 100),
+    ("HEARTBEAT_RETRY_DELAY", 0.0, 3600.0),
+    ("HEARTBEAT_REDIS_TTL", 1, 365 * 24 * 3600),
+)
+_INTEGERS = frozenset({"HEARTBEAT_RETRY_TIMES", "HEARTBEAT_REDIS_TTL"})
+
+
 def load_config(
     get: Callable[[str], Any], environ: Mapping[str, str] | None = None
 ) -> HeartbeatConfig | None:
@@ -304,94 +324,80 @@ def load_config(
     ``get(name)`` returns a setting's raw value or ``None`` when unset.
     Returns ``None`` when the extension is switched off by
     ``HEARTBEAT_ENABLED``. Raises :class:`ConfigError` when reporting is
-    impossible (no or bad base URL, unusable headers or CA bundle, a malformed
-    execution id). Values that merely cannot be used are logged as errors and
-    replaced by their default.
+    impossible (no or bad base URL, unusable headers, proxy or CA bundle, a
+    malformed execution id). Values that merely cannot be used are logged as
+    errors and replaced by their default.
     """
     env = os.environ if environ is None else environ
     problems: list[str] = []
-
-    def raw(name: str) -> Any:
-        value = get(name)
-        return DEFAULTS[name] if value is None else value
-
-    if not _as_bool("HEARTBEAT_ENABLED", raw("HEARTBEAT_ENABLED"), True, problems):
+    read = _Reader(get, problems)
+    if not read.boolean("HEARTBEAT_ENABLED"):
         return None
-
     base_url = get("HEARTBEAT_API_BASE_URL") or env.get("API_BASE_URL")
     if not base_url:
         raise MissingBaseUrl(
             "neither HEARTBEAT_API_BASE_URL nor the API_BASE_URL environment "
             "variable is set; set one to the platform's base URL to send heartbeats"
         )
-    api_base_url = check_base_url(base_url)
-    headers = check_headers(get("HEARTBEAT_HEADERS"))
-    tls_verify = _check_tls_verify(raw("HEARTBEAT_TLS_VERIFY"), problems)
-
     execution_id = get("HEARTBEAT_EXECUTION_ID") or env.get("EXECUTION_ID") or None
-    if execution_id is not None:
-        execution_id = check_execution_id(execution_id, "HEARTBEAT_EXECUTION_ID")
-
-    container_id = get("HEARTBEAT_CONTAINER_ID") or env.get("HOSTNAME") or socket.gethostname()
-    container_id = str(container_id)[:255]
-
-    min_interval = _as_number(
-        "HEARTBEAT_MIN_INTERVAL",
-        raw("HEARTBEAT_MIN_INTERVAL"),
-        DEFAULTS["HEARTBEAT_MIN_INTERVAL"],
-        problems,
-        minimum=0.0,  # 0: no lower bound
+    numbers = {name: read.number(name, low, high) for name, low, high in _NUMBERS}
+    config = HeartbeatConfig(
+        api_base_url=check_base_url(base_url),
+        container_id=_container_id(get("HEARTBEAT_CONTAINER_ID"), env, problems),
+        interval=_interval(read),
+        timeout=numbers["HEARTBEAT_TIMEOUT"],
+        close_timeout=numbers["HEARTBEAT_CLOSE_TIMEOUT"],
+        shutdown_timeout=numbers["HEARTBEAT_SHUTDOWN_TIMEOUT"],
+        retry_times=int(numbers["HEARTBEAT_RETRY_TIMES"]),
+        retry_delay=numbers["HEARTBEAT_RETRY_DELAY"],
+        headers=check_headers(get("HEARTBEAT_HEADERS")),
+        tls_verify=_check_tls_verify(read.raw("HEARTBEAT_TLS_VERIFY"), problems),
+        debug=_debug(read, env),
+        completed_reasons=_completed_reasons(read.raw("HEARTBEAT_COMPLETED_REASONS"), problems),
+        stage_format=_check_stage_format(read.raw("HEARTBEAT_STAGE_FORMAT"), problems),
+        stage_labels=_check_str_mapping(
+            "HEARTBEAT_STAGE_LABELS", read.raw("HEARTBEAT_STAGE_LABELS"), problems
+        ),
+        strip_query=read.boolean("HEARTBEAT_STRIP_QUERY"),
+        execution_id=(
+            None
+            if execution_id is None
+            else check_execution_id(execution_id, "HEARTBEAT_EXECUTION_ID")
+        ),
+        proxy=check_proxy(get("HEARTBEAT_PROXY")),
+        shared=read.optional_boolean("HEARTBEAT_SHARED"),
+        redis_url=_check_redis_url(get("HEARTBEAT_REDIS_URL"), problems),
+        redis_ttl=int(numbers["HEARTBEAT_REDIS_TTL"]),
     )
-    max_interval = _as_number(
-        "HEARTBEAT_MAX_INTERVAL",
-        raw("HEARTBEAT_MAX_INTERVAL"),
-        DEFAULTS["HEARTBEAT_MAX_INTERVAL"],
-        problems,
-        minimum=min_interval,
+    for problem in problems:
+        logger.error("scrapy-heartbeat: %s", problem)
+    return config
+
+
+def _interval(read: _Reader) -> float:
+    """``HEARTBEAT_INTERVAL``, clamped into the platform's bounds."""
+    low = read.number("HEARTBEAT_MIN_INTERVAL", 0.0)  # 0: no lower bound
+    high = read.number("HEARTBEAT_MAX_INTERVAL", low)
+    interval = read.number("HEARTBEAT_INTERVAL", 0.001)
+    if low <= interval <= high:
+        return interval
+    clamped = min(max(interval, low), high)
+    logger.warning(
+        "HEARTBEAT_INTERVAL=%(value)g is outside the platform's bounds "
+        "[%(low)g, %(high)g] s (HEARTBEAT_MIN_INTERVAL/HEARTBEAT_MAX_INTERVAL); "
+        "using %(clamped)g s",
+        {"value": interval, "low": low, "high": high, "clamped": clamped},
     )
-    interval = _as_number(
-        "HEARTBEAT_INTERVAL",
-        raw("HEARTBEAT_INTERVAL"),
-        DEFAULTS["HEARTBEAT_INTERVAL"],
-        problems,
-        minimum=0.001,
-    )
-    if not min_interval <= interval <= max_interval:
-        clamped = min(max(interval, min_interval), max_interval)
-        logger.warning(
-            "HEARTBEAT_INTERVAL=%(value)g is outside the platform's bounds "
-            "[%(low)g, %(high)g] s (HEARTBEAT_MIN_INTERVAL/HEARTBEAT_MAX_INTERVAL); "
-            "using %(clamped)g s",
-            {"value": interval, "low": min_interval, "high": max_interval, "clamped": clamped},
-        )
-        interval = clamped
+    return clamped
 
-    number_settings = {
-        name: _as_number(
-            name,
-            raw(name),
-            DEFAULTS[name],
-            problems,
-            minimum=minimum,
-            maximum=maximum,
-            integer=name == "HEARTBEAT_RETRY_TIMES",
-        )
-        for name, minimum, maximum in (
-            ("HEARTBEAT_TIMEOUT", 0.001, MAX_TIMEOUT),
-            ("HEARTBEAT_CLOSE_TIMEOUT", 0.0, 3600.0),
-            ("HEARTBEAT_SHUTDOWN_TIMEOUT", 0.0, 3600.0),
-            ("HEARTBEAT_RETRY_TIMES", 0, 100),
-            ("HEARTBEAT_RETRY_DELAY", 0.0, 3600.0),
-        )
-    }
 
-    debug_setting = get("HEARTBEAT_DEBUG")
-    if debug_setting is None:
-        debug = env.get("DEBUG", "").strip().lower() == "true"
-    else:
-        debug = _as_bool("HEARTBEAT_DEBUG", debug_setting, False, problems)
+def _debug(read: _Reader, env: Mapping[str, str]) -> bool:
+    if read.get("HEARTBEAT_DEBUG") is None:
+        return env.get("DEBUG", "").strip().lower() == "true"
+    return _as_bool("HEARTBEAT_DEBUG", read.get("HEARTBEAT_DEBUG"), False, read.problems)
 
-    reasons = raw("HEARTBEAT_COMPLETED_REASONS")
+
+def _completed_reasons(reasons: Any, problems: list[str]) -> frozenset[str]:
     if isinstance(reasons, str):
         reasons = [r.strip() for r in reasons.split(",") if r.strip()]
     if not isinstance(reasons, (list, tuple, set, frozenset)) or not all(
@@ -402,57 +408,23 @@ def load_config(
             "reasons; set it like ['finished'] (using the default)"
         )
         reasons = DEFAULTS["HEARTBEAT_COMPLETED_REASONS"]
+    return frozenset(reasons)
 
-    stage_format = _check_stage_format(raw("HEARTBEAT_STAGE_FORMAT"), problems)
-    stage_labels = _check_str_mapping(
-        "HEARTBEAT_STAGE_LABELS", raw("HEARTBEAT_STAGE_LABELS"), problems
-    )
-    strip_query = _as_bool("HEARTBEAT_STRIP_QUERY", raw("HEARTBEAT_STRIP_QUERY"), False, problems)
-    shared_setting = get("HEARTBEAT_SHARED")
-    shared = (
-        None
-        if shared_setting is None
-        else _as_bool("HEARTBEAT_SHARED", shared_setting, False, problems)
-    )
-    redis_url = _check_redis_url(get("HEARTBEAT_REDIS_URL"), problems)
-    proxy = check_proxy(get("HEARTBEAT_PROXY"))
-    redis_ttl = int(
-        _as_number(
-            "HEARTBEAT_REDIS_TTL",
-            raw("HEARTBEAT_REDIS_TTL"),
-            DEFAULTS["HEARTBEAT_REDIS_TTL"],
-            problems,
-            minimum=1,
-            maximum=365 * 24 * 3600,
-            integer=True,
+
+def _container_id(value: Any, env: Mapping[str, str], problems: list[str]) -> str:
+    """``HEARTBEAT_CONTAINER_ID``, else ``HOSTNAME``, else the host name, as
+    UTF-8 text of at most 255 characters (an environment variable may hold
+    bytes that are not UTF-8: they become U+FFFD)."""
+    name = "HEARTBEAT_CONTAINER_ID" if value else "HOSTNAME"
+    text = str(value or env.get("HOSTNAME") or socket.gethostname())
+    clean = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    clean = "".join(c if c.isprintable() else "\ufffd" for c in clean)
+    if clean != text:
+        problems.append(
+            f"{name} has bytes or characters that are not printable UTF-8; sending "
+            f"{clean!r} instead (set HEARTBEAT_CONTAINER_ID to plain text)"
         )
-    )
-
-    for problem in problems:
-        logger.error("scrapy-heartbeat: %s", problem)
-
-    return HeartbeatConfig(
-        api_base_url=api_base_url,
-        container_id=container_id,
-        interval=interval,
-        timeout=number_settings["HEARTBEAT_TIMEOUT"],
-        close_timeout=number_settings["HEARTBEAT_CLOSE_TIMEOUT"],
-        shutdown_timeout=number_settings["HEARTBEAT_SHUTDOWN_TIMEOUT"],
-        retry_times=int(number_settings["HEARTBEAT_RETRY_TIMES"]),
-        retry_delay=number_settings["HEARTBEAT_RETRY_DELAY"],
-        headers=headers,
-        tls_verify=tls_verify,
-        debug=debug,
-        completed_reasons=frozenset(reasons),
-        stage_format=stage_format,
-        stage_labels=stage_labels,
-        strip_query=strip_query,
-        execution_id=execution_id,
-        proxy=proxy,
-        shared=shared,
-        redis_url=redis_url,
-        redis_ttl=redis_ttl,
-    )
+    return clean[:MAX_CONTAINER_ID]
 
 
 def check_proxy(value: Any) -> str | None:
@@ -461,15 +433,16 @@ def check_proxy(value: Any) -> str | None:
         return None
     if value == "env":
         return "env"
-    if isinstance(value, str):
-        parts = urlsplit(value.strip())
-        try:
-            if parts.scheme in ("http", "https", "socks5", "socks5h") and parts.hostname:
-                parts.port  # noqa: B018 - raises ValueError for a bad port
-                return value.strip()
-        except ValueError:
-            pass
-    shown = _redact_userinfo(value) if isinstance(value, str) else repr(value)
+    text = value.strip() if isinstance(value, str) else ""
+    parts = _split(text)
+    if (
+        parts is not None
+        and parts.scheme in ("http", "https", "socks5", "socks5h")
+        and parts.hostname
+        and _port(parts) is not None
+    ):
+        return text
+    shown = redact_url(value) if isinstance(value, str) else repr(value)
     raise ConfigError(
         f"HEARTBEAT_PROXY={shown!r} is not a proxy URL; set it like 'http://proxy:3128', "
         "or to 'env' to use HTTP(S)_PROXY and NO_PROXY, or leave it unset to go direct"
@@ -479,8 +452,14 @@ def check_proxy(value: Any) -> str | None:
 def _check_redis_url(value: Any, problems: list[str]) -> str | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str) and urlsplit(value.strip()).scheme in ("redis", "rediss", "unix"):
-        return value.strip()
+    text = value.strip() if isinstance(value, str) else ""
+    parts = _split(text)
+    if (
+        parts is not None
+        and parts.scheme in ("redis", "rediss", "unix")
+        and _port(parts) is not None
+    ):
+        return text
     shown = redact_url(value) if isinstance(value, str) else repr(value)
     problems.append(
         f"HEARTBEAT_REDIS_URL={shown!r} is not a redis://, rediss:// or unix:// URL; "
@@ -489,29 +468,20 @@ def _check_redis_url(value: Any, problems: list[str]) -> str | None:
     return None
 
 
-def check_execution_id(value: Any, source: str) -> str:
-    """Return ``value`` stripped if it is a UUID, else raise :class:`ConfigError`."""
-    text = value.strip() if isinstance(value, str) else value
-    if not is_uuid(text):
-        shown = value if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
-        raise ConfigError(
-            f"{source}={shown!r} is not a UUID; set it to the platform's execution "
-            "id, e.g. '550e8400-e29b-41d4-a716-446655440000'"
-        )
-    assert isinstance(text, str)
-    return text
-
-
-def scrapyd_job_id(value: Any) -> str | None:
-    """scrapyd's ``_job`` spider argument (a uuid1 as 32 hex digits) in the
-    canonical 8-4-4-4-12 form, or None when it is not one."""
-    if not isinstance(value, str):
-        return None
+def _split(url: str) -> SplitResult | None:
+    """``url``'s parts, or None where it cannot be parsed (``http://[::1``)."""
     try:
-        return str(uuid.UUID(hex=value.strip()))
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - raises ValueError for a bad IPv6 literal
     except ValueError:
         return None
+    return parts
 
 
-def new_execution_id() -> str:
-    return str(uuid.uuid4())
+def _port(parts: SplitResult) -> int | Literal[True] | None:
+    """The URL's port, True when it has none, None when it is not one (``abc``, 99999)."""
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return True if port is None else port

@@ -27,25 +27,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from scrapy_heartbeat._scrapy import engine_of, is_scrapy_redis, queue_key, scheduler_of
+from scrapy_heartbeat.counts import COUNTER_NAMES, Counts
+from scrapy_heartbeat.ids import new_worker_id
+from scrapy_heartbeat.redact import describe
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
 
+    from scrapy_heartbeat.settings import HeartbeatConfig
+
 logger = logging.getLogger(__name__)
 
 #: A worker silent for this many of its intervals is gone.
 STALE_INTERVALS = 3
-COUNTER_NAMES = ("total", "successful", "failed", "items", "errors")
 
 _EXCHANGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local names = {'total', 'successful', 'failed', 'items', 'errors'}
+local names = {NAMES}
 for i, name in ipairs(names) do
   local new = tonumber(ARGV[7 + i])
   local old = tonumber(redis.call('HGET', KEYS[3], name) or '0')
@@ -83,24 +87,10 @@ if #KEYS >= 4 then
   elseif kind == 'none' then queued = 0 end
 end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3])) end
-local totals = redis.call('HMGET', KEYS[1], 'total', 'successful', 'failed', 'items',
-  'errors', 'start_ms', 'start_time', 'failures')
+local totals = redis.call('HMGET', KEYS[1], NAMES, 'start_ms', 'start_time', 'failures')
 return {totals[1], totals[2], totals[3], totals[4], totals[5], totals[6], totals[7],
   totals[8], live, queued}
-"""
-
-
-@dataclass(frozen=True)
-class Counts:
-    total: int = 0
-    successful: int = 0
-    failed: int = 0
-    items: int = 0
-    errors: int = 0
-
-    @property
-    def crawled(self) -> int:
-        return self.successful + self.failed
+""".replace("NAMES", ", ".join(f"'{name}'" for name in COUNTER_NAMES))
 
 
 @dataclass(frozen=True)
@@ -113,16 +103,6 @@ class ExecutionView:
     failures: int  # workers that ended in failure (not a shutdown)
     live_others: int  # other workers that beat within the liveness window
     queued: int | None  # requests left in the shared queue; None: not known
-
-
-def is_scrapy_redis(scheduler: Any) -> bool:
-    return type(scheduler).__module__.split(".", 1)[0] == "scrapy_redis"
-
-
-def queue_key(scheduler: Any) -> str | None:
-    """The Redis key of a scrapy-redis scheduler's request queue."""
-    key = getattr(getattr(scheduler, "queue", None), "key", None)
-    return key if isinstance(key, str) and key else None
 
 
 def connect(settings: BaseSettings, url: str | None, timeout: float) -> Any:
@@ -161,10 +141,6 @@ def connect(settings: BaseSettings, url: str | None, timeout: float) -> Any:
             params[dest] = settings.get(source)
     params.update(bounded)
     return connection.get_redis(**params)
-
-
-def new_worker_id(container_id: str) -> str:
-    return f"{container_id}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
 class SharedCounters:
@@ -222,7 +198,7 @@ class SharedCounters:
                 logger.warning(
                     "scrapy-heartbeat: shared counters in Redis unavailable (%(error)s); "
                     "beats report this worker's own numbers until Redis is back",
-                    {"error": _describe(exc)},
+                    {"error": describe(exc)},
                     extra=self._extra,
                 )
             return None
@@ -252,30 +228,56 @@ class SharedCounters:
             self.client.connection_pool.disconnect()
 
 
-def final_status(
-    own: str, reason: str, view: ExecutionView, local_queued: int | None
-) -> tuple[str, bool]:
-    """The status a closing worker sends, and whether it is only this worker
-    that finished (others still crawl). ``own``: the status this worker's own
-    close would give (``completed``, ``failed`` or ``paused``)."""
-    if view.live_others:
-        return "running", True
-    if view.failures:
-        return "failed", False
-    if own == "completed":
-        return "completed", False
-    queued = view.queued if view.queued is not None else local_queued
-    if reason == "shutdown" and queued == 0 and view.counts.crawled == view.counts.total:
-        return "completed", False  # stopped by the orchestrator once the work was done
-    return own, False
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return "" if value is None or value is False else str(value)
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def open_shared_counters(
+    crawler: Crawler, config: HeartbeatConfig, execution_id: str, worker: str
+) -> SharedCounters | None:
+    """Execution-wide counters, with scrapy-redis's scheduler (in its Redis)
+    or ``HEARTBEAT_REDIS_URL``, unless ``HEARTBEAT_SHARED`` is False; None
+    when off or impossible (logged). ``worker``: a resumed worker's id, or ""."""
+    scheduler = scheduler_of(engine_of(crawler))
+    on_redis_queue = is_scrapy_redis(scheduler)
+    wanted = config.shared
+    if wanted is None:
+        wanted = on_redis_queue or config.redis_url is not None
+    if not wanted:
+        return None
+    try:
+        client = connect(crawler.settings, config.redis_url, min(config.timeout, 5.0))
+        shared = SharedCounters(
+            client,
+            execution_id,
+            worker or new_worker_id(config.container_id),
+            ttl=config.redis_ttl,
+            stale_after=STALE_INTERVALS * config.interval,
+            queue=queue_key(scheduler) if on_redis_queue else None,
+            crawler=crawler,
+        )
+    except ImportError:
+        logger.error(
+            "scrapy-heartbeat: shared counters need redis-py; pip install "
+            "'scrapy-heartbeat[redis]', or set HEARTBEAT_SHARED = False "
+            "(each worker reports its own numbers meanwhile)",
+            extra={"crawler": crawler},
+        )
+        return None
+    except Exception as exc:  # a bad REDIS_PARAMS, say: report this worker's own numbers
+        logger.error(
+            "scrapy-heartbeat: cannot set up shared counters in Redis (%(error)s); "
+            "check REDIS_URL/REDIS_PARAMS or HEARTBEAT_REDIS_URL, or set HEARTBEAT_SHARED = "
+            "False (each worker reports its own numbers meanwhile)",
+            {"error": describe(exc)},
+            extra={"crawler": crawler},
+        )
+        return None
+    logger.info(
+        "scrapy-heartbeat: execution-wide counters in Redis, as worker %(worker)s",
+        {"worker": shared.worker_id},
+        extra={"crawler": crawler},
+    )
+    return shared

@@ -38,9 +38,9 @@ class SiteSpiderWithoutEngineHook(SiteSpider):
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
-        from scrapy_heartbeat import progress
+        from scrapy_heartbeat import _scrapy
 
-        progress.observe_engine = lambda engine, tracker: False  # type: ignore[assignment]
+        _scrapy.observe_engine = lambda engine, tracker: False  # type: ignore[assignment]
         return super().from_crawler(crawler, *args, **kwargs)
 
 

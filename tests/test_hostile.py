@@ -16,7 +16,8 @@ import pytest
 
 from scrapy_heartbeat import HeartbeatClient
 from scrapy_heartbeat.client import MAX_REPLY, retry_after
-from scrapy_heartbeat.settings import ConfigError, load_config, scrapyd_job_id
+from scrapy_heartbeat.ids import scrapyd_job_id
+from scrapy_heartbeat.settings import ConfigError, load_config
 from tests.conftest import EXECUTION_ID
 from tests.crawl import CrawlResult, RunningCrawl, run_crawl, wait_for
 from tests.servers import HeartbeatServer, SiteServer, free_port

@@ -7,7 +7,9 @@ import time
 
 from scrapy.settings import Settings
 
-from scrapy_heartbeat.shared import Counts, ExecutionView, SharedCounters, connect, final_status
+from scrapy_heartbeat.closing import fleet_status as final_status
+from scrapy_heartbeat.counts import Counts
+from scrapy_heartbeat.shared import ExecutionView, SharedCounters, connect
 from tests.conftest import EXECUTION_ID
 from tests.redis_server import RedisServer
 

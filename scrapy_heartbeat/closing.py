@@ -1,0 +1,165 @@
+"""How a crawl ends: the status its close reports, the time the close may
+take, and, for an execution shared by workers, which worker ends it.
+
+Pure rules and one small class, testable without a crawl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from scrapy_heartbeat._compat import wait_for_future
+from scrapy_heartbeat.client import HeartbeatResult
+
+if TYPE_CHECKING:
+    from scrapy_heartbeat.counts import Counts
+    from scrapy_heartbeat.settings import HeartbeatConfig
+    from scrapy_heartbeat.shared import ExecutionView, SharedCounters
+
+#: Scrapy's finish reason for Ctrl-C and SIGTERM (docker stop, a pod's deletion).
+SHUTDOWN = "shutdown"
+
+#: Renders the progress of a status, from the execution's view of the shared
+#: counters (None: this worker's own numbers) and a stage label.
+Render = Callable[[str, "ExecutionView | None", "str | None"], dict[str, Any]]
+
+
+def status_on_close(
+    reason: str, completed_reasons: Collection[str], start_failed: bool, jobdir: bool
+) -> str:
+    """The final status of a crawl that closed for ``reason``: ``completed``
+    for a finish reason the user counts as done, ``paused`` for a ``JOBDIR``
+    crawl stopped to be resumed, else ``failed``. A ``start()`` that raised
+    is a failure whatever the reason (Scrapy then finishes ``finished``)."""
+    if start_failed:
+        return "failed"
+    if reason in completed_reasons:
+        return "completed"
+    if jobdir and reason == SHUTDOWN:
+        return "paused"
+    return "failed"
+
+
+@dataclass(frozen=True)
+class CloseBudget:
+    """How long the close may wait for the final beat.
+
+    After SIGTERM the runtime kills the process when its grace period ends
+    (Docker's 10 s): the close must end well before, or the crawl exits 137
+    without its stats. The sender gives up :attr:`margin` before the budget,
+    so that its own account of a failure arrives before the backstop's."""
+
+    seconds: float
+    setting: str
+
+    @classmethod
+    def for_reason(cls, config: HeartbeatConfig, reason: str) -> CloseBudget:
+        if reason == SHUTDOWN and config.shutdown_timeout < config.close_timeout:
+            return cls(config.shutdown_timeout, "HEARTBEAT_SHUTDOWN_TIMEOUT")
+        return cls(config.close_timeout, "HEARTBEAT_CLOSE_TIMEOUT")
+
+    @property
+    def margin(self) -> float:
+        return min(0.25, self.seconds / 10)
+
+    @property
+    def for_sender(self) -> float:
+        return self.seconds - self.margin
+
+    async def backstop(self, future: Future[HeartbeatResult]) -> HeartbeatResult:
+        """The final beat's result, or "no answer" once the budget is spent,
+        whatever the sender does; a failure the budget cut short says so."""
+        began = time.monotonic()
+        done = await wait_for_future(future, self.seconds)
+        result = future.result() if done else HeartbeatResult("failed", "no answer")
+        if not result.ok and time.monotonic() - began >= self.for_sender - 0.05:
+            reached = f"{self.setting}={self.seconds:g}s reached"
+            result = dataclasses.replace(result, message=f"{result.message} ({reached})")
+        return result
+
+
+def fleet_status(
+    own: str, reason: str, view: ExecutionView, local_queued: int | None
+) -> tuple[str, bool]:
+    """The status a closing worker of a shared execution sends, and whether
+    only this worker finished (others still crawl). ``own``: the status this
+    worker's own close would give (``completed``, ``failed`` or ``paused``)."""
+    if view.live_others:
+        return "running", True
+    if view.failures:
+        return "failed", False
+    if own == "completed":
+        return "completed", False
+    queued = view.queued if view.queued is not None else local_queued
+    if reason == SHUTDOWN and queued == 0 and view.counts.crawled == view.counts.total:
+        return "completed", False  # stopped by the orchestrator once the work was done
+    return own, False
+
+
+class FleetEnding:
+    """The final beat of a worker of a shared execution, in two steps on the
+    sender's thread, so that the execution's ending is the last beat to arrive:
+
+    1. :meth:`first`: this worker flushes its totals (still counted as alive)
+       and, if other workers live, sends ``running`` with the
+       ``worker_finished`` stage;
+    2. :meth:`then`, once that beat is out: it leaves the workers' hash; if
+       none is left alive then, it sends the execution's ending.
+
+    Of workers closing together, each one's step 2 follows its own step 1
+    delivery, so whoever leaves last sends the ending after every other
+    worker's last beat. With Redis unreachable, this worker's own status is
+    sent."""
+
+    def __init__(
+        self,
+        shared: SharedCounters,
+        mine: Counts,
+        *,
+        start: tuple[int, str],
+        status: str,
+        reason: str,
+        local_queued: int | None,
+        render: Render,
+        labels: tuple[str | None, str],
+    ) -> None:
+        self.shared = shared
+        self.mine = mine
+        self.start_ms, self.start_time = start
+        self.status = status
+        self.reason = reason
+        self.local_queued = local_queued
+        self.render = render
+        self.label, self.finished_label = labels
+        self.others_live = False
+
+    def _exchange(self, **flags: bool) -> ExecutionView | None:
+        return self.shared.exchange(self.mine, self.start_ms, self.start_time, **flags)
+
+    def first(self) -> tuple[str, dict[str, Any]]:
+        failed = self.status == "failed" and self.reason != SHUTDOWN
+        view = self._exchange(failed=failed)
+        if view is None:  # Redis unreachable: this worker goes stale there by itself
+            return self.status, self.render(self.status, None, self.label)
+        final, worker_finished = fleet_status(self.status, self.reason, view, self.local_queued)
+        if worker_finished:
+            self.others_live = True
+            return "running", self.render("running", view, self.finished_label)
+        self._exchange(closing=True)
+        return final, self.render(final, view, self.label)
+
+    def then(self) -> tuple[str, dict[str, Any]] | None:
+        if not self.others_live:
+            return None
+        view = self._exchange(closing=True)
+        if view is None:
+            return None
+        final, worker_finished = fleet_status(self.status, self.reason, view, self.local_queued)
+        if worker_finished:
+            return None  # another worker lives on and will end the execution
+        return final, self.render(final, view, self.label)
