@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy.core.scheduler import Scheduler
@@ -49,7 +50,10 @@ logger = logging.getLogger(__name__)
 def engine_of(crawler: Crawler) -> Any:
     """The crawler's engine, or None: a crawler driven without one (Scrapy's
     own tests send spider_opened by hand) has none yet."""
-    return getattr(crawler, "engine", None)
+    try:
+        return getattr(crawler, "engine", None)
+    except RuntimeError:  # Scrapy 2.19: "Crawler.engine is not set yet"
+        return None
 
 
 def engine_paused(crawler: Crawler) -> bool:
@@ -235,3 +239,39 @@ def _replace(component: Any, name: str, method: Callable[..., Any]) -> bool:
     except (AttributeError, TypeError):
         return False
     return True
+
+
+#: The Scrapy commands that crawl; the others (fetch, parse, shell, check,
+#: bench, view) download for a person debugging and report nothing.
+CRAWL_COMMANDS = frozenset({"crawl", "runspider"})
+#: Modules that run a Scrapy command: ``python -m scrapy.cmdline fetch``,
+#: scrapyd's ``python -m scrapyd.runner crawl``.
+_COMMAND_MODULES = frozenset({"scrapy", "scrapy.cmdline", "scrapyd.runner"})
+#: Interpreter options that take a value (``python -W error -m scrapy``).
+_OPTIONS_WITH_VALUE = frozenset({"-W", "-X", "--check-hash-based-pycs"})
+
+
+def scrapy_command(argv: list[str]) -> str | None:
+    """The Scrapy command this process was started as (``crawl``,
+    ``fetch`` ...), from the interpreter's own command line
+    (``sys.orig_argv``: Scrapy pops the command name out of ``sys.argv``);
+    None when it was not started as a Scrapy command (a script of the user's
+    own, a test runner, a scheduler's process)."""
+    args = iter(argv[1:])
+    rest: list[str] | None = None
+    for arg in args:
+        if arg == "-m":
+            module = next(args, "")
+            rest = list(args) if module in _COMMAND_MODULES else None
+            break
+        if arg in _OPTIONS_WITH_VALUE:
+            next(args, None)
+        elif arg == "-c" or not arg.startswith("-"):
+            name = Path(arg).name.lower()
+            is_scrapy = name in ("scrapy", "scrapy.exe", "scrapy-script.py")
+            rest = list(args) if is_scrapy else None
+            break
+    if rest is None:
+        return None
+    # The first argument that is not an option, as Scrapy's own cmdline reads it.
+    return next((arg for arg in rest if not arg.startswith("-")), None)

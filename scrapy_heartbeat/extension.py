@@ -13,6 +13,7 @@ change its result.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -22,7 +23,14 @@ from scrapy.utils.job import job_dir
 
 from scrapy_heartbeat import jobstate
 from scrapy_heartbeat._compat import loop_thread_caller, loop_timer, looping_call
-from scrapy_heartbeat._scrapy import engine_of, engine_paused, local_queued, observe_crawl
+from scrapy_heartbeat._scrapy import (
+    CRAWL_COMMANDS,
+    engine_of,
+    engine_paused,
+    local_queued,
+    observe_crawl,
+    scrapy_command,
+)
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.closing import CloseBudget, FleetEnding, status_on_close
 from scrapy_heartbeat.ids import execution_id_for
@@ -33,12 +41,15 @@ from scrapy_heartbeat.middleware import (
 )
 from scrapy_heartbeat.progress import ProgressTracker
 from scrapy_heartbeat.redact import redact_url
-from scrapy_heartbeat.report import Reporter
+from scrapy_heartbeat.report import Reporter, Snapshot
 from scrapy_heartbeat.sender import HeartbeatSender
 from scrapy_heartbeat.settings import ConfigError, HeartbeatConfig, MissingBaseUrl, load_config
 from scrapy_heartbeat.shared import SharedCounters, open_shared_counters
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from concurrent.futures import Future
+
     from scrapy import Spider
     from scrapy.crawler import Crawler
     from twisted.python.failure import Failure
@@ -76,6 +87,14 @@ class HeartbeatExtension:
             logger.error("scrapy-heartbeat disabled: %s", exc)
             raise NotConfigured from None
         if config is None:
+            raise NotConfigured
+        command = scrapy_command(getattr(sys, "orig_argv", []))
+        if command not in CRAWL_COMMANDS and command is not None and not config.all_commands:
+            logger.debug(
+                "scrapy-heartbeat: 'scrapy %(command)s' is not a crawl; sending no heartbeats "
+                "(HEARTBEAT_ALL_COMMANDS = True sends them)",
+                {"command": command},
+            )
             raise NotConfigured
         o = cls(crawler, config)
         for setting, component, order in COMPANIONS:
@@ -120,6 +139,13 @@ class HeartbeatExtension:
     # -- opening ----------------------------------------------------------------
 
     def spider_opened(self, spider: Spider) -> None:
+        if engine_of(self.crawler) is None:
+            logger.debug(
+                "scrapy-heartbeat: spider_opened without an engine (signals sent by hand); "
+                "sending no heartbeats",
+                extra={"crawler": self.crawler},
+            )
+            return
         try:
             execution_id, how = execution_id_for(self.config.execution_id, spider)
         except ConfigError as exc:
@@ -186,23 +212,36 @@ class HeartbeatExtension:
 
     # -- closing ----------------------------------------------------------------
 
-    async def spider_closed(self, spider: Spider, reason: str) -> None:
+    def spider_closed(self, spider: Spider, reason: str) -> Coroutine[Any, Any, None] | None:
+        """Stop beating and send the final beat, then return what waits for
+        it (Scrapy awaits it). Not ``async def``: a signal sent by hand with
+        the synchronous ``send_catch_log`` still stops the loop and sends the
+        final beat, and a crawl that never reported leaves no coroutine
+        unawaited."""
         if self.task and self.task.running:
             self.task.stop()
         if self.sender is None:
-            return
+            return None
         status = status_on_close(
             reason, self.config.completed_reasons, self.tracker.start_failed, bool(self.jobdir)
         )
-        counts, label, progress = self.report.snapshot(status, final=True)
+        snapshot = self.report.snapshot(status, final=True)
         if self.jobdir:
-            self._save_job(counts, progress["runtime_seconds"])
-        result = await self._send_final(status, reason, counts, label, progress)
+            self._save_job(snapshot.counts, snapshot.progress["runtime_seconds"])
+        budget = CloseBudget.for_reason(self.config, reason)
+        future = self._send_final(status, reason, snapshot, budget)
+        return self._finish(status, budget, future)
+
+    async def _finish(
+        self, status: str, budget: CloseBudget, future: Future[HeartbeatResult]
+    ) -> None:
+        result = await budget.backstop(future)
         self._record_final(result.beat_status or status, result)
 
-    async def _send_final(
-        self, status: str, reason: str, counts: Counts, label: str | None, progress: dict[str, Any]
-    ) -> HeartbeatResult:
+    def _send_final(
+        self, status: str, reason: str, snapshot: Snapshot, budget: CloseBudget
+    ) -> Future[HeartbeatResult]:
+        counts, label, progress = snapshot
         assert self.sender is not None
         prepare = follow_up = None
         if self.shared is None:
@@ -220,8 +259,7 @@ class HeartbeatExtension:
                 labels=(label, label or finished),
             )
             prepare, follow_up = ending.first, ending.then
-        budget = CloseBudget.for_reason(self.config, reason)
-        future = self.sender.send_final(
+        return self.sender.send_final(
             status,
             progress,
             self.config.retry_times,
@@ -230,7 +268,6 @@ class HeartbeatExtension:
             prepare=prepare,
             follow_up=follow_up,
         )
-        return await budget.backstop(future)
 
     def _record_final(self, status: str, result: HeartbeatResult) -> None:
         assert self.sender is not None

@@ -174,7 +174,7 @@ class ProgressTracker:
             return
         meta = request.meta
         marker = meta.get(META_KEY)
-        if marker.__class__ is not tuple:
+        if marker.__class__ is not tuple or len(marker) != 3:
             marker = read_marker(marker)
             if marker is not None:
                 meta[META_KEY] = marker  # the list a JSON serializer made
@@ -189,7 +189,7 @@ class ProgressTracker:
         try:
             meta = request.meta
             chain = meta.get(META_KEY)
-            if chain.__class__ is not tuple or chain[0] != self.owner:
+            if chain.__class__ is not tuple or len(chain) != 3 or chain[0] != self.owner:
                 return result  # not ours: an internal or a direct engine download
             self.last_download = request
             if chain[2] != PENDING:
@@ -230,7 +230,7 @@ class ProgressTracker:
         None for a new URL."""
         meta = request.meta
         chain = meta.get(META_KEY)
-        if chain.__class__ is tuple and chain[0] == self.owner:
+        if chain.__class__ is tuple and len(chain) == 3 and chain[0] == self.owner:
             hops = hop_count(meta)  # else meta copied from a response: a new URL
             if hops == chain[1] + 1:
                 self._awaiting.discard(request)

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 #: elsewhere" (environment, spider argument, host name), as documented.
 DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_ENABLED": True,
+    "HEARTBEAT_ALL_COMMANDS": False,  # True: fetch, parse, shell, check, bench report too
     "HEARTBEAT_API_BASE_URL": None,  # else env API_BASE_URL
     "HEARTBEAT_EXECUTION_ID": None,  # else env EXECUTION_ID, spider arg, uuid4
     "HEARTBEAT_CONTAINER_ID": None,  # else env HOSTNAME, socket.gethostname()
@@ -102,6 +103,7 @@ class HeartbeatConfig:
     shared: bool | None = None  # None: decided by the scheduler (scrapy-redis) or redis_url
     redis_url: str | None = None
     redis_ttl: int = DEFAULTS["HEARTBEAT_REDIS_TTL"]
+    all_commands: bool = False
 
 
 def _as_bool(name: str, value: Any, default: bool, problems: list[str]) -> bool:
@@ -368,6 +370,7 @@ def load_config(
         shared=read.optional_boolean("HEARTBEAT_SHARED"),
         redis_url=_check_redis_url(get("HEARTBEAT_REDIS_URL"), problems),
         redis_ttl=int(numbers["HEARTBEAT_REDIS_TTL"]),
+        all_commands=read.boolean("HEARTBEAT_ALL_COMMANDS"),
     )
     for problem in problems:
         logger.error("scrapy-heartbeat: %s", problem)

@@ -8,7 +8,7 @@ from typing import Any
 
 import scrapy
 from scrapy import signals
-from scrapy.exceptions import DropItem
+from scrapy.exceptions import CloseSpider, DropItem
 from scrapy.http import Response
 
 
@@ -253,3 +253,29 @@ class ThreadStarts:
         self.stats.set_value("test/threads_started", len(self.started))
         timers = [t for t in self.started if isinstance(t, threading.Timer)]
         self.stats.set_value("test/timers_started", len(timers))
+
+
+class CloseFromStartSpider(PagesSpider):
+    """Yields ``pages`` requests, then finishes with ``CloseSpider`` from
+    ``start()``: Scrapy's own way to end a crawl, not a failure."""
+
+    name = "close_from_start"
+
+    async def start(self) -> Any:
+        async for request in super().start():
+            yield request
+        raise CloseSpider("finished")
+
+
+class ForeignMarkerSpider(PagesSpider):
+    """Puts foreign values under the heartbeat's meta key as it yields."""
+
+    name = "foreign_marker"
+
+    async def start(self) -> Any:
+        values: list[Any] = [(), None, [], "x", (1, 2), ("a", "b", "c", "d")]
+        index = 0
+        async for request in super().start():
+            request.meta["_heartbeat_url"] = values[index % len(values)]
+            index += 1
+            yield request

@@ -1,0 +1,124 @@
+"""The extension in-process, its handlers called directly, as Scrapy's own
+tests/test_logstats.py does; what only a real process shows is in the
+behaviour-named crawl suites."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+from scrapy import Spider, signals
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.test import get_crawler
+
+from scrapy_heartbeat import HeartbeatExtension
+from scrapy_heartbeat.middleware import start_failed
+from tests.conftest import EXECUTION_ID
+from tests.crawl import run_crawl
+from tests.servers import HeartbeatServer, SiteServer
+
+
+def _crawler(url: str = "http://127.0.0.1:9", **settings: Any) -> Any:
+    return get_crawler(
+        Spider,
+        {
+            "HEARTBEAT_API_BASE_URL": url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+            "LOGSTATS_INTERVAL": 0,
+            **settings,
+        },
+    )
+
+
+def test_from_crawler_without_a_base_url_is_not_configured(monkeypatch: Any) -> None:
+    monkeypatch.delenv("API_BASE_URL", raising=False)
+    with pytest.raises(NotConfigured, match="HEARTBEAT_API_BASE_URL"):
+        HeartbeatExtension.from_crawler(get_crawler(Spider))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["HEARTBEAT_API_BASE_URL", "HEARTBEAT_PROXY"],
+)
+def test_a_url_that_cannot_be_parsed_disables_reporting_in_one_line(
+    setting: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(NotConfigured):
+        HeartbeatExtension.from_crawler(_crawler(**{setting: "http://[::1"}))
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and setting in errors[0].getMessage()
+
+
+def test_a_redis_url_that_cannot_be_parsed_is_ignored_with_one_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    extension = HeartbeatExtension.from_crawler(_crawler(HEARTBEAT_REDIS_URL="redis://[::1"))
+    assert extension.config.redis_url is None
+    assert any("HEARTBEAT_REDIS_URL" in r.getMessage() for r in caplog.records)
+
+
+def test_the_handlers_count_errors() -> None:
+    crawler = _crawler()
+    extension = HeartbeatExtension.from_crawler(crawler)
+    extension.item_error()
+    extension.spider_error(failure=None, response=object())  # type: ignore[arg-type]
+    extension.spider_error(failure=None)  # type: ignore[arg-type]  # start() raised
+    assert extension.tracker.errors == 2
+    crawler.signals.send_catch_log(signal=start_failed)
+    assert extension.tracker.start_failed and extension.tracker.errors == 3
+
+
+def test_signals_sent_by_hand_on_a_crawler_without_an_engine() -> None:
+    """As Scrapy's own tests do (tests/utils/bases/spider.py): the
+    synchronous send_catch_log, no engine. Nothing is sent, nothing raises,
+    no coroutine is left unawaited."""
+    crawler = _crawler()
+    extension = HeartbeatExtension.from_crawler(crawler)
+    spider = Spider("hand")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opened = crawler.signals.send_catch_log(signal=signals.spider_opened, spider=spider)
+        closed = crawler.signals.send_catch_log(
+            signal=signals.spider_closed, spider=spider, reason="finished"
+        )
+    ours = [result for handler, result in opened + closed if handler.__self__ is extension]
+    assert ours == [None, None]
+    assert extension.sender is None and extension.task is None
+
+
+def test_close_from_start_is_completed(pages_site: SiteServer, heartbeat_server: HeartbeatServer):  # type: ignore[no-untyped-def]
+    result = run_crawl(
+        "tests.spiders.CloseFromStartSpider",
+        {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        },
+        args={"site": pages_site.url, "pages": "5"},
+    )
+    assert result.returncode == 0, result.log[-3000:]
+    final = heartbeat_server.bodies()[-1]
+    assert final["status"] == "completed", final
+    assert final["progress"]["error_count"] == 0
+    assert final["progress"]["crawled_urls"] == 5
+
+
+def test_foreign_values_under_the_marker_key_do_not_break_counting(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    result = run_crawl(
+        "tests.spiders.ForeignMarkerSpider",
+        {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        },
+        args={"site": pages_site.url, "pages": "12"},
+    )
+    assert result.returncode == 0, result.log[-3000:]
+    assert "could not count" not in result.log
+    assert "Traceback" not in result.log
+    final = heartbeat_server.bodies()[-1]
+    assert final["status"] == "completed"
+    assert (final["progress"]["crawled_urls"], final["progress"]["total_urls"]) == (12, 12)
