@@ -7,6 +7,7 @@ Pure rules and one small class, testable without a crawl.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from scrapy_heartbeat.counts import Counts
     from scrapy_heartbeat.settings import HeartbeatConfig
     from scrapy_heartbeat.shared import ExecutionView, SharedCounters
+
+logger = logging.getLogger(__name__)
 
 #: Scrapy's finish reason for Ctrl-C and SIGTERM (docker stop, a pod's deletion).
 SHUTDOWN = "shutdown"
@@ -113,8 +116,8 @@ class FleetEnding:
 
     Of workers closing together, each one's step 2 follows its own step 1
     delivery, so whoever leaves last sends the ending after every other
-    worker's last beat. With Redis unreachable, this worker's own status is
-    sent."""
+    worker's last beat. With Redis unreachable, this worker only says it
+    finished (``running``): it cannot know whether others live."""
 
     def __init__(
         self,
@@ -137,6 +140,7 @@ class FleetEnding:
         self.render = render
         self.label, self.finished_label = labels
         self.others_live = False
+        self.redis_down = False  # at the close: the ending was left to others
 
     def _exchange(self, **flags: bool) -> ExecutionView | None:
         return self.shared.exchange(self.mine, self.start_ms, self.start_time, **flags)
@@ -144,8 +148,18 @@ class FleetEnding:
     def first(self) -> tuple[str, dict[str, Any]]:
         failed = self.status == "failed" and self.reason != SHUTDOWN
         view = self._exchange(failed=failed)
-        if view is None:  # Redis unreachable: this worker goes stale there by itself
-            return self.status, self.render(self.status, None, self.label)
+        if view is None:
+            # Redis unreachable: whether other workers still crawl cannot be
+            # known, so this worker must not end the execution. It goes
+            # stale in Redis by itself; the last worker that can reach Redis
+            # ends the execution, or the platform decides it is lost.
+            self.redis_down = True
+            logger.warning(
+                "scrapy-heartbeat: Redis is unreachable at this worker's close; it reports "
+                "itself finished and leaves the execution's ending to the workers that can "
+                "reach Redis (with none, the platform decides the execution is lost)"
+            )
+            return "running", self.render("running", None, self.finished_label)
         final, worker_finished = fleet_status(self.status, self.reason, view, self.local_queued)
         if worker_finished:
             self.others_live = True

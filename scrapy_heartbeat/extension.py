@@ -165,7 +165,7 @@ class HeartbeatExtension:
         self.shared = open_shared_counters(self.crawler, self.config, execution_id, worker)
         if self.shared is not None:
             # The execution owns the markers: what one worker queued, another counts.
-            self.tracker.owner = execution_id
+            self.tracker.owner = execution_id.lower()
         for problem in observe_crawl(engine_of(self.crawler), self.tracker, bool(self.jobdir)):
             logger.warning("scrapy-heartbeat: %s", problem, extra={"crawler": self.crawler})
         client = HeartbeatClient.from_config(self.config, execution_id)

@@ -161,7 +161,9 @@ class SharedCounters:
         self.worker_id = worker_id
         self.ttl = ttl
         self.stale_ms = int(stale_after * 1000)
-        prefix = f"heartbeat:{{{execution_id}}}"
+        # One execution is one id, however its workers spell the hex digits
+        # (the receiver lower-cases it too).
+        prefix = f"heartbeat:{{{execution_id.lower()}}}"
         self.keys = [f"{prefix}:totals", f"{prefix}:workers", f"{prefix}:worker:{worker_id}"]
         if queue is not None:
             self.keys.append(queue)

@@ -7,6 +7,7 @@ import time
 
 from scrapy.settings import Settings
 
+from scrapy_heartbeat.closing import FleetEnding
 from scrapy_heartbeat.closing import fleet_status as final_status
 from scrapy_heartbeat.counts import Counts
 from scrapy_heartbeat.shared import ExecutionView, SharedCounters, connect
@@ -14,9 +15,61 @@ from tests.conftest import EXECUTION_ID
 from tests.redis_server import RedisServer
 
 
-def worker(redis_server: RedisServer, name: str, stale_after: float = 30) -> SharedCounters:
+def worker(
+    redis_server: RedisServer, name: str, stale_after: float = 30, execution: str = EXECUTION_ID
+) -> SharedCounters:
     client = connect(Settings({"REDIS_URL": redis_server.url}), None, 2.0)
-    return SharedCounters(client, EXECUTION_ID, name, ttl=600, stale_after=stale_after)
+    return SharedCounters(client, execution, name, ttl=600, stale_after=stale_after)
+
+
+def test_ids_that_differ_only_in_case_are_one_execution(redis_server: RedisServer) -> None:
+    lower, upper = (
+        worker(redis_server, "a"),
+        worker(redis_server, "b", execution=EXECUTION_ID.upper()),
+    )
+    lower.exchange(Counts(60, 60, 0, 60, 0), 1, "t")
+    both = upper.exchange(Counts(60, 60, 0, 60, 0), 1, "t")
+    assert both is not None and both.counts == Counts(120, 120, 0, 120, 0)
+    assert both.live_others == 1
+
+
+def _ending(shared: SharedCounters, status: str = "completed") -> FleetEnding:
+    return FleetEnding(
+        shared,
+        Counts(5, 5, 0, 5, 0),
+        start=(0, "t"),
+        status=status,
+        reason="finished",
+        local_queued=0,
+        render=lambda s, view, label: {"status": s, "label": label, "shared": view is not None},
+        labels=("label", "finished-label"),
+    )
+
+
+def test_the_last_worker_out_ends_the_execution(redis_server: RedisServer) -> None:
+    a, b = worker(redis_server, "a"), worker(redis_server, "b")
+    b.exchange(Counts(), 0, "t")
+    first_out = _ending(a)
+    assert first_out.first()[0] == "running"  # b still crawls
+    assert first_out.then() is None
+    last_out = _ending(b)
+    status, progress = last_out.first()
+    assert (status, progress["shared"]) == ("completed", True)
+    assert last_out.then() is None  # the ending went out in the first step
+
+
+def test_a_worker_that_cannot_reach_redis_never_ends_the_execution(
+    redis_server: RedisServer,
+) -> None:
+    a, b = worker(redis_server, "a"), worker(redis_server, "b")
+    a.exchange(Counts(), 0, "t")
+    b.exchange(Counts(), 0, "t")
+    redis_server.stop()
+    for status in ("completed", "failed"):
+        ending = _ending(a, status)
+        sent, progress = ending.first()
+        assert (sent, progress["label"]) == ("running", "finished-label")
+        assert ending.then() is None
 
 
 def test_absolute_totals_never_count_twice(redis_server: RedisServer) -> None:
