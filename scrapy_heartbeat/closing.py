@@ -130,6 +130,7 @@ class FleetEnding:
         local_queued: int | None,
         render: Render,
         labels: tuple[str | None, str],
+        redis_within: float | None = None,
     ) -> None:
         self.shared = shared
         self.mine = mine
@@ -139,11 +140,14 @@ class FleetEnding:
         self.local_queued = local_queued
         self.render = render
         self.label, self.finished_label = labels
+        self.redis_within = redis_within  # each exchange's share of the close's budget
         self.others_live = False
         self.redis_down = False  # at the close: the ending was left to others
 
     def _exchange(self, **flags: bool) -> ExecutionView | None:
-        return self.shared.exchange(self.mine, self.start_ms, self.start_time, **flags)
+        return self.shared.exchange(
+            self.mine, self.start_ms, self.start_time, within=self.redis_within, **flags
+        )
 
     def first(self) -> tuple[str, dict[str, Any]]:
         failed = self.status == "failed" and self.reason != SHUTDOWN

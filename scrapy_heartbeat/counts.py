@@ -11,6 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Final
 
+#: The largest counter a receiver stores (a 64-bit signed integer).
+MAX_COUNT: Final = 2**63 - 1
+#: The longest ``start_time`` kept: an ISO 8601 time with its offset.
+MAX_TIME_LENGTH: Final = 40
+
 
 @dataclass(frozen=True)
 class Counts:

@@ -257,6 +257,8 @@ class HeartbeatExtension:
                 local_queued=local_queued(self.crawler),
                 render=lambda s, view, lbl: self.report.execution(s, view, lbl, progress),
                 labels=(label, label or finished),
+                # At most two exchanges: the final beat keeps half the budget.
+                redis_within=budget.for_sender / 4,
             )
             prepare, follow_up = ending.first, ending.then
         return self.sender.send_final(

@@ -25,19 +25,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scrapy_heartbeat.counts import COUNTER_NAMES, Counts
+from scrapy_heartbeat.counts import COUNTER_NAMES, MAX_COUNT, MAX_TIME_LENGTH, Counts
 
 logger = logging.getLogger(__name__)
 
 FILENAME = "heartbeat.state.json"
 #: A state this version writes is a few hundred bytes.
 MAX_FILE_BYTES = 64 * 1024
-#: The largest counter a receiver stores (a 64-bit signed integer).
-MAX_COUNT = 2**63 - 1
 #: Owner and worker ids are a UUID or ``container/pid/nonce``.
 MAX_ID_LENGTH = 600
-#: An ISO 8601 time with its offset.
-MAX_TIME_LENGTH = 40
 #: A hundred years of running time.
 MAX_RUNTIME = 100 * 365 * 86400.0
 

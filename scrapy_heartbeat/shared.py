@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scrapy_heartbeat._scrapy import engine_of, is_scrapy_redis, queue_key, scheduler_of
-from scrapy_heartbeat.counts import COUNTER_NAMES, Counts
+from scrapy_heartbeat.counts import COUNTER_NAMES, MAX_COUNT, MAX_TIME_LENGTH, Counts
 from scrapy_heartbeat.ids import new_worker_id
 from scrapy_heartbeat.redact import describe
 
@@ -179,9 +182,11 @@ class SharedCounters:
         *,
         closing: bool = False,
         failed: bool = False,
+        within: float | None = None,
     ) -> ExecutionView | None:
         """Write this worker's totals, read the execution's; None when Redis
-        cannot be reached (one WARNING per outage). Worker thread only."""
+        cannot be reached, or does not answer ``within`` seconds (one WARNING
+        per outage). Worker thread only."""
         args = [
             self.worker_id,
             self.stale_ms,
@@ -193,8 +198,9 @@ class SharedCounters:
             *(getattr(mine, name) for name in COUNTER_NAMES),
         ]
         try:
-            reply = self._script(keys=self.keys, args=args, client=self.client)
-        except Exception as exc:  # redis.RedisError, and whatever a broken reply raises
+            reply = self._call(args, within)
+            view = _view(reply, start_ms, start_time)
+        except Exception as exc:  # redis.RedisError, a stall, what Redis holds that is not ours
             if not self._down:
                 self._down = True
                 logger.warning(
@@ -207,20 +213,27 @@ class SharedCounters:
         if self._down:
             self._down = False
             logger.info("scrapy-heartbeat: shared counters in Redis are back", extra=self._extra)
-        values = [_text(v) for v in reply]
-        total, successful, failed_urls, items, errors = (int(v or 0) for v in values[:5])
-        queued = int(values[9])
-        # A URL one worker accepted may be downloaded by another before the
-        # first one's next beat: until then total lags; it is never below crawled.
-        total = max(total, successful + failed_urls)
-        return ExecutionView(
-            counts=Counts(total, successful, failed_urls, items, errors),
-            start_ms=int(values[5] or start_ms),
-            start_time=values[6] or start_time,
-            failures=int(values[7] or 0),
-            live_others=int(values[8]),
-            queued=None if queued < 0 else queued,
-        )
+        return view
+
+    def _call(self, args: list[Any], within: float | None) -> Any:
+        if within is None:
+            return self._script(keys=self.keys, args=args, client=self.client)
+        # The close's budget is shared with the final beat: a Redis that
+        # hangs must not spend it all. The call goes on in its own thread,
+        # abandoned (its socket times out by itself).
+        calling: Future[Any] = Future()
+
+        def call() -> None:
+            try:
+                calling.set_result(self._script(keys=self.keys, args=args, client=self.client))
+            except BaseException as exc:
+                calling.set_exception(exc)
+
+        threading.Thread(target=call, name="scrapy-heartbeat-redis", daemon=True).start()
+        try:
+            return calling.result(timeout=within)
+        except FutureTimeout:
+            raise TimeoutError(f"no answer within {within:.3g}s") from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a broken connection
@@ -228,6 +241,32 @@ class SharedCounters:
             # A client made with Redis(**params), not from_url, leaves its
             # pool's sockets open (a ResourceWarning at exit).
             self.client.connection_pool.disconnect()
+
+
+def _view(reply: Any, start_ms: int, start_time: str) -> ExecutionView:
+    """The exchange's reply; ValueError for one this script would not give
+    (a key another program wrote over)."""
+    values = [_text(v) for v in reply]
+    if len(values) != 10:
+        raise ValueError(f"a reply of {len(values)} values")
+    total, successful, failed, items, errors = (_count(v) for v in values[:5])
+    queued = int(values[9])
+    # A URL one worker accepted may be downloaded by another before the
+    # first one's next beat: until then total lags; it is never below crawled.
+    total = max(total, successful + failed)
+    return ExecutionView(
+        counts=Counts(total, successful, failed, items, errors),
+        start_ms=int(values[5] or start_ms),
+        start_time=values[6][:MAX_TIME_LENGTH] or start_time,
+        failures=_count(values[7]),
+        live_others=_count(values[8]),
+        queued=None if queued < 0 else queued,
+    )
+
+
+def _count(value: str) -> int:
+    """A counter Redis holds; garbage is a ValueError, a negative number 0."""
+    return min(max(int(value or 0), 0), MAX_COUNT)
 
 
 def _text(value: Any) -> str:

@@ -43,6 +43,8 @@ class RedisServer:
                 "--appendonly", "yes",
                 "--appendfsync", "always",
                 "--daemonize", "no",
+                # DEBUG SLEEP: a Redis that hangs, as a stalled server would.
+                "--enable-debug-command", "local",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

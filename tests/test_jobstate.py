@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scrapy_heartbeat import jobstate
-from scrapy_heartbeat.counts import Counts
+from scrapy_heartbeat.counts import MAX_COUNT, Counts
 from scrapy_heartbeat.jobstate import FILENAME, JobState
 
 EXECUTION = "550e8400-e29b-41d4-a716-446655440000"
@@ -84,7 +84,9 @@ def test_what_this_version_would_not_write_is_refused_whole(
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=20), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=20), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 _fields = st.fixed_dictionaries(
@@ -93,7 +95,9 @@ _fields = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=st.one_of(_json, _fields, st.binary(max_size=200).map(lambda b: b)))
 def test_any_content_loads_as_a_valid_state_or_nothing(tmp_path: Path, raw: Any) -> None:
     content = raw if isinstance(raw, bytes) else json.dumps(raw)
@@ -101,4 +105,4 @@ def test_any_content_loads_as_a_valid_state_or_nothing(tmp_path: Path, raw: Any)
     if state is not None:  # what loads is what this version writes
         assert JobState.from_json(state.to_json()) == state
         assert state.execution_id.lower() == EXECUTION
-        assert all(0 <= getattr(state.counts, n) <= jobstate.MAX_COUNT for n in ("total", "items"))
+        assert all(0 <= getattr(state.counts, n) <= MAX_COUNT for n in ("total", "items"))

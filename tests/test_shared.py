@@ -3,8 +3,10 @@ rules that make every worker's beat carry the execution's numbers."""
 
 from __future__ import annotations
 
+import threading
 import time
 
+import pytest
 from scrapy.settings import Settings
 
 from scrapy_heartbeat.closing import FleetEnding
@@ -132,3 +134,50 @@ def test_final_status_rules() -> None:
     assert final_status("paused", "shutdown", view(queued=None), 2) == ("paused", False)
     assert final_status("paused", "shutdown", view(queued=None), 0) == ("completed", False)
     assert final_status("failed", "cancelled", view(), None) == ("failed", False)
+
+
+def test_a_redis_that_hangs_at_the_close_keeps_to_its_share_of_the_budget(
+    redis_server: RedisServer,
+) -> None:
+    a = worker(redis_server, "a")
+    a.exchange(Counts(), 0, "t")
+    ending = FleetEnding(
+        a,
+        Counts(5, 5, 0, 5, 0),
+        start=(0, "t"),
+        status="completed",
+        reason="shutdown",
+        local_queued=0,
+        render=lambda s, view, label: {"status": s},
+        labels=(None, "finished"),
+        redis_within=0.5,
+    )
+    stall = threading.Thread(
+        target=lambda: redis_server.client().execute_command("DEBUG", "SLEEP", 3)
+    )
+    stall.start()
+    time.sleep(0.2)  # Redis is asleep now
+    began = time.monotonic()
+    sent, _ = ending.first()
+    took = time.monotonic() - began
+    stall.join()
+    assert sent == "running"  # it cannot know whether others live: no ending
+    assert took < 1.5, took  # its 0.5 s share, not the 2 s socket timeout
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("total", "abc"), ("successful", "-5"), ("failures", "1e9"), ("start_ms", "x")],
+)
+def test_what_another_program_writes_into_redis_is_never_trusted(
+    redis_server: RedisServer, field: str, value: str
+) -> None:
+    a = worker(redis_server, "a")
+    a.exchange(Counts(3, 2, 0, 2, 0), 1, "t")
+    key = next(k for k in a.keys if k.endswith(":totals"))
+    redis_server.client().hset(key, field, value)
+    view = a.exchange(Counts(3, 2, 0, 2, 0), 1, "t")  # never an exception
+    if view is not None:
+        counts = view.counts
+        assert min(counts.total, counts.successful, counts.failed, counts.items) >= 0
+        assert counts.total >= counts.crawled
