@@ -49,8 +49,8 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 
 from bench.common import save
-from scrapy_heartbeat.extension import HeartbeatExtension
 from scrapy_heartbeat._scrapy import observe_downloader, observe_engine, observe_scheduler
+from scrapy_heartbeat.extension import HeartbeatExtension
 from scrapy_heartbeat.progress import META_KEY, ProgressTracker
 from scrapy_heartbeat.settings import load_config
 

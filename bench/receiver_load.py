@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import save  # noqa: E402
-from scrapy_heartbeat.store import open_store  # noqa: E402
-
-PATH = "/api/v1/monitoring/heartbeat"
+from scrapy_heartbeat.demo import spawn_receiver  # noqa: E402
+from scrapy_heartbeat.payload import HEARTBEAT_PATH as PATH  # noqa: E402
+from scrapy_heartbeat.server import open_store  # noqa: E402
 
 
 def body(execution_id: str, container: str, n: int) -> bytes:
@@ -128,51 +127,21 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--containers", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=1000.0, help="heartbeats per second")
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--save", help="save the report as bench/results/NAME.json")
-    parser.add_argument(
-        "--serve-arg",
-        action="append",
-        default=[],
-        help="an argument for serve, e.g. --serve-arg=--check-every=3600 (repeatable)",
-    )
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace) -> tuple[list[float], dict[int, int], float, float, int, int]:
+    """Drive a fresh ``serve``: the latencies, reply codes, seconds and load
+    generator CPU seconds; then the rows and executions stored."""
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         db = str(Path(tmp, "bench.sqlite3"))
         if args.backend == "postgresql":
-            from tests.postgres_server import PostgresServer
+            from tests.server.postgres_server import PostgresServer
 
             postgres = PostgresServer()
             stack.callback(postgres.stop)
             db = postgres.database()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scrapy_heartbeat",
-                "serve",
-                "--port",
-                "0",
-                "--db",
-                str(db),
-                *args.serve_arg,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
+        server, url = spawn_receiver(db, *args.serve_arg)
         try:
-            assert server.stdout is not None
-            url = server.stdout.readline().strip().rsplit(" ", 1)[-1]
-            port = int(url.split(":")[2].split("/")[0])
+            port = int(url.rsplit(":", 1)[1])
             cpu_before = os.times()
             latencies, statuses, elapsed = asyncio.run(
                 drive(
@@ -197,6 +166,26 @@ def main() -> int:
         finally:
             store.close()
 
+    return latencies, statuses, elapsed, client_cpu, rows, executions
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--containers", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="heartbeats per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--save", help="save the report as bench/results/NAME.json")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an argument for serve, e.g. --serve-arg=--check-every=3600 (repeatable)",
+    )
+    args = parser.parse_args()
+
+    latencies, statuses, elapsed, client_cpu, rows, executions = measure(args)
     accepted = statuses.get(200, 0)
     report = {
         "backend": args.backend,

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scrapy_heartbeat.demo import spawn_receiver  # noqa: E402
-from scrapy_heartbeat.store import open_store  # noqa: E402
+from scrapy_heartbeat.server import open_store  # noqa: E402
 
 
 def beat(eid: str, container: str, status: str, crawled: int, total: int, *, at: float) -> dict:

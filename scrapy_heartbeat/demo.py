@@ -17,28 +17,36 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
-from scrapy_heartbeat.store import HeartbeatStore
+from scrapy_heartbeat.payload import HEARTBEAT_PATH
+
+#: Seconds between the demo crawl's heartbeats (``demo --interval``).
+INTERVAL = 0.5
+#: How long a receiver may take to start listening, seconds.
+START_TIMEOUT = 60.0
 
 
 def spawn_receiver(
     db: Path | str, *args: str, stderr: Any = None
 ) -> tuple[subprocess.Popen[str], str]:
     """Start ``scrapy-heartbeat serve`` on a free port of 127.0.0.1 with the
-    database ``db``; returns the process (its stdout a pipe, the first line
-    read) and the receiver's base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0", "--db", str(db), *args],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-    )
-    assert process.stdout is not None
-    first = process.stdout.readline().strip()
-    url = first.rsplit(" ", 1)[-1].removesuffix("/api/v1/monitoring/heartbeat")
-    if not url.startswith("http://"):
-        process.kill()
-        raise RuntimeError(f"the receiver did not start: {first!r}")
-    return process, url
+    database ``db``; returns the process (its stdout a pipe, unread) and the
+    receiver's base URL, once it listens."""
+    with tempfile.TemporaryDirectory(prefix="scrapy-heartbeat-serve-") as tmp:
+        port_file = Path(tmp, "port")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scrapy_heartbeat", "serve", "--port", "0",
+             "--port-file", str(port_file), "--db", str(db), *args],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                raise RuntimeError(f"the receiver did not start (exit code {process.returncode})")
+            time.sleep(0.02)
+        port = int(port_file.read_text(encoding="ascii"))
+    return process, f"http://127.0.0.1:{port}"
 
 
 def find_project(project: str | None) -> Path:
@@ -69,19 +77,22 @@ def serve_site(root: Path) -> ThreadingHTTPServer:
 
 
 def _relay(stream: IO[str], prefix: str) -> None:
+    """The receiver's ``--print`` lines; its banner is the demo's own."""
     for line in stream:
-        print(prefix + line, end="", flush=True)
+        if line.startswith("heartbeat "):
+            print(prefix + line, end="", flush=True)
 
 
-def run_demo(keep_open: bool = False, project: str | None = None, interval: float = 1.0) -> int:
+def run_demo(
+    keep_open: bool = False, project: str | None = None, interval: float = INTERVAL
+) -> int:
     project_dir = find_project(project)
     workdir = Path(tempfile.mkdtemp(prefix="scrapy-heartbeat-demo-"))
     db = workdir / "heartbeats.sqlite3"
     receiver, api = spawn_receiver(db, "--print")
     try:
         assert receiver.stdout is not None
-        dashboard = receiver.stdout.readline().strip()
-        print(f"1. receiver: receiving heartbeats at {api}/api/v1/monitoring/heartbeat")
+        print(f"1. receiver: receiving heartbeats at {api}{HEARTBEAT_PATH}")
         site = serve_site(project_dir / "bookshop" / "site")
         site_url = f"http://127.0.0.1:{site.server_address[1]}"
         print(f"2. site: the example project's bundled bookshop at {site_url}/")
@@ -90,58 +101,71 @@ def run_demo(keep_open: bool = False, project: str | None = None, interval: floa
         execution_id = str(uuid.uuid4())
         crawl_log = workdir / "crawl.log"
         print(f"3. crawl: scrapy crawl books (execution {execution_id}), heartbeats as received:")
-        env = {**os.environ, "API_BASE_URL": api, "EXECUTION_ID": execution_id}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project_dir), env.get("PYTHONPATH")]))
         started = time.monotonic()
-        crawl = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scrapy",
-                "crawl",
-                "books",
-                "-a",
-                f"site={site_url}",
-                "-s",
-                f"HEARTBEAT_INTERVAL={interval}",
-                "-s",
-                f"HEARTBEAT_MIN_INTERVAL={min(interval, 10)}",
-                "-s",
-                f"LOG_FILE={crawl_log}",
-            ],
-            cwd=project_dir,
-            env=env,
-            check=False,
+        crawl = _crawl(
+            project_dir, site_url, api, execution_id=execution_id, interval=interval, log=crawl_log
         )
         elapsed = time.monotonic() - started
         site.shutdown()
         time.sleep(0.3)  # let the relay print the final line
-        store = HeartbeatStore(str(db))
-        execution = store.execution(execution_id)
-        beats = len(store.history(execution_id))
-        store.close()
+        execution, beats = _read_back(db, execution_id)
         print(f"4. summary, read back from the receiver's database ({db}):")
         if execution is None:
             print("   no heartbeat arrived: see the crawl log " + str(crawl_log))
             return 1
-        p = execution["progress"] or {}
         print(
-            f"   execution {execution_id}: {execution['status']}, "
-            f"{p.get('crawled_urls')}/{p.get('total_urls')} URLs "
-            f"({p.get('successful_urls')} ok, {p.get('failed_urls')} failed), "
-            f"{p.get('data_items')} items, {p.get('error_count')} errors, "
-            f"{beats} heartbeats in {elapsed:.1f}s; crawl exit code {crawl.returncode}"
+            f"   {_described(execution, beats)} in {elapsed:.1f}s; "
+            f"crawl exit code {crawl.returncode}"
         )
         print(f"   crawl log: {crawl_log}")
-        ok = crawl.returncode == 0 and execution["status"] == "completed"
         if keep_open:
-            print(f"5. {dashboard}: the dashboard stays open; Ctrl-C to stop.")
+            print(
+                f"5. Dashboard: {api}/   database: {db}: the dashboard stays open; Ctrl-C to stop."
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 receiver.wait()
         else:
             print("   (run `scrapy-heartbeat demo --keep-open` to keep the dashboard open)")
-        return 0 if ok else 1
+        return 0 if crawl.returncode == 0 and execution["status"] == "completed" else 1
     finally:
         if receiver.poll() is None:
             receiver.terminate()
             receiver.wait(10)
+
+
+def _crawl(
+    project_dir: Path, site: str, api: str, *, execution_id: str, interval: float, log: Path
+) -> subprocess.CompletedProcess[bytes]:
+    """``scrapy crawl books`` of the example project, reporting to ``api``."""
+    env = {**os.environ, "API_BASE_URL": api, "EXECUTION_ID": execution_id}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project_dir), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "books", "-a", f"site={site}",
+         "-s", f"HEARTBEAT_INTERVAL={interval}",
+         "-s", f"HEARTBEAT_MIN_INTERVAL={min(interval, 10)}",
+         "-s", f"LOG_FILE={log}"],
+        cwd=project_dir, env=env, check=False,
+    )  # fmt: skip
+
+
+def _read_back(db: Path, execution_id: str) -> tuple[dict[str, Any] | None, int]:
+    """The execution as the receiver stored it (None: no beat arrived), and
+    how many beats it has."""
+    from scrapy_heartbeat.server import open_store
+
+    store = open_store(str(db))
+    try:
+        return store.execution(execution_id), len(store.history(execution_id))
+    finally:
+        store.close()
+
+
+def _described(execution: dict[str, Any], beats: int) -> str:
+    p = execution["progress"] or {}
+    return (
+        f"execution {execution['execution_id']}: {execution['status']}, "
+        f"{p.get('crawled_urls')}/{p.get('total_urls')} URLs "
+        f"({p.get('successful_urls')} ok, {p.get('failed_urls')} failed), "
+        f"{p.get('data_items')} items, {p.get('error_count')} errors, "
+        f"{beats} heartbeats"
+    )

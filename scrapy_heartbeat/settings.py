@@ -69,7 +69,6 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_REDIS_TTL": 7 * 24 * 3600,
 }
 
-HEARTBEAT_PATH = "/api/v1/monitoring/heartbeat"
 #: The longest request timeout we accept, seconds (the spec's is 10).
 MAX_TIMEOUT = 300.0
 #: The widest field HEARTBEAT_STAGE_FORMAT may ask for (the stage is cut at 200).

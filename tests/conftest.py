@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -10,7 +9,6 @@ import pytest
 from tests.servers import HeartbeatServer, SiteServer
 
 if TYPE_CHECKING:
-    from tests.postgres_server import PostgresServer
     from tests.redis_server import RedisServer
 
 EXECUTION_ID = "550e8400-e29b-41d4-a716-446655440000"
@@ -54,22 +52,3 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL server per test process; tests take a database each."""
-    from tests.postgres_server import PostgresServer
-
-    server = PostgresServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The receiver's database on each backend, for the tests that must hold
-    on both: a SQLite file, or a new database on Debian's PostgreSQL."""
-    if request.param == "sqlite":
-        return str(tmp_path / "hb.sqlite3")
-    return str(request.getfixturevalue("postgres_server").database())

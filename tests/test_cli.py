@@ -6,15 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import EXECUTION_ID
 from tests.crawl import ROOT
+from tests.server.serving import EXECUTIONS, Serve
 from tests.servers import HeartbeatServer, free_port
-from tests.test_receiver import Receiver, start_receiver, stop_receiver
 
 
 def cli(
@@ -33,26 +30,23 @@ def cli(
     )
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    r = start_receiver(tmp_path)
-    yield r
-    stop_receiver(r)
-
-
-def test_send_accepted_from_environment(receiver: Receiver) -> None:
-    result = cli(
-        "send",
-        "--status",
-        "failed",
-        "--crawled-urls",
-        "7",
-        "--total-urls",
-        "9",
-        env={"API_BASE_URL": receiver.url, "EXECUTION_ID": EXECUTION_ID, "HOSTNAME": "box-1"},
-    )
+def test_send_accepted_from_environment(tmp_path: Path) -> None:
+    receiver = Serve.start(tmp_path)
+    try:
+        result = cli(
+            "send",
+            "--status",
+            "failed",
+            "--crawled-urls",
+            "7",
+            "--total-urls",
+            "9",
+            env={"API_BASE_URL": receiver.url, "EXECUTION_ID": EXECUTION_ID, "HOSTNAME": "box-1"},
+        )
+        stored = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
+    finally:
+        receiver.stop()
     assert result.returncode == 0, result.stderr
-    stored = receiver.get(f"/api/v1/monitoring/executions/{EXECUTION_ID}").json()
     assert stored["status"] == "failed"
     assert stored["container_id"] == "box-1"
     assert stored["progress"] == {"total_urls": 9, "crawled_urls": 7}

@@ -87,7 +87,9 @@ def test_other_commands_send_nothing(
 def test_a_crawl_reports(
     project: Path, pages_site: SiteServer, heartbeat_server: HeartbeatServer
 ) -> None:
-    result = _run(project, heartbeat_server, SCRAPY, "crawl", "pages", "-a", f"site={pages_site.url}")
+    result = _run(
+        project, heartbeat_server, SCRAPY, "crawl", "pages", "-a", f"site={pages_site.url}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     final = heartbeat_server.bodies()[-1]
     assert (final["status"], final["progress"]["crawled_urls"]) == ("completed", 3)

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import requests
 
-from scrapy_heartbeat.demo import spawn_receiver
-from scrapy_heartbeat.payload import validate_body
+from scrapy_heartbeat.server import validate_body
 from scrapy_heartbeat.settings import DEFAULTS
 from tests.crawl import run_crawl
+from tests.server.serving import EXECUTIONS, Serve
 from tests.servers import SiteServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,6 @@ DOCUMENTS = [ROOT / "README.rst", *sorted((ROOT / "docs").glob("*.rst"))]
 #: The addresses the examples use, replaced by the test's own servers.
 PLATFORM = "http://data-platform-api:8000"
 REDIS = "redis://redis:6379/0"
-EXECUTIONS = "/api/v1/monitoring/executions"
 DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. code-block:: (?P<language>\w+)\s*$")
 
 
@@ -68,12 +67,10 @@ def doctest_blocks() -> list[tuple[str, str]]:
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[str]:
-    process, url = spawn_receiver(tmp_path / "hb.sqlite3")
-    yield url
-    process.terminate()
-    process.wait(10)
-    assert process.stdout is not None
-    process.stdout.close()
+    """A receiver's URL, for the examples' platform."""
+    running = Serve.start(tmp_path)
+    yield running.url
+    running.stop()
 
 
 def executions(url: str) -> list[dict[str, Any]]:

@@ -11,14 +11,15 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_receiver import Receiver, beat, start_receiver, stop_receiver
+from tests.server.beats import beat
+from tests.server.serving import Serve
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 METRIC = re.compile(r"\bheartbeat_[a-z_]+")
 SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 
-def exported(receiver: Receiver) -> tuple[set[str], set[str]]:
+def exported(receiver: Serve) -> tuple[set[str], set[str]]:
     """Sample names, and label names, of one scrape."""
     text = receiver.get("/metrics").text
     names, labels = set(), set()
@@ -30,7 +31,7 @@ def exported(receiver: Receiver) -> tuple[set[str], set[str]]:
 
 
 def test_examples_use_only_exported_metrics(tmp_path: Path) -> None:
-    receiver = start_receiver(tmp_path)
+    receiver = Serve.start(tmp_path)
     try:
         body = beat(execution_id=str(uuid.uuid4()))
         body["progress"]["percentage"] = 45.0
@@ -38,7 +39,7 @@ def test_examples_use_only_exported_metrics(tmp_path: Path) -> None:
         assert receiver.post({"bad": 1}).status_code == 400
         names, labels = exported(receiver)
     finally:
-        stop_receiver(receiver)
+        receiver.stop()
     dashboard = json.loads((EXAMPLES / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     rules = (EXAMPLES / "prometheus-alerts.yml").read_text()

@@ -1,18 +1,22 @@
-"""The receiver's conclusions about senders (``liveness.py``) and how the
-store keeps what they need: late, lost, stalled, paused gaps, transitions
-settled once across receivers, retention, and databases of 0.1."""
+"""The receiver's conclusions about senders (``server/liveness.py``) and how
+the store keeps what they need: late, lost, stalled, paused gaps,
+transitions settled once across receivers, retention, and databases of 0.1;
+and the read API filtering by them, over real HTTP."""
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scrapy_heartbeat.liveness import LivenessRules
-from scrapy_heartbeat.store import HeartbeatStore, open_store
+from scrapy_heartbeat.server import HeartbeatStore, LivenessRules, open_store
+from tests.crawl import wait_for
+from tests.server.beats import worker_beat
+from tests.server.serving import EXECUTIONS, Serve
 
 T0 = 1_800_000_000.0
 
@@ -222,3 +226,28 @@ def test_a_database_of_0_1_gains_the_new_columns(tmp_path: Path) -> None:
         assert (found["beats"], found["interval_seconds"], found["liveness"]) == (2, 70, "running")
     finally:
         store.close()
+
+
+def test_liveness_filters_in_the_read_api(serve: Callable[..., Serve], db: str) -> None:
+    s = serve("--check-every", "0.2", "--lost-after", "1", db=db)
+    quiet, alive = str(uuid.uuid4()), str(uuid.uuid4())
+    s.post(worker_beat(quiet))
+    s.post(worker_beat(quiet))
+    wait_for(
+        lambda: (
+            [e["execution_id"] for e in s.get(EXECUTIONS + "?status=lost").json()["executions"]]
+            == [quiet]
+        ),
+        20,
+        "lost",
+    )
+    s.post(worker_beat(alive))
+    listed = {e["execution_id"]: e for e in s.get(EXECUTIONS).json()["executions"]}
+    assert listed[quiet]["liveness"] == "lost" and listed[quiet]["status"] == "running"
+    assert listed[quiet]["stale"] is True
+    assert listed[alive]["liveness"] == "running"
+    detail = s.get(f"{EXECUTIONS}/{quiet}").json()
+    assert detail["containers"][0]["liveness"] == "lost"
+    refused = s.get(EXECUTIONS + "?status=dead")
+    assert refused.status_code == 400
+    assert "late, lost, stalled, stale, active" in refused.json()["message"]

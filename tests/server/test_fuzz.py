@@ -13,8 +13,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scrapy_heartbeat.payload import validate_body
-from tests.test_receiver import Receiver, beat, start_receiver, stop_receiver
+from scrapy_heartbeat.server import validate_body
+from tests.server.beats import beat
+from tests.server.serving import HEARTBEAT, Serve
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
@@ -39,14 +40,14 @@ near_valid = st.builds(
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def fuzz_receiver(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Receiver]:
+) -> Iterator[Serve]:
     directory = tmp_path_factory.mktemp("fuzz")
     db = None
     if request.param == "postgresql":
         db = request.getfixturevalue("postgres_server").database()
-    r = start_receiver(directory, db=db)
+    r = Serve.start(directory, db=db)
     yield r
-    stop_receiver(r)
+    r.stop()
 
 
 def storable(value: Any) -> bool:
@@ -70,10 +71,10 @@ def accepted(body: Any) -> bool:
     return validate_body(body) is None and storable(body)
 
 
-def _check(r: Receiver, session: requests.Session, data: bytes, valid: bool) -> None:
+def _check(r: Serve, session: requests.Session, data: bytes, valid: bool) -> None:
     before = r.rows()
     response = session.post(
-        r.url + "/api/v1/monitoring/heartbeat",
+        r.url + HEARTBEAT,
         data=data,
         headers={"Content-Type": "application/json"},
         timeout=10,
@@ -94,7 +95,7 @@ def _check(r: Receiver, session: requests.Session, data: bytes, valid: bool) -> 
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(body=json_values | near_valid)
-def test_arbitrary_json(fuzz_receiver: Receiver, body: object) -> None:
+def test_arbitrary_json(fuzz_receiver: Serve, body: object) -> None:
     with requests.Session() as session:
         _check(fuzz_receiver, session, json.dumps(body).encode(), accepted(body))
 
@@ -103,7 +104,7 @@ def test_arbitrary_json(fuzz_receiver: Receiver, body: object) -> None:
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.binary(max_size=300))
-def test_arbitrary_bytes(fuzz_receiver: Receiver, data: bytes) -> None:
+def test_arbitrary_bytes(fuzz_receiver: Serve, data: bytes) -> None:
     try:
         valid = accepted(json.loads(data))
     except (ValueError, RecursionError):
@@ -112,7 +113,7 @@ def test_arbitrary_bytes(fuzz_receiver: Receiver, data: bytes) -> None:
         _check(fuzz_receiver, session, data, valid)
 
 
-def test_fuzzing_reached_valid_bodies(fuzz_receiver: Receiver) -> None:
+def test_fuzzing_reached_valid_bodies(fuzz_receiver: Serve) -> None:
     # Runs after the two properties (same module, same receiver): the
     # near-valid strategy must have produced accepted bodies, or the
     # "valid means stored" half of the property was never exercised.

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet import defer, task, threads
 
-from scrapy_heartbeat.alerts import WebhookAlerts, event
-from scrapy_heartbeat.store import KEEP_DAYS, HeartbeatStore, StoreUnavailable, iso
+from scrapy_heartbeat.server.alerts import WebhookAlerts, event
+from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable, iso
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two settlings of liveness (``serve --check-every``).
 CHECK_EVERY = 5.0
+#: How long history rows are kept by default (``serve --keep-days``).
+KEEP_DAYS = 14.0
+#: Seconds between two prunings of history.
 PRUNE_EVERY = 60.0
+
+Steps = Callable[[], Iterator[None]]
 
 
 class Upkeep:
@@ -38,45 +43,30 @@ class Upkeep:
     ) -> None:
         self.store = store
         self.alerts = alerts
-        self.clock = clock
         self.keep_days = keep_days
         # One step per turn of the reactor: beats are answered between steps.
         self._cooperator = task.Cooperator(
             terminationPredicateFactory=lambda: lambda: True,
             scheduler=lambda work: clock.callLater(0, work),
         )
-        self._loops = [task.LoopingCall(self._run, self._settle)]
-        self._loops[0].clock = clock
-        self._intervals = [check_every]
+        self._jobs = [_Job(self._settle, check_every, clock, self._run)]
         if keep_days is not None:
-            prune = task.LoopingCall(self._run, self._prune)
-            prune.clock = clock
-            self._loops.append(prune)
-            self._intervals.append(prune_every)
-        self._busy: set[str] = set()
+            self._jobs.append(_Job(self._prune, prune_every, clock, self._run))
         self._unavailable = False
 
     def start(self) -> None:
-        for loop, every in zip(self._loops, self._intervals, strict=True):
-            loop.start(every, now=True)
+        for job in self._jobs:
+            job.start()
 
     def stop(self) -> None:
-        for loop in self._loops:
-            if loop.running:
-                loop.stop()
+        for job in self._jobs:
+            job.stop()
         self._cooperator.stop()
 
-    def _run(self, steps: Any) -> None:
-        name = steps.__name__
-        if name in self._busy:  # the last round has not finished: skip this one
-            return
-        self._busy.add(name)
-        done: defer.Deferred[Any]
+    def _run(self, steps: Steps) -> defer.Deferred[Any]:
         if self.store.blocking:  # each step waits on the network: all of them on a thread
-            done = threads.deferToThread(lambda: list(self._guarded(steps())))
-        else:
-            done = self._cooperator.coiterate(self._guarded(steps()))
-        done.addBoth(lambda _: self._busy.discard(name))
+            return threads.deferToThread(lambda: list(self._guarded(steps())))
+        return self._cooperator.coiterate(self._guarded(steps()))
 
     def _guarded(self, steps: Iterator[None]) -> Iterator[None]:
         try:
@@ -115,3 +105,38 @@ class Upkeep:
             yield None
         if total:
             logger.info("receiver: deleted %d heartbeats older than %g days", total, self.keep_days)
+
+
+class _Job:
+    """``steps`` run every ``every`` seconds by ``run``; a round that has
+    not finished when the next is due makes that one skip."""
+
+    def __init__(
+        self,
+        steps: Steps,
+        every: float,
+        clock: Any,
+        run: Callable[[Steps], defer.Deferred[Any]],
+    ) -> None:
+        self.steps = steps
+        self.every = every
+        self.run = run
+        self.busy = False
+        self.loop = task.LoopingCall(self._round)
+        self.loop.clock = clock
+
+    def start(self) -> None:
+        self.loop.start(self.every, now=True)
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+    def _round(self) -> None:
+        if self.busy:
+            return
+        self.busy = True
+        self.run(self.steps).addBoth(self._done)
+
+    def _done(self, _: object) -> None:
+        self.busy = False

@@ -3,12 +3,13 @@ postgresql://user@host/db``, psycopg 3: ``pip install
 'scrapy-heartbeat[postgres]'``), so that several receivers behind a load
 balancer share one database and any of them can fail.
 
-The schema, queries and behaviour are :mod:`store`'s; only the dialect
-differs (types, placeholders, migration). A query waits on the network, so
+The schema and queries are :mod:`.schema`'s, the behaviour :mod:`.store`'s;
+only the dialect differs (types, placeholders, migration). A query waits on
+the network, so
 the receiver calls this store from its thread pool (``blocking``), never
 from the reactor's thread; each thread has a connection of its own, made
 again after the database went away. Statements are bounded by
-:data:`STATEMENT_TIMEOUT`, so a slow database answers 503 before the
+:data:`STATEMENT_TIMEOUT_MS`, so a slow database answers 503 before the
 client's own 10 s timeout.
 """
 
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
 
-from scrapy_heartbeat.liveness import LivenessRules
-from scrapy_heartbeat.store import _ADDED_COLUMNS, _SCHEMA, HeartbeatStore, StoreUnavailable
+from scrapy_heartbeat.server import schema
+from scrapy_heartbeat.server.liveness import LivenessRules
+from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 
 CONNECT_TIMEOUT = 3
 STATEMENT_TIMEOUT_MS = 5000
@@ -45,11 +47,10 @@ def _unavailable_as_such() -> Iterator[None]:
     try:
         yield
     except psycopg.OperationalError as exc:  # down, unreachable, timed out, full
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StoreUnavailable(f"the database cannot be used: {first}") from None
+        raise StoreUnavailable.because(exc) from None
 
 
-def _together(statements: Any) -> tuple[str, tuple[Any, ...]]:
+def _together(statements: Sequence[schema.Statement]) -> schema.Statement:
     """Statements as one, so one round trip and one transaction: each but
     the last becomes a data-modifying ``WITH`` query (they write different
     tables, so no part needs to see what another writes)."""
@@ -71,11 +72,11 @@ class PostgresStore(HeartbeatStore):
         with self._connection() as db, db.transaction():
             # One receiver at a time creates or migrates the tables.
             db.execute("SELECT pg_advisory_xact_lock(7361)")
-            for statement in _dialect(_SCHEMA).split(";"):
+            for statement in _dialect(schema.SCHEMA).split(";"):
                 if statement.strip():
                     db.execute(statement)
-            for table in ("executions", "containers"):
-                for column in _ADDED_COLUMNS:
+            for table in schema.MIGRATED_TABLES:
+                for column in schema.ADDED_COLUMNS:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_dialect(column)}")
 
     @contextlib.contextmanager
@@ -94,11 +95,11 @@ class PostgresStore(HeartbeatStore):
                     self._connections.append(db)
             yield db
 
-    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> list[int]:
+    def _write(self, *statements: schema.Statement) -> list[int]:
         with self._connection() as db, _unavailable_as_such(), db.transaction():
             return [db.execute(_placeholders(q), args).rowcount for q, args in statements]
 
-    def _write_together(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    def _write_together(self, *statements: schema.Statement) -> None:
         query, args = _together(statements)
         with self._connection() as db, _unavailable_as_such():
             db.execute(query, args)

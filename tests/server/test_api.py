@@ -4,96 +4,28 @@ process of its own, on 127.0.0.1 port 0."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
-from scrapy_heartbeat.demo import spawn_receiver
-from scrapy_heartbeat.store import open_store
 from tests.conftest import EXECUTION_ID
 from tests.crawl import run_crawl
+from tests.server.beats import beat
+from tests.server.serving import EXECUTIONS, HEARTBEAT, Serve
 from tests.servers import SiteServer
-
-HEARTBEAT = "/api/v1/monitoring/heartbeat"
-EXECUTIONS = "/api/v1/monitoring/executions"
-
-
-@dataclass
-class Receiver:
-    url: str
-    db: str  # a SQLite file, or a postgresql:// URL
-    process: subprocess.Popen[str]
-
-    def post(self, body: Any, **kwargs: Any) -> requests.Response:
-        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
-        return requests.post(self.url + HEARTBEAT, data=data, headers=headers, timeout=10, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.get(self.url + path, timeout=10, **kwargs)
-
-    def rows(self) -> int:
-        store = open_store(self.db)
-        try:
-            return store.count()
-        finally:
-            store.close()
-
-
-def start_receiver(tmp_path: Path, *args: str, db: str | None = None) -> Receiver:
-    db = db or str(tmp_path / "hb.sqlite3")
-    process, url = spawn_receiver(db, *args)
-    assert url.startswith("http://127.0.0.1:"), url
-    return Receiver(url, db, process)
-
-
-def stop_receiver(receiver: Receiver) -> None:
-    receiver.process.terminate()
-    receiver.process.wait(10)
-    assert receiver.process.stdout is not None
-    receiver.process.stdout.close()
 
 
 @pytest.fixture
-def receiver(tmp_path: Path, db: str) -> Iterator[Receiver]:
-    """``serve`` on each backend: the contract tests run on both."""
-    r = start_receiver(tmp_path, db=db)
-    yield r
-    stop_receiver(r)
+def receiver(serve: Callable[..., Serve], db: str) -> Serve:
+    """On each backend: the contract tests run on both."""
+    return serve(db=db)
 
 
-def beat(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "execution_id": EXECUTION_ID,
-        "container_id": "crawler-container-abc123",
-        "status": "running",
-        "progress": {
-            "total_urls": 100,
-            "crawled_urls": 45,
-            "successful_urls": 42,
-            "failed_urls": 3,
-            "current_url": "https://example.com/page45",
-            "current_stage": "爬取中 (45/100)",
-            "data_items": 1250,
-            "percentage": 45.0,
-            "runtime_seconds": 1800,
-            "start_time": "2024-01-01T10:00:00",
-            "error_count": 0,
-        },
-        "timestamp": int(time.time()),
-    }
-    body.update(overrides)
-    return {k: v for k, v in body.items() if v is not ...}
-
-
-def test_spec_example_is_accepted_and_stored(receiver: Receiver) -> None:
+def test_spec_example_is_accepted_and_stored(receiver: Serve) -> None:
     response = receiver.post(beat())
     assert response.status_code == 200
     reply = response.json()
@@ -107,7 +39,7 @@ def test_spec_example_is_accepted_and_stored(receiver: Receiver) -> None:
     assert receiver.rows() == 1
 
 
-def test_latency_is_computed_from_the_client_timestamp(receiver: Receiver) -> None:
+def test_latency_is_computed_from_the_client_timestamp(receiver: Serve) -> None:
     receiver.post(beat(timestamp=int(time.time()) - 100))
     execution = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
     assert 99 <= execution["latency_seconds"] <= 103
@@ -137,9 +69,7 @@ def test_latency_is_computed_from_the_client_timestamp(receiver: Receiver) -> No
         ([beat()], "body must be a JSON object"),
     ],
 )
-def test_invalid_bodies_are_400_naming_the_field(
-    receiver: Receiver, body: Any, message: str
-) -> None:
+def test_invalid_bodies_are_400_naming_the_field(receiver: Serve, body: Any, message: str) -> None:
     response = receiver.post(body)
     assert response.status_code == 400
     reply = response.json()
@@ -148,36 +78,36 @@ def test_invalid_bodies_are_400_naming_the_field(
     assert receiver.rows() == 0
 
 
-def test_a_nul_inside_progress_is_stored_and_read_back(receiver: Receiver) -> None:
+def test_a_nul_inside_progress_is_stored_and_read_back(receiver: Serve) -> None:
     body = beat(progress={**beat()["progress"], "current_url": "https://e.com/a\x00b"})
     assert receiver.post(body).status_code == 200
     detail = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
     assert detail["progress"]["current_url"] == "https://e.com/a\x00b"
 
 
-def test_status_and_progress_are_optional(receiver: Receiver) -> None:
+def test_status_and_progress_are_optional(receiver: Serve) -> None:
     assert receiver.post(beat(status=..., progress=...)).status_code == 200
     assert receiver.get(EXECUTIONS).json()["executions"][0]["status"] == "running"
 
 
-def test_malformed_json(receiver: Receiver) -> None:
+def test_malformed_json(receiver: Serve) -> None:
     response = receiver.post(b'{"execution_id": ')
     assert (response.status_code, response.json()["message"]) == (400, "body is not valid JSON")
 
 
-def test_wrong_content_type(receiver: Receiver) -> None:
+def test_wrong_content_type(receiver: Serve) -> None:
     response = receiver.post(json.dumps(beat()), headers={"Content-Type": "text/plain"})
     assert response.status_code == 415
     assert "Content-Type" in response.json()["message"]
 
 
-def test_body_over_the_limit(receiver: Receiver) -> None:
+def test_body_over_the_limit(receiver: Serve) -> None:
     response = receiver.post(beat(container_id="x" * 70_000))
     assert response.status_code == 413
     assert receiver.rows() == 0
 
 
-def test_unknown_path_and_wrong_method(receiver: Receiver) -> None:
+def test_unknown_path_and_wrong_method(receiver: Serve) -> None:
     assert receiver.get("/api/v1/nope").status_code == 404
     response = receiver.get(HEARTBEAT)
     assert response.status_code == 405
@@ -186,7 +116,7 @@ def test_unknown_path_and_wrong_method(receiver: Receiver) -> None:
     assert requests.delete(receiver.url + EXECUTIONS, timeout=5).status_code == 405
 
 
-def test_read_api_filters_and_history(receiver: Receiver) -> None:
+def test_read_api_filters_and_history(receiver: Serve) -> None:
     other = str(uuid.uuid4())
     receiver.post(beat())
     receiver.post(beat(status="completed"))
@@ -204,7 +134,7 @@ def test_read_api_filters_and_history(receiver: Receiver) -> None:
     assert receiver.get(EXECUTIONS, params={"status": "bogus"}).status_code == 400
 
 
-def test_containers_of_one_execution_are_kept_apart(receiver: Receiver) -> None:
+def test_containers_of_one_execution_are_kept_apart(receiver: Serve) -> None:
     """Workers of one execution: the execution's row is its latest beat,
     each container keeps its own latest state, history says who sent what."""
 
@@ -241,7 +171,7 @@ def test_containers_of_one_execution_are_kept_apart(receiver: Receiver) -> None:
     assert again["w0"]["stale"] is True
 
 
-def test_staleness(receiver: Receiver) -> None:
+def test_staleness(receiver: Serve) -> None:
     finished = str(uuid.uuid4())
     for _ in range(2):
         receiver.post(beat())
@@ -255,21 +185,18 @@ def test_staleness(receiver: Receiver) -> None:
     assert [e["execution_id"] for e in stale] == [EXECUTION_ID]
 
 
-def test_token(tmp_path: Path) -> None:
-    r = start_receiver(tmp_path, "--token", "s3cret")
-    try:
-        assert r.post(beat()).status_code == 401
-        assert r.post(beat(), headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert r.get(EXECUTIONS).status_code == 401
-        ok = r.post(beat(), headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200
-        assert r.get(EXECUTIONS, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert r.rows() == 1
-    finally:
-        stop_receiver(r)
+def test_token(serve: Callable[..., Serve]) -> None:
+    r = serve("--token", "s3cret")
+    assert r.post(beat()).status_code == 401
+    assert r.post(beat(), headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert r.get(EXECUTIONS).status_code == 401
+    ok = r.post(beat(), headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert r.get(EXECUTIONS, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert r.rows() == 1
 
 
-def test_dashboard_is_served(receiver: Receiver) -> None:
+def test_dashboard_is_served(receiver: Serve) -> None:
     page = receiver.get("/")
     assert page.status_code == 200
     assert page.headers["Content-Type"].startswith("text/html")
@@ -277,7 +204,7 @@ def test_dashboard_is_served(receiver: Receiver) -> None:
 
 
 def test_crawl_against_serve_stores_the_final_numbers(
-    receiver: Receiver, pages_site: SiteServer
+    receiver: Serve, pages_site: SiteServer
 ) -> None:
     result = run_crawl(
         "tests.spiders.PagesSpider",

@@ -13,8 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,20 +21,19 @@ import requests
 
 from tests.conftest import EXECUTION_ID
 from tests.crawl import wait_for
-from tests.test_receiver import EXECUTIONS, HEARTBEAT, Receiver, beat, start_receiver, stop_receiver
+from tests.server.beats import beat
+from tests.server.serving import EXECUTIONS, HEARTBEAT, Serve
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    r = start_receiver(tmp_path, "--token", "T0ken-value", "--request-timeout", "2")
-    yield r
-    stop_receiver(r)
+def receiver(serve: Callable[..., Serve]) -> Serve:
+    return serve("--token", "T0ken-value", "--request-timeout", "2")
 
 
 AUTH = {"Authorization": "Bearer T0ken-value"}
 
 
-def connect(receiver: Receiver) -> socket.socket:
+def connect(receiver: Serve) -> socket.socket:
     host, port = receiver.url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
     return sock
@@ -75,10 +73,11 @@ def strict_json(text: str) -> Any:
 
 @pytest.mark.parametrize("token", [True, False])
 def test_a_form_body_is_refused_by_its_headers_before_it_is_sent(
-    receiver: Receiver, token: bool
+    receiver: Serve, token: bool
 ) -> None:
     """64 MiB of form announced, none of it sent: the 415 comes at once
-    (Twisted would wait for all of it, then parse it, before any check)."""
+    (Twisted's own request would wait for all of it, then parse it, before
+    any check)."""
     sock = connect(receiver)
     sock.sendall(head("application/x-www-form-urlencoded", 64 * 1024 * 1024, token))
     reply = read_reply(sock)
@@ -88,7 +87,7 @@ def test_a_form_body_is_refused_by_its_headers_before_it_is_sent(
     assert b"Content-Type must be application/json" in reply
 
 
-def test_a_large_content_length_is_refused_before_the_body_is_sent(receiver: Receiver) -> None:
+def test_a_large_content_length_is_refused_before_the_body_is_sent(receiver: Serve) -> None:
     sock = connect(receiver)
     sock.sendall(head("application/json", 300 * 1024 * 1024))
     reply = read_reply(sock)
@@ -97,7 +96,7 @@ def test_a_large_content_length_is_refused_before_the_body_is_sent(receiver: Rec
     assert b"body larger than 65536 bytes" in reply
 
 
-def test_a_chunked_body_is_cut_off_at_max_body_while_it_is_read(receiver: Receiver) -> None:
+def test_a_chunked_body_is_cut_off_at_max_body_while_it_is_read(receiver: Serve) -> None:
     sock = connect(receiver)
     sock.sendall(head("application/json", None))
     chunk = b"x" * 16384
@@ -118,7 +117,7 @@ def test_a_chunked_body_is_cut_off_at_max_body_while_it_is_read(receiver: Receiv
     assert sent <= 256 * 1024  # refused soon after 64 KiB, not after the whole body
 
 
-def test_a_large_form_upload_does_not_stall_other_clients(receiver: Receiver) -> None:
+def test_a_large_form_upload_does_not_stall_other_clients(receiver: Serve) -> None:
     """16 MiB of form sent for real, unauthenticated: refused, and a beat
     sent meanwhile is stored."""
     outcome: list[Any] = []
@@ -170,7 +169,7 @@ def raw_beat(**progress: str) -> bytes:
     ],
 )
 def test_values_that_cannot_be_stored_are_400_naming_the_field(
-    receiver: Receiver, raw: bytes, field: str
+    receiver: Serve, raw: bytes, field: str
 ) -> None:
     response = receiver.post(raw, headers=AUTH)
     assert response.status_code == 400, response.text
@@ -184,7 +183,7 @@ def test_values_that_cannot_be_stored_are_400_naming_the_field(
 # -- execution ids ---------------------------------------------------------------
 
 
-def test_an_execution_id_in_upper_case_is_the_same_execution(receiver: Receiver) -> None:
+def test_an_execution_id_in_upper_case_is_the_same_execution(receiver: Serve) -> None:
     reply = receiver.post(beat(execution_id=EXECUTION_ID.upper()), headers=AUTH).json()
     assert reply["execution_id"] == EXECUTION_ID
     assert receiver.post(beat(), headers=AUTH).status_code == 200
@@ -204,7 +203,7 @@ def test_an_execution_id_in_upper_case_is_the_same_execution(receiver: Receiver)
         " " + EXECUTION_ID,
     ],
 )
-def test_only_the_8_4_4_4_12_form_is_an_execution_id(receiver: Receiver, given: str) -> None:
+def test_only_the_8_4_4_4_12_form_is_an_execution_id(receiver: Serve, given: str) -> None:
     response = receiver.post(beat(execution_id=given), headers=AUTH)
     assert (response.status_code, response.json()["message"]) == (
         400,
@@ -215,12 +214,14 @@ def test_only_the_8_4_4_4_12_form_is_an_execution_id(receiver: Receiver, given: 
 # -- slow and many connections ----------------------------------------------------
 
 
-def test_slow_clients_are_cut_off_and_never_starve_the_others(tmp_path: Path) -> None:
+def test_slow_clients_are_cut_off_and_never_starve_the_others(
+    serve: Callable[..., Serve],
+) -> None:
     """Slowloris: 60 connections trickling a request a byte every 0.5 s
     (each read inside any idle timeout). Beats from a real client are
     stored meanwhile, and every slow connection is closed after
     --request-timeout."""
-    receiver = start_receiver(tmp_path, "--request-timeout", "2", "--max-connections", "100")
+    receiver = serve("--request-timeout", "2", "--max-connections", "100")
     slow = [connect(receiver) for _ in range(60)]
     try:
         started = time.monotonic()
@@ -242,14 +243,15 @@ def test_slow_clients_are_cut_off_and_never_starve_the_others(tmp_path: Path) ->
     finally:
         for sock in slow:
             sock.close()
-        stop_receiver(receiver)
     assert len(closed) == len(slow)  # each was closed by the server
     assert elapsed < 15  # at --request-timeout 2 s, not after minutes
     assert receiver.rows() >= 3
 
 
-def test_connections_beyond_the_cap_are_refused_until_slots_free(tmp_path: Path) -> None:
-    receiver = start_receiver(tmp_path, "--request-timeout", "1", "--max-connections", "20")
+def test_connections_beyond_the_cap_are_refused_until_slots_free(
+    serve: Callable[..., Serve],
+) -> None:
+    receiver = serve("--request-timeout", "1", "--max-connections", "20")
     held = [connect(receiver) for _ in range(20)]
     extra = [connect(receiver) for _ in range(10)]
     try:
@@ -260,7 +262,6 @@ def test_connections_beyond_the_cap_are_refused_until_slots_free(tmp_path: Path)
     finally:
         for sock in held + extra:
             sock.close()
-        stop_receiver(receiver)
     assert refused == [True] * 10  # over the cap: closed at once
     assert expired == [True] * 20  # under it: closed at the request deadline
     assert receiver.rows() == 1
@@ -276,7 +277,7 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
         return True
 
 
-def _posts(receiver: Receiver) -> bool:
+def _posts(receiver: Serve) -> bool:
     try:
         return receiver.post(beat()).status_code == 200
     except requests.ConnectionError:
@@ -287,7 +288,7 @@ def _posts(receiver: Receiver) -> bool:
 
 
 def test_a_locked_database_is_a_503_with_the_spec_body_and_the_reactor_stays_free(
-    receiver: Receiver,
+    receiver: Serve,
 ) -> None:
     holder = sqlite3.connect(receiver.db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -305,7 +306,7 @@ def test_a_locked_database_is_a_503_with_the_spec_body_and_the_reactor_stays_fre
     assert reply["status"] == "error"
     assert "database is locked" in reply["message"]
     assert response.headers["Retry-After"] == "1"
-    assert blocked < 2  # 5 s per request before: SQLite's default busy timeout
+    assert blocked < 2  # not SQLite's default busy timeout of 5 s per request
     assert page.status_code == 200
     assert listing.status_code == 200
     assert receiver.post(beat(), headers=AUTH).status_code == 200  # and it recovers
@@ -327,21 +328,18 @@ def test_a_locked_database_is_a_503_with_the_spec_body_and_the_reactor_stays_fre
     ],
 )
 def test_the_bearer_scheme_is_case_insensitive_and_the_token_is_not(
-    receiver: Receiver, value: str, code: int
+    receiver: Serve, value: str, code: int
 ) -> None:
     assert receiver.post(beat(), headers={"Authorization": value}).status_code == code
 
 
-def test_print_escapes_what_a_client_sent(tmp_path: Path) -> None:
-    receiver = start_receiver(tmp_path, "--print")
-    try:
-        hostile = beat(execution_id=str(uuid.uuid4()))
-        hostile["progress"]["current_stage"] = "ok\nheartbeat forged 1/1 URLs\x1b[2J\x07"
-        assert receiver.post(hostile).status_code == 200
-        assert receiver.process.stdout is not None
-        lines = [receiver.process.stdout.readline() for _ in range(2)]  # "Dashboard: ..." first
-    finally:
-        stop_receiver(receiver)
+def test_print_escapes_what_a_client_sent(serve: Callable[..., Serve]) -> None:
+    receiver = serve("--print")
+    hostile = beat(execution_id=str(uuid.uuid4()))
+    hostile["progress"]["current_stage"] = "ok\nheartbeat forged 1/1 URLs\x1b[2J\x07"
+    assert receiver.post(hostile).status_code == 200
+    assert receiver.process.stdout is not None
+    lines = [receiver.process.stdout.readline() for _ in range(3)]  # its two-line banner first
     printed = lines[-1]
     assert printed.startswith("heartbeat "), lines
     assert printed.endswith("ok\\nheartbeat forged 1/1 URLs\\x1b[2J\\x07\n")

@@ -9,46 +9,27 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import requests
 
-from scrapy_heartbeat.demo import spawn_receiver
-from scrapy_heartbeat.store import open_store
+from scrapy_heartbeat.server import open_store
 from tests.crawl import wait_for
-from tests.postgres_server import PostgresServer
+from tests.server.beats import worker_beat
+from tests.server.postgres_server import PostgresServer
+from tests.server.serving import EXECUTIONS, HEARTBEAT, Serve
 from tests.servers import HeartbeatServer, free_port
-from tests.test_operators import EXECUTIONS, HEARTBEAT, Serve, beat
 
 
-@pytest.fixture
-def receivers(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[Any]:
+def test_two_receivers_on_one_database_lose_no_beat(
+    serve: Callable[..., Serve], postgres_server: PostgresServer
+) -> None:
     db = postgres_server.database()
-    started: list[Serve] = []
-
-    def start(*args: str, on: str = db) -> Serve:
-        log = tmp_path / f"serve{len(started)}.log"
-        with log.open("w") as err:
-            process, url = spawn_receiver(on, *args, stderr=err)
-        started.append(Serve(url, on, log, process))
-        return started[-1]
-
-    yield start
-    for s in started:
-        s.process.terminate()
-        s.process.wait(10)
-        assert s.process.stdout is not None
-        s.process.stdout.close()
-
-
-def test_two_receivers_on_one_database_lose_no_beat(receivers: Any) -> None:
     hook = HeartbeatServer()
     try:
         args = ("--check-every", "0.2", "--lost-after", "1.5", "--webhook", hook.url)
-        one, two = receivers(*args), receivers(*args)
+        one, two = serve(*args, db=db), serve(*args, db=db)
         executions = [str(uuid.uuid4()) for _ in range(10)]
         answers: list[int] = []
         lock = threading.Lock()
@@ -57,7 +38,9 @@ def test_two_receivers_on_one_database_lose_no_beat(receivers: Any) -> None:
             with requests.Session() as session:
                 for i in range(60):  # each container beats both receivers in turn
                     target = (one, two)[i % 2]
-                    body = beat(executions[i % 10], crawled=i, container_id=f"worker-{worker}")
+                    body = worker_beat(
+                        executions[i % 10], crawled=i, container_id=f"worker-{worker}"
+                    )
                     reply = session.post(
                         target.url + HEARTBEAT,
                         json=body,
@@ -93,19 +76,18 @@ def test_two_receivers_on_one_database_lose_no_beat(receivers: Any) -> None:
         hook.stop()
 
 
-def test_the_database_down_is_a_503_and_the_receiver_recovers(tmp_path: Path) -> None:
+def test_the_database_down_is_a_503_and_the_receiver_recovers(
+    serve: Callable[..., Serve],
+) -> None:
     server = PostgresServer()
     try:
-        db = server.database()
-        log = tmp_path / "serve.log"
-        with log.open("w") as err:
-            process, url = spawn_receiver(db, "--check-every", "0.2", stderr=err)
-        s = Serve(url, db, log, process)
+        s = serve("--check-every", "0.2", db=server.database())
+        log = s.log
         try:
             eid = str(uuid.uuid4())
-            assert s.post(beat(eid)).status_code == 200
+            assert s.post(worker_beat(eid)).status_code == 200
             server.stop(remove=False)
-            reply = s.post(beat(eid))
+            reply = s.post(worker_beat(eid))
             assert reply.status_code == 503
             assert reply.headers["Retry-After"] == "1"
             assert reply.json()["status"] == "error"
@@ -114,7 +96,7 @@ def test_the_database_down_is_a_503_and_the_receiver_recovers(tmp_path: Path) ->
             assert s.get("/").status_code == 200  # the page needs no database
             wait_for(lambda: "receiver upkeep paused" in log.read_text(), 20, "upkeep log")
             server.start()
-            wait_for(lambda: s.post(beat(eid, crawled=2)).status_code == 200, 30, "recovery")
+            wait_for(lambda: s.post(worker_beat(eid, crawled=2)).status_code == 200, 30, "recovery")
             detail = s.get(f"{EXECUTIONS}/{eid}").json()
             assert detail["beats"] == 2 and detail["progress"]["crawled_urls"] == 2
             wait_for(lambda: "usable again" in log.read_text(), 20, "recovery log")
@@ -122,10 +104,7 @@ def test_the_database_down_is_a_503_and_the_receiver_recovers(tmp_path: Path) ->
             assert "Traceback" not in text
             assert all(len(line) < 400 for line in text.splitlines())
         finally:
-            process.terminate()
-            process.wait(10)
-            assert process.stdout is not None
-            process.stdout.close()
+            s.stop()
     finally:
         server.stop()
 
@@ -143,17 +122,19 @@ def test_an_unreachable_database_at_start_is_one_line_without_the_password() -> 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(
-        f"scrapy-heartbeat serve: --db postgresql://heartbeat:***@127.0.0.1:{url.split(':')[3]}"
+        f"scrapy-heartbeat serve: --db postgresql://***@127.0.0.1:{url.split(':')[3]}"
     )
     assert "the database cannot be used: " in lines[0]
     assert "hunter2" not in result.stderr + result.stdout
 
 
-def test_a_beat_the_database_refuses_costs_no_other_beat_in_its_batch(receivers: Any) -> None:
-    s = receivers()
+def test_a_beat_the_database_refuses_costs_no_other_beat_in_its_batch(
+    serve: Callable[..., Serve], postgres_server: PostgresServer
+) -> None:
+    s = serve(db=postgres_server.database())
     psycopg = pytest.importorskip("psycopg")
     eid = str(uuid.uuid4())
-    assert s.post(beat(eid)).status_code == 200  # the schema exists
+    assert s.post(worker_beat(eid)).status_code == 200  # the schema exists
     with psycopg.connect(s.db, autocommit=True) as admin:
         admin.execute(
             "ALTER TABLE heartbeats ADD CONSTRAINT no_poison CHECK (container_id <> 'poison')"
@@ -162,7 +143,9 @@ def test_a_beat_the_database_refuses_costs_no_other_beat_in_its_batch(receivers:
     lock = threading.Lock()
 
     def post(container: str) -> None:
-        reply = requests.post(s.url + HEARTBEAT, json=beat(eid, container_id=container), timeout=30)
+        reply = requests.post(
+            s.url + HEARTBEAT, json=worker_beat(eid, container_id=container), timeout=30
+        )
         with lock:
             answers[container] = reply.status_code
 

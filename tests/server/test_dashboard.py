@@ -10,14 +10,15 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from lxml import html as lxml_html
 
-from scrapy_heartbeat.store import open_store
-from tests.test_receiver import Receiver, beat, start_receiver, stop_receiver
+from scrapy_heartbeat.server import open_store
+from tests.server.beats import beat
+from tests.server.serving import Serve
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INJECTED_URL = "https://example.com/<img src=x onerror=\"document.title='pwned'\">"
@@ -30,10 +31,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    r = start_receiver(tmp_path)
-    yield r
-    stop_receiver(r)
+def receiver(serve: Callable[..., Serve]) -> Serve:
+    return serve()
 
 
 def render(url: str) -> lxml_html.HtmlElement:
@@ -64,7 +63,7 @@ def render(url: str) -> lxml_html.HtmlElement:
     return lxml_html.fromstring(result.stdout)
 
 
-def test_dashboard_rows_stale_and_inert_markup(receiver: Receiver) -> None:
+def test_dashboard_rows_stale_and_inert_markup(receiver: Serve) -> None:
     stale_id, hostile_id = str(uuid.uuid4()), str(uuid.uuid4())
     for _ in range(2):  # two beats 0.2 s apart: the observed interval is 0.2 s
         receiver.post(beat(execution_id=stale_id))
@@ -106,18 +105,15 @@ def test_dashboard_rows_stale_and_inert_markup(receiver: Receiver) -> None:
     assert summary.startswith("3 executions, 2 active, 1 stale")
 
 
-def test_with_a_token_the_dashboard_asks_for_it(tmp_path: Path) -> None:
+def test_with_a_token_the_dashboard_asks_for_it(serve: Callable[..., Serve]) -> None:
     """Not "0 executions": the page says it needs the token, and with it
     (here from the page's #token= fragment) shows the executions."""
-    receiver = start_receiver(tmp_path, "--token", "s3cret-token")
-    try:
-        headers = {"Authorization": "Bearer s3cret-token"}
-        assert receiver.post(beat(), headers=headers).status_code == 200
-        without = render(receiver.url + "/")
-        with_token = render(receiver.url + "/#token=s3cret-token")
-        wrong = render(receiver.url + "/#token=wrong")
-    finally:
-        stop_receiver(receiver)
+    receiver = serve("--token", "s3cret-token")
+    headers = {"Authorization": "Bearer s3cret-token"}
+    assert receiver.post(beat(), headers=headers).status_code == 200
+    without = render(receiver.url + "/")
+    with_token = render(receiver.url + "/#token=s3cret-token")
+    wrong = render(receiver.url + "/#token=wrong")
     summary = without.get_element_by_id("summary").text_content()
     assert "needs its token" in summary
     assert without.get_element_by_id("token-form").get("hidden") is None
@@ -129,7 +125,7 @@ def test_with_a_token_the_dashboard_asks_for_it(tmp_path: Path) -> None:
     assert "token was refused" in wrong.get_element_by_id("summary").text_content()
 
 
-def test_the_page_of_one_execution(receiver: Receiver) -> None:
+def test_the_page_of_one_execution(receiver: Serve) -> None:
     """Its progress and rate over time, its containers with their
     liveness, items and errors; markup sent by a container stays text."""
     eid = str(uuid.uuid4())
@@ -171,26 +167,25 @@ def test_the_page_of_one_execution(receiver: Receiver) -> None:
     )
 
 
-def test_the_list_filters_by_liveness(tmp_path: Path) -> None:
-    receiver = start_receiver(tmp_path, "--lost-after", "0.5")
-    try:
-        quiet, busy = str(uuid.uuid4()), str(uuid.uuid4())
-        for _ in range(2):  # an interval of 0.2 s: late after 0.4 s, lost after 0.5 s
-            receiver.post(beat(execution_id=quiet))
-            time.sleep(0.2)
-        time.sleep(1)
-        receiver.post(beat(execution_id=busy))
-        lost = render(receiver.url + "/?status=lost")
-        everything = render(receiver.url + "/")
-    finally:
-        stop_receiver(receiver)
+def test_the_list_filters_by_liveness(serve: Callable[..., Serve]) -> None:
+    receiver = serve("--lost-after", "0.5")
+    quiet, busy = str(uuid.uuid4()), str(uuid.uuid4())
+    for _ in range(2):  # an interval of 0.2 s: late after 0.4 s, lost after 0.5 s
+        receiver.post(beat(execution_id=quiet))
+        time.sleep(0.2)
+    time.sleep(1)
+    receiver.post(beat(execution_id=busy))
+    lost = render(receiver.url + "/?status=lost")
+    everything = render(receiver.url + "/")
     assert [tr.get("data-execution-id") for tr in lost.cssselect("#rows tr")] == [quiet]
     assert lost.cssselect(".lost-badge")[0].text_content() == "lost"
     assert lost.get_element_by_id("summary").text_content().startswith("1 executions (lost)")
     assert {tr.get("data-execution-id") for tr in everything.cssselect("#rows tr")} == {quiet, busy}
 
 
-def test_pages_per_minute_from_two_interleaved_containers(tmp_path: Path) -> None:
+def test_pages_per_minute_from_two_interleaved_containers(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
     """Two containers beating execution-wide numbers 1 s apart: the rate is
     per minute from the most crawled, not a saw between their beats."""
     eid = str(uuid.uuid4())
@@ -202,11 +197,8 @@ def test_pages_per_minute_from_two_interleaved_containers(tmp_path: Path) -> Non
             body["progress"]["crawled_urls"] = 60 * i
             store.add(body, start + 30 * i + n)
     store.close()
-    receiver = start_receiver(tmp_path)
-    try:
-        page = render(receiver.url + f"/?execution={eid}")
-    finally:
-        stop_receiver(receiver)
+    receiver = serve()
+    page = render(receiver.url + f"/?execution={eid}")
     caption = page.get_element_by_id("caption-rate").text_content()
     assert caption == "pages per minute over time (max 120, over 8 min)"  # minute 1 to 9
     points = page.cssselect("#chart-rate polyline")[0].get("points").split()

@@ -26,20 +26,27 @@ from typing import Any
 
 import requests
 
+from scrapy_heartbeat.redact import describe, printable
+
 logger = logging.getLogger(__name__)
 
 #: The transitions alerted on unless ``--alert-on`` says otherwise.
 ALERT_ON = ("failed", "lost", "stalled", "completed")
 TIMEOUT = 5.0
-ATTEMPTS = 4
+#: Attempts after the first to deliver an event (``serve --alert-retries``).
+RETRIES = 3
+ATTEMPTS = 1 + RETRIES
+#: Seconds before the first retry; each next waits twice as long.
 BACKOFF = 1.0
+#: The most characters of a client's text quoted in an event's ``text``.
+MAX_QUOTED = 200
 #: Events waiting for one webhook at most; more are dropped, with a WARNING.
 QUEUE_SIZE = 1000
 
 
 def event(found: dict[str, Any], at: str) -> dict[str, Any]:
     """The event for one transition, from the execution as
-    :meth:`HeartbeatStore.settle` yields it."""
+    :meth:`.store.HeartbeatStore.settle` yields it."""
     progress = found.get("progress") or {}
     old, new = found.get("old_liveness"), found["liveness"]
     text = (
@@ -68,7 +75,7 @@ def event(found: dict[str, Any], at: str) -> dict[str, Any]:
 
 
 def _escape(text: object) -> str:
-    one_line = "".join(c if c.isprintable() else " " for c in str(text))[:200]
+    one_line = printable(text)[:MAX_QUOTED]
     return one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -146,7 +153,7 @@ class _Webhook:
                 reply = self.session.post(self.url, json=payload, timeout=self.timeout)
                 reply.close()
             except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                problem = describe(exc)
                 continue
             if reply.status_code < 300:
                 return

@@ -1,0 +1,246 @@
+"""The reference receiver's HTTP API, a Twisted resource: each handler
+reads the request, calls the store once, and answers.
+
+``POST /api/v1/monitoring/heartbeat`` validates (:mod:`.validation`) and
+stores a heartbeat; ``GET /api/v1/monitoring/executions[?status=]`` and
+``GET /api/v1/monitoring/executions/<execution_id>`` read them back, with the
+receiver's own conclusions (:mod:`.liveness`); ``GET /metrics`` exports them
+to Prometheus (:mod:`.metrics`); ``GET /`` is a dashboard. Bad input gets a
+4xx with the spec's error body; no input gets a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from twisted.internet import defer, threads
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+from scrapy_heartbeat._compat import twisted_reactor
+from scrapy_heartbeat.payload import HEARTBEAT_PATH, STATUSES, canonical_uuid
+from scrapy_heartbeat.server.batches import BatchWriter
+from scrapy_heartbeat.server.liveness import CONCLUDED
+from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
+from scrapy_heartbeat.server.transport import MAX_BODY, is_json
+from scrapy_heartbeat.server.validation import parse_body, validate_body
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+logger = logging.getLogger(__name__)
+
+EXECUTIONS_PATH = "/api/v1/monitoring/executions"
+METRICS_PATH = "/metrics"
+_BEAT_PATH = HEARTBEAT_PATH.encode()
+#: What ``?status=`` takes besides the client statuses.
+STATUS_FILTERS = (*STATUSES, *CONCLUDED, "stale", "active")
+OnHeartbeat = Callable[[dict[str, Any], float], None]
+Reply: TypeAlias = "bytes | defer.Deferred[bytes]"
+
+
+class HeartbeatReceiver(resource.Resource):
+    isLeaf = True
+
+    def __init__(
+        self,
+        store: HeartbeatStore,
+        token: str | None = None,
+        max_body: int = MAX_BODY,
+        on_heartbeat: OnHeartbeat | None = None,
+        metrics: Any = None,
+    ) -> None:
+        """``metrics``: a :class:`.metrics.ReceiverMetrics`, or None when
+        ``prometheus_client`` is not installed (``/metrics`` answers 501)."""
+        super().__init__()
+        self.store = store
+        self.token = token
+        self.max_body = max_body
+        self.on_heartbeat = on_heartbeat
+        self.metrics = metrics
+        self._writer: BatchWriter | None = None
+        self._dashboard = (
+            resources.files("scrapy_heartbeat.server").joinpath("dashboard.html").read_bytes()
+        )
+
+    def render(self, request: Request) -> bytes | int:
+        started = time.perf_counter()
+        try:
+            reply = self._route(request)
+        except Exception as exc:
+            reply = _failed(request, exc)
+        if isinstance(reply, defer.Deferred):  # a store that blocks, or /metrics
+            reply.addErrback(_failed_late, request)
+            reply.addCallback(self._write_late, request, started)
+            return server.NOT_DONE_YET
+        self._answered(request, started)
+        return reply
+
+    def _write_late(self, reply: bytes, request: Request, started: float) -> None:
+        self._answered(request, started)
+        if not request.finished and not request._disconnected:
+            # As render() would: a length, not chunks, whatever the store.
+            request.setHeader(b"Content-Length", b"%d" % len(reply))
+            request.write(reply)
+            request.finish()
+
+    def _answered(self, request: Request, started: float) -> None:
+        if self.metrics is not None and (request.path or b"").rstrip(b"/") == _BEAT_PATH:
+            self.metrics.beat_answered(request.code, time.perf_counter() - started)
+
+    def _batches(self) -> BatchWriter:
+        if self._writer is None:
+            self._writer = BatchWriter(self.store, twisted_reactor())
+        return self._writer
+
+    def _call(self, then: Callable[[Any], bytes], fn: Callable[..., Any], *args: Any) -> Reply:
+        """``then(fn(*args))``, on a thread when the store blocks."""
+        if not self.store.blocking:
+            return then(fn(*args))
+        return threads.deferToThread(fn, *args).addCallback(then)
+
+    def _route(self, request: Request) -> Reply:
+        path = (request.path or b"/").decode("utf-8", "replace").rstrip("/") or "/"
+        method = request.method.decode("ascii", "replace") if request.method else ""
+        if path == "/":
+            return self._only(request, method, "GET") or self._page(request)
+        if not (path in (HEARTBEAT_PATH, METRICS_PATH) or path.startswith(EXECUTIONS_PATH)):
+            return _error(request, 404, f"no such path: {path[:100]}")
+        if self.token is not None and not self._authorized(request):
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="heartbeat"')
+            return _error(request, 401, "missing or wrong Authorization: Bearer token")
+        if path == HEARTBEAT_PATH:
+            return self._only(request, method, "POST") or self._heartbeat(request)
+        denied = self._only(request, method, "GET")
+        if denied:
+            return denied
+        if path == METRICS_PATH:
+            return self._metrics(request)
+        if path == EXECUTIONS_PATH:
+            return self._executions(request)
+        execution_id = path[len(EXECUTIONS_PATH) + 1 :]
+        if "/" in execution_id or not path.startswith(EXECUTIONS_PATH + "/"):
+            return _error(request, 404, f"no such path: {path[:100]}")
+        return self._execution(request, execution_id)
+
+    def _only(self, request: Request, method: str, allowed: str) -> bytes | None:
+        if method == allowed or (allowed == "GET" and method == "HEAD"):
+            return None
+        request.setHeader(b"Allow", allowed.encode())
+        return _error(request, 405, f"method {method[:10]} not allowed; use {allowed}")
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, given = (request.getHeader(b"authorization") or b"").strip().partition(b" ")
+        expected = (self.token or "").encode()
+        # The scheme is case-insensitive (RFC 7235); the token is not.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), expected)
+
+    def _heartbeat(self, request: Request) -> Reply:
+        if not is_json(request):
+            return _error(request, 415, "Content-Type must be application/json")
+        assert request.content is not None
+        raw = request.content.read(self.max_body + 1)
+        if len(raw) > self.max_body:
+            return _error(request, 413, f"body larger than {self.max_body} bytes")
+        body, problem = parse_body(raw)
+        if problem is None:
+            problem = validate_body(body)
+        if problem is not None:
+            return _error(request, 400, problem)
+        body["execution_id"] = canonical_uuid(body["execution_id"])
+        now = time.time()
+
+        def stored(latency: float) -> bytes:
+            if self.on_heartbeat is not None:
+                self.on_heartbeat(body, latency)
+            return _json(
+                request,
+                200,
+                {"status": "ok", "timestamp": int(now), "execution_id": body["execution_id"]},
+            )
+
+        if self.store.blocking:  # batched with the beats arriving meanwhile
+            return self._batches().add(body, now).addCallback(stored)
+        return stored(self.store.add(body, now))
+
+    def _executions(self, request: Request) -> Reply:
+        raw = (request.args or {}).get(b"status", [None])[0]
+        status = raw.decode("utf-8", "replace") if raw else None
+        if status is not None and status not in STATUS_FILTERS:
+            allowed = ", ".join(STATUS_FILTERS)
+            return _error(request, 400, f"query 'status' must be one of {allowed}")
+        return self._call(
+            lambda found: _json(request, 200, {"executions": found}),
+            self.store.executions,
+            status,
+        )
+
+    def _execution(self, request: Request, given: str) -> Reply:
+        execution_id = canonical_uuid(given)
+        if execution_id is None:
+            return _error(request, 400, "Invalid execution_id format")
+
+        def answer(found: dict[str, Any] | None) -> bytes:
+            if found is None:
+                return _error(request, 404, "no heartbeat for this execution_id")
+            return _json(request, 200, found)
+
+        return self._call(answer, self.store.detail, execution_id)
+
+    def _metrics(self, request: Request) -> Reply:
+        if self.metrics is None:
+            return _error(
+                request,
+                501,
+                "GET /metrics needs prometheus_client: pip install 'scrapy-heartbeat[server]'",
+            )
+        from scrapy_heartbeat.server.metrics import CONTENT_TYPE
+
+        def text(rendered: bytes) -> bytes:
+            request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+            return rendered
+
+        # Read and written on a thread, whatever the store: 10,000
+        # executions take a while.
+        return threads.deferToThread(self.metrics.render).addCallback(text)
+
+    def _page(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(
+            b"Content-Security-Policy",
+            b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        )
+        return self._dashboard
+
+
+def _json(request: Request, code: int, payload: dict[str, Any]) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def _error(request: Request, code: int, message: str) -> bytes:
+    return _json(request, code, {"status": "error", "message": message})
+
+
+def _failed(request: Request, exc: BaseException) -> bytes:
+    if isinstance(exc, StoreUnavailable):  # a database another process holds, or down
+        return _busy(request, exc)
+    logger.error("receiver: unexpected error", exc_info=exc)  # never a 500 with a traceback
+    return _json(request, 503, {"status": "error", "message": "try again later"})
+
+
+def _failed_late(failure: Failure, request: Request) -> bytes:
+    return _failed(request, failure.value or Exception(failure.getErrorMessage()))
+
+
+def _busy(request: Request, exc: StoreUnavailable) -> bytes:
+    logger.warning("receiver: %s", exc)
+    request.setHeader(b"Retry-After", b"1")
+    return _error(request, 503, f"{exc}; try again")

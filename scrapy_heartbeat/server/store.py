@@ -1,0 +1,317 @@
+"""The receiver's storage in SQLite (WAL mode): :class:`HeartbeatStore`,
+which :class:`.pgstore.PostgresStore` is on PostgreSQL. The tables and
+queries are :mod:`.schema`'s.
+
+Used from one thread (the receiver's reactor thread). Writes are small and
+``synchronous=NORMAL`` makes a commit cost no fsync, so a write takes tens of
+microseconds: cheaper than handing it to another thread. A database that
+another process holds locked must not stall that thread: SQLite waits at most
+:data:`BUSY_TIMEOUT` for it, and then :class:`StoreUnavailable` is raised
+(the receiver answers 503, and the client retries its final beat).
+
+:meth:`HeartbeatStore.settle` claims each liveness transition with a
+conditional update, so that it happens once however many receivers share
+the rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from scrapy_heartbeat.redact import describe
+from scrapy_heartbeat.server import schema
+from scrapy_heartbeat.server.liveness import FINISHED, LivenessRules, progress_key
+from scrapy_heartbeat.server.schema import ContainerRow, ExecutionRow, HistoryRow, LivenessRow
+
+#: The longest SQLite waits for a lock another process holds, seconds: the
+#: reactor thread waits that long, every other client with it.
+BUSY_TIMEOUT = 0.05
+#: Executions read per step of :meth:`HeartbeatStore.settle`: a few
+#: milliseconds of the reactor thread each.
+SETTLE_BATCH = 100
+#: Rows deleted per statement when pruning, so that no delete holds the
+#: database (and the reactor thread) for long.
+PRUNE_BATCH = 1000
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be used now (locked by another process, full,
+    down); the message is one line."""
+
+    @classmethod
+    def because(cls, exc: BaseException) -> StoreUnavailable:
+        return cls(f"the database cannot be used: {describe(exc)}")
+
+
+@contextlib.contextmanager
+def _unavailable_as_such() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O error
+        raise StoreUnavailable.because(exc) from None
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _loaded(progress: str | None) -> Any:
+    return None if progress is None else json.loads(progress)
+
+
+class HeartbeatStore:
+    """SQLite; :class:`.pgstore.PostgresStore` is the same on PostgreSQL."""
+
+    #: Whether a call may wait on the network: the receiver then calls this
+    #: store from a thread, never from the reactor's.
+    blocking = False
+
+    def __init__(self, path: str, rules: LivenessRules | None = None) -> None:
+        self.path = path
+        self.rules = rules or LivenessRules()
+        self.db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+        )
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(schema.SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        for table in schema.MIGRATED_TABLES:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in schema.ADDED_COLUMNS:
+                if column.split()[0] not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+    def _write(self, *statements: schema.Statement) -> list[int]:
+        """Run ``statements`` in one transaction; their row counts."""
+        with _unavailable_as_such(), self.db:
+            self.db.execute("BEGIN")
+            return [self.db.execute(query, args).rowcount for query, args in statements]
+
+    def _write_together(self, *statements: schema.Statement) -> None:
+        """Like :meth:`_write`, for statements whose row counts nobody
+        needs (a store over the network sends them as one)."""
+        self._write(*statements)
+
+    def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with _unavailable_as_such():
+            return self.db.execute(query, args).fetchall()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add(self, body: dict[str, Any], received_at: float | None = None) -> float:
+        """Store one validated heartbeat; returns the network latency in
+        seconds (server receive time minus the client's timestamp)."""
+        statements, latency = self._statements(body, received_at)
+        self._write_together(*statements)
+        return latency
+
+    def add_many(self, beats: list[tuple[dict[str, Any], float]]) -> list[float]:
+        """Store several heartbeats (each with its receive time) in one
+        transaction; their latencies."""
+        planned = [self._statements(body, at) for body, at in beats]
+        self._write(*(statement for statements, _ in planned for statement in statements))
+        return [latency for _, latency in planned]
+
+    def _statements(
+        self, body: dict[str, Any], received_at: float | None
+    ) -> tuple[list[schema.Statement], float]:
+        """The statements that store one beat, and its latency."""
+        now = time.time() if received_at is None else received_at
+        latency = round(now - float(body["timestamp"]), 3)
+        status = body.get("status")
+        progress = body.get("progress")
+        progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
+        key = progress_key(progress)
+        eid, cid = body["execution_id"], body["container_id"]
+        beat = (eid, cid, status, body["timestamp"], now, latency, progress_json)
+        execution = (eid, cid, latency, status, progress_json, now, now, key, now, status)
+        container = (eid, cid, status, progress_json, now, now, key, now, status)
+        statements = [
+            (schema.INSERT_HEARTBEAT, beat),
+            (schema.UPSERT_EXECUTION, execution),
+            (schema.UPSERT_CONTAINER, container),
+        ]
+        return statements, latency
+
+    def executions(
+        self, status: str | None = None, now: float | None = None, seen_since: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """Executions, latest first. ``status``: a client status, or one of
+        the receiver's conclusions (``late``, ``lost``, ``stalled``),
+        ``stale`` (late or lost) or ``active`` (not finished)."""
+        query = schema.SELECT_EXECUTIONS + " WHERE e.last_seen >= ?"
+        args: tuple[Any, ...] = (seen_since,)
+        if status in ("running", "paused", "completed", "failed"):
+            query += " AND e.status = ?"
+            args += (status,)
+        rows = self._execution_rows(query + " ORDER BY e.last_seen DESC", args)
+        result = [self._execution(row, now) for row in rows]
+        if status in ("late", "lost", "stalled"):
+            result = [e for e in result if e["liveness"] == status]
+        elif status == "stale":
+            result = [e for e in result if e["stale"]]
+        elif status == "active":
+            result = [e for e in result if not e["finished"]]
+        return result
+
+    def execution(self, execution_id: str, now: float | None = None) -> dict[str, Any] | None:
+        query = schema.SELECT_EXECUTIONS + " WHERE e.execution_id = ?"
+        rows = self._execution_rows(query, (execution_id,))
+        return self._execution(rows[0], now) if rows else None
+
+    def detail(self, execution_id: str) -> dict[str, Any] | None:
+        """The execution with its containers and its history, or None."""
+        found = self.execution(execution_id)
+        if found is None:
+            return None
+        return {
+            **found,
+            "containers": self.containers(execution_id),
+            "history": self.history(execution_id),
+        }
+
+    def containers(self, execution_id: str, now: float | None = None) -> list[dict[str, Any]]:
+        """The latest state of each container of an execution, latest first."""
+        rows = map(ContainerRow._make, self._read(schema.SELECT_CONTAINERS, (execution_id,)))
+        return [
+            {
+                "container_id": row.container_id,
+                "status": row.status,
+                "progress": _loaded(row.progress),
+                "first_seen": iso(row.first_seen),
+                "last_seen": iso(row.last_seen),
+                "beats": row.beats,
+                **self._liveness(
+                    row.status,
+                    row.last_seen,
+                    row.gap_seconds / row.gaps if row.gaps else None,
+                    row.moved_at,
+                    now,
+                ),
+            }
+            for row in rows
+        ]
+
+    def history(self, execution_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = map(HistoryRow._make, self._read(schema.SELECT_HISTORY, (execution_id, limit)))
+        return [
+            {
+                "container_id": row.container_id,
+                "status": row.status,
+                "timestamp": row.client_timestamp,
+                "received_at": iso(row.received_at),
+                "latency_seconds": row.latency,
+                "progress": _loaded(row.progress),
+            }
+            for row in reversed(list(rows))
+        ]
+
+    def settle(
+        self, now: float | None = None, batch: int = SETTLE_BATCH
+    ) -> Iterator[dict[str, Any] | None]:
+        """Decide each unsettled execution's liveness afresh and yield one
+        transition event per execution whose liveness changed since last
+        settled (old ``None`` for one never settled). The conditional
+        update claims each transition: of receivers settling the same rows,
+        one yields it. Reads ``batch`` rows at a time, and yields None after
+        each batch: a caller can hand the thread back between them."""
+        after = ""
+        while True:
+            moment = time.time() if now is None else now
+            rows = [
+                LivenessRow._make(r) for r in self._read(schema.SELECT_UNSETTLED, (after, batch))
+            ]
+            changed = self._changed(rows, moment)
+            claims = [
+                (
+                    schema.CLAIM_TRANSITION,
+                    (e["liveness"], moment, e["execution_id"], e["old_liveness"] or ""),
+                )
+                for e in changed
+            ]
+            # One transaction per batch: ten thousand new executions are not
+            # ten thousand commits.
+            claimed = self._write(*claims) if claims else []
+            for event, count in zip(changed, claimed, strict=True):
+                if count:
+                    yield event
+            if len(rows) < batch:
+                return
+            after = rows[-1].execution_id
+            yield None
+
+    def _changed(self, rows: list[LivenessRow], moment: float) -> list[dict[str, Any]]:
+        """The executions of ``rows`` whose liveness is not the one last
+        settled, each with that one as ``old_liveness``. Only those are
+        read whole."""
+        decide = self.rules.decide
+        moved = [
+            row.execution_id
+            for row in rows
+            if decide(row.status, moment - row.last_seen, row.interval, moment - row.moved_at)
+            != row.settled_liveness
+        ]
+        if not moved:
+            return []
+        marks = ", ".join("?" * len(moved))
+        query = schema.SELECT_EXECUTIONS + f" WHERE e.execution_id IN ({marks})"
+        changed = []
+        for row in self._execution_rows(query + " ORDER BY e.execution_id", tuple(moved)):
+            found = self._execution(row, moment)
+            if found["liveness"] != row.settled_liveness:
+                changed.append({**found, "old_liveness": row.settled_liveness})
+        return changed
+
+    def prune(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete up to ``batch`` of the oldest history rows received before
+        ``before``; returns how many (fewer than ``batch``: none are left).
+        The latest state of every execution and container stays."""
+        [deleted] = self._write((schema.PRUNE_HISTORY, (batch, before)))
+        return deleted
+
+    def count(self) -> int:
+        return int(self._read(schema.COUNT_HEARTBEATS)[0][0])
+
+    def _execution_rows(self, query: str, args: tuple[Any, ...]) -> list[ExecutionRow]:
+        return [ExecutionRow._make(row) for row in self._read(query, args)]
+
+    def _execution(self, row: ExecutionRow, now: float | None) -> dict[str, Any]:
+        return {
+            "execution_id": row.execution_id,
+            "container_id": row.container_id,
+            "container_count": row.container_count,
+            "status": row.status,
+            "progress": _loaded(row.progress),
+            "first_seen": iso(row.first_seen),
+            "last_seen": iso(row.last_seen),
+            "beats": row.beats,
+            "latency_seconds": row.latency,
+            **self._liveness(row.status, row.last_seen, row.interval, row.moved_at, now),
+        }
+
+    def _liveness(
+        self, status: str, last: float, interval: float | None, moved: float, now: float | None
+    ) -> dict[str, Any]:
+        """For an execution or a container alike: its liveness (see
+        :mod:`.liveness`), the observed interval (None until two beats), and
+        whether it is stale (late or lost: silent for over 2 intervals)."""
+        moment = time.time() if now is None else now
+        liveness = self.rules.decide(status, moment - last, interval, moment - moved)
+        return {
+            "liveness": liveness,
+            "seconds_since_last_beat": round(moment - last, 3),
+            "seconds_since_progress": round(moment - moved, 3),
+            "interval_seconds": None if interval is None else round(interval, 3),
+            "finished": status in FINISHED,
+            "stale": liveness in ("late", "lost"),
+        }
