@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import socket
 import ssl
 import threading
@@ -25,14 +24,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPSConnection
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.ids import check_execution_id
-from scrapy_heartbeat.payload import heartbeat_body
+from scrapy_heartbeat.payload import HEARTBEAT_PATH, heartbeat_body
 from scrapy_heartbeat.redact import redact_url, split_credentials
-from scrapy_heartbeat.settings import HEARTBEAT_PATH, MAX_TIMEOUT, check_base_url, check_headers
+from scrapy_heartbeat.settings import MAX_TIMEOUT, check_base_url, check_headers
 
 if TYPE_CHECKING:
     from scrapy_heartbeat.payload import Progress
@@ -200,8 +199,8 @@ class HeartbeatClient:
                 timer.cancel()
             with self._lock:
                 self._attempt += 1  # a late cut_off() now finds another attempt
-                if self._cut is not None and self._adapter is not None:
-                    self._adapter.close_cut_connections()
+            if self._adapter is not None:
+                self._adapter.end_attempt()
 
     def cut_off(self, reason: str) -> None:
         """Cut the request in progress short, from any thread: it returns
@@ -337,14 +336,23 @@ class HeartbeatClient:
 
 
 class _CuttableAdapter(HTTPAdapter):
-    """An adapter that knows which of its connections are in use, so that
-    another thread can shut them down (``requests`` has no way to abort a
-    request in progress)."""
+    """An adapter whose request in progress another thread can end
+    (``requests`` has no way to abort one).
+
+    Every socket a request opens is duplicated as it is made, before
+    anything is sent or awaited on it: shutting the duplicate down ends
+    whatever waits on that socket (a reply, a TLS handshake, a proxy's
+    ``CONNECT`` answer), whichever object holds the socket by then
+    (http.client hands the socket of a connection the server closes to its
+    response). A kept-alive connection reused from an earlier request is cut
+    through the socket it holds. The duplicates live for one request."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._in_use: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._cut: list[socket.socket] = []  # shut down, to close once the request unwound
-        self._pools = _tracking_pools(self._in_use)
+        self._handles: list[socket.socket] = []  # duplicates of the sockets this request made
+        self._cutting = False  # the request in progress is being cut
+        self._pools = _tracking_pools(self._in_use, self._opened, lambda: self._cutting)
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -357,41 +365,82 @@ class _CuttableAdapter(HTTPAdapter):
             manager.pool_classes_by_scheme = self._pools
         return manager
 
+    def _opened(self, sock: socket.socket) -> None:
+        """The requesting thread, as a connection opens ``sock``."""
+        handle = sock.dup()
+        with self._lock:
+            self._handles.append(handle)
+            if self._cutting:  # cut while the socket was connecting
+                _shut(handle)
+
     def shut_down_connections(self) -> None:
-        """Any thread: end the requests in progress."""
+        """Any thread: end the request in progress."""
+        with self._lock:
+            self._cutting = True
+            for handle in self._handles:
+                _shut(handle)
         for connection in list(self._in_use):
             sock = getattr(connection, "sock", None)
-            if isinstance(connection, HTTPSConnection) and not isinstance(sock, ssl.SSLSocket):
-                # A TLS handshake (or a proxy's CONNECT) in progress: urllib3
-                # 1.26 shows the plain socket that ssl is wrapping, and cutting
-                # that leaks the SSLSocket being made. Its reads are bounded by
-                # the timeout each.
-                continue
-            if sock is not None:
-                with contextlib.suppress(OSError):  # already closed
-                    sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read at once
-                    self._cut.append(sock)
+            if isinstance(sock, socket.socket) and not (
+                # A TLS handshake under way on a plain socket (urllib3 1.26):
+                # its duplicate above cuts it; cutting this object would leak
+                # the SSLSocket being made.
+                isinstance(connection, HTTPSConnection) and not isinstance(sock, ssl.SSLSocket)
+            ):
+                _shut(sock)
 
-    def close_cut_connections(self) -> None:
-        """The requesting thread, once the cut request has unwound: close the
-        cut sockets now. Left to urllib3, one may stay open until the garbage
-        collector breaks a reference cycle of its exception (ResourceWarning
-        at exit with urllib3 1.26), and one may sit in the pool."""
-        for sock in self._cut:
-            with contextlib.suppress(OSError):
-                if sock.fileno() != -1:
-                    os.close(sock.detach())
-        self._cut.clear()
-        self.poolmanager.clear()
-        for manager in self.proxy_manager.values():
-            manager.clear()
+    def end_attempt(self) -> None:
+        """The requesting thread, once the request unwound: close the
+        duplicates; after a cut, drop every pooled connection (one may have
+        been cut while idle in the pool)."""
+        with self._lock:
+            handles, self._handles = self._handles, []
+            cut, self._cutting = self._cutting, False
+        for handle in handles:
+            handle.close()
+        if cut:
+            self.poolmanager.clear()
+            for manager in self.proxy_manager.values():
+                manager.clear()
 
 
-def _tracking_pools(in_use: weakref.WeakSet[Any]) -> dict[str, type[HTTPConnectionPool]]:
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed, or never connected
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read or write at once
+
+
+def _tracking_pools(
+    in_use: weakref.WeakSet[Any],
+    opened: Callable[[socket.socket], None],
+    cutting: Callable[[], bool],
+) -> dict[str, type[HTTPConnectionPool]]:
     """Connection pool classes that add each connection they lend to
-    ``in_use`` (one adapter's own set: nothing is shared between clients)."""
+    ``in_use``, and whose connections report each socket they open (one
+    adapter's own: nothing is shared between clients)."""
+
+    class Reporting(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock: socket.socket = super()._new_conn()
+            opened(sock)
+            return sock
+
+    class ReportingHTTPS(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            sock: socket.socket = super()._new_conn()
+            opened(sock)
+            return sock
+
+        def _tunnel(self) -> None:
+            super()._tunnel()
+            # A proxy's CONNECT answer cut short reads as a complete one
+            # (http.client takes the end of the stream for the end of the
+            # headers): go no further, to a TLS handshake on a dead socket.
+            if cutting():
+                raise ConnectionError("cut off during the proxy's CONNECT")
 
     class Tracking(HTTPConnectionPool):
+        ConnectionCls: type[HTTPConnection] = Reporting
+
         def _get_conn(self, timeout: float | None = None) -> Any:
             connection = super()._get_conn(timeout)
             in_use.add(connection)
@@ -403,7 +452,7 @@ def _tracking_pools(in_use: weakref.WeakSet[Any]) -> dict[str, type[HTTPConnecti
             super()._put_conn(conn)
 
     class TrackingHTTPS(Tracking, HTTPSConnectionPool):
-        pass
+        ConnectionCls = ReportingHTTPS
 
     return {"http": Tracking, "https": TrackingHTTPS}
 

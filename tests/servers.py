@@ -71,7 +71,8 @@ class HeartbeatServer(_Running):
     ``echo_secret`` (a 401 quoting our Authorization), ``trickle_head:<s>``
     and ``trickle_body:<s>`` (a reply whose headers, or body, come one byte
     every <s> seconds), ``trickle_running:<s>`` (running beats trickle, the
-    others are answered). Change it at any time."""
+    others are answered); each trickle with ``-close`` or ``-http10`` after its
+    name answers ``Connection: close`` or HTTP/1.0. Change it at any time."""
 
     behaviour: str = "ok"
     received: list[Received] = field(default_factory=list)
@@ -129,18 +130,26 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
         if behaviour.startswith("slow:"):
             time.sleep(float(behaviour.split(":", 1)[1]))
             behaviour = "ok"
-        if behaviour.startswith("trickle_running:"):  # running beats trickle, others are ok
+        if behaviour.startswith("trickle_running"):  # running beats trickle, others are ok
             trickling = isinstance(body, dict) and body.get("status") == "running"
             behaviour = behaviour.replace("_running", "_body") if trickling else "ok"
-        if behaviour.startswith(("trickle_head:", "trickle_body:")):
+        if behaviour.startswith(("trickle_head", "trickle_body")):
             # One byte every <seconds>, for a minute at most (or until stop()):
             # each read is quick, the reply never completes.
             kind, period = behaviour.split(":")
+            kind, _, style = kind.partition("-")  # keep-alive (default), close, http10
             try:
-                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                self.wfile.write(
+                    b"HTTP/1.0 200 OK\r\n" if style == "http10" else b"HTTP/1.1 200 OK\r\n"
+                )
+                if style == "close":
+                    self.wfile.write(b"Connection: close\r\n")
                 if kind == "trickle_body":
                     self.wfile.write(b"Content-Type: application/json\r\n")
-                    self.wfile.write(b"Content-Length: 1000\r\n\r\n")
+                    # HTTP/1.0: a body that ends when the server closes
+                    self.wfile.write(
+                        b"\r\n" if style == "http10" else b"Content-Length: 1000\r\n\r\n"
+                    )
                 else:
                     self.wfile.write(b"X-Slow: ")
                 self.wfile.flush()

@@ -301,12 +301,15 @@ def test_final_backoff_is_clamped_to_the_time_left(pages_site: SiteServer) -> No
     assert result.close_seconds() < 3.5
 
 
+@pytest.mark.parametrize("style", ["", "-close", "-http10"])
 def test_a_stuck_beat_never_holds_back_the_others_nor_the_final_beat(
-    pages_site: SiteServer,
+    pages_site: SiteServer, style: str
 ) -> None:
     """Running beats trickle: each is cut off at HEARTBEAT_TIMEOUT with a
-    WARNING, later ticks go out again, and the final beat does not wait."""
-    server = HeartbeatServer(behaviour="trickle_running:0.2")
+    WARNING, later ticks go out again, and the final beat does not wait;
+    also when the server closes its connections (Connection: close, HTTP/1.0),
+    where http.client hands the socket over to the response."""
+    server = HeartbeatServer(behaviour=f"trickle_running{style}:0.2")
     try:
         result = run_crawl(
             "tests.spiders.SlowPagesSpider",
