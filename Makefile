@@ -70,7 +70,7 @@ bench-receiver: $(STAMP)
 	$(PY) bench/receiver_load.py --backend sqlite
 	$(PY) bench/receiver_load.py --backend postgresql
 
-# Issue 14: scrapy bench beside a CPU-bound process on the crawl's CPU, each
+# Scrapy bench beside a CPU-bound process on the crawl's CPU, each
 # run side by side with an unmonitored one (beat every 1 s, 10 s runs; every
 # 30 s, 60 s runs), the probes that take a beat apart
 # (bench/contention_probes.py), the 20,000-page crawl, and the CPU of one
@@ -88,8 +88,8 @@ bench-contention: $(STAMP)
 		--save contention_crawl_1s
 	$(PY) bench/send_cost.py
 
-# Issue 11's figures: instructions per page with the plain-data marker (this
-# tree against the commit before it) and the cost of shared counters in Redis.
+# Fleets: instructions per page with the plain-data marker (this tree
+# against a baseline commit) and the cost of shared counters in Redis.
 bench-fleet: $(STAMP)
 	command -v valgrind >/dev/null || apt-get install -y -qq valgrind
 	command -v redis-server >/dev/null || apt-get install -y -qq redis-server

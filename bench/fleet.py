@@ -1,4 +1,4 @@
-"""What issue 11's fleet work costs a crawl: the plain-data marker per page,
+"""What fleets cost a crawl: the plain-data marker per page,
 and shared counters in Redis per beat.
 
     python bench/fleet.py [--pages 1000] [--baseline 34e32de] [--crawl-pages 5000] [--rounds 5]

@@ -1,5 +1,5 @@
 """CPU time of one beat's HTTP exchange, the part of a beat that runs off
-the loop thread (issue 14: on a CPU the crawl shares, it is taken from it).
+the loop thread (on a CPU the crawl shares, it is taken from the crawl).
 
     python bench/send_cost.py [--sends 500] [--rounds 5]
 
@@ -10,7 +10,7 @@ sending thread per beat, median (min–max) over rounds, for:
 * ``requests``: ``HeartbeatClient.send(watchdog=False)``, as the extension
   sends a periodic beat (the event loop's timer bounds it);
 * ``requests+timer``: ``HeartbeatClient.send()``, with the watchdog thread
-  it starts per request (the CLI, a final beat; every beat before issue 14),
+  it starts per request (the CLI, a final beat),
   the watchdog thread's own CPU time included (it is process CPU time);
 * ``agent``: Twisted's ``Agent`` on a running reactor, what a sender on the
   loop thread would run (the ``loop-http`` probe of ``bench/contention.py``):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scrapy_heartbeat.extension import COMPANIONS, HeartbeatExtension
+from scrapy_heartbeat.extension import HeartbeatExtension
+from scrapy_heartbeat.middleware import COMPANIONS
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import socket
 import ssl
 import threading
@@ -351,6 +352,7 @@ class _CuttableAdapter(HTTPAdapter):
         self._lock = threading.Lock()
         self._in_use: weakref.WeakSet[Any] = weakref.WeakSet()
         self._handles: list[socket.socket] = []  # duplicates of the sockets this request made
+        self._cut: list[socket.socket] = []  # sockets of reused connections, shut down
         self._cutting = False  # the request in progress is being cut
         self._pools = _tracking_pools(self._in_use, self._opened, lambda: self._cutting)
         super().__init__()
@@ -388,16 +390,25 @@ class _CuttableAdapter(HTTPAdapter):
                 isinstance(connection, HTTPSConnection) and not isinstance(sock, ssl.SSLSocket)
             ):
                 _shut(sock)
+                with self._lock:
+                    self._cut.append(sock)
 
     def end_attempt(self) -> None:
         """The requesting thread, once the request unwound: close the
-        duplicates; after a cut, drop every pooled connection (one may have
-        been cut while idle in the pool)."""
+        duplicates and the cut sockets; after a cut, drop every pooled
+        connection (one may have been cut while idle in the pool)."""
         with self._lock:
             handles, self._handles = self._handles, []
+            shut, self._cut = self._cut, []
             cut, self._cutting = self._cutting, False
         for handle in handles:
             handle.close()
+        # Left to urllib3, a socket cut mid-request may stay open until the
+        # garbage collector breaks a reference cycle of its exception.
+        for sock in shut:
+            with contextlib.suppress(OSError):
+                if sock.fileno() != -1:
+                    os.close(sock.detach())
         if cut:
             self.poolmanager.clear()
             for manager in self.proxy_manager.values():

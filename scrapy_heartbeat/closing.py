@@ -1,16 +1,19 @@
 """How a crawl ends: the status its close reports, the time the close may
-take, and, for an execution shared by workers, which worker ends it.
+take, for an execution shared by workers which worker ends it, and the
+final beat of a process that exits before its close ended.
 
-Pure rules and one small class, testable without a crawl.
+Pure rules and small classes, testable without a crawl.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -181,3 +184,53 @@ class FleetEnding:
         if worker_finished:
             return None  # another worker lives on and will end the execution
         return final, self.render(final, view, self.label)
+
+
+class ExitGuard:
+    """The final beat of a crawl whose process exits before its close ended.
+
+    A second Ctrl-C (or SIGTERM twice: an impatient user, scrapyd's cancel
+    twice) stops Scrapy's event loop at once; the process then exits through
+    the interpreter's exit handlers, while the sender's thread still runs.
+    There, the final beat the close queued is given up to
+    ``HEARTBEAT_SHUTDOWN_TIMEOUT`` to go out, or, if the close never began,
+    the close's first steps are taken and its final beat sent (``failed``,
+    or ``paused`` with ``JOBDIR``, with the last counts). Armed when the
+    spider opens, disarmed once the close recorded its final beat."""
+
+    def __init__(
+        self, close: Callable[[], tuple[str, Future[HeartbeatResult]]], seconds: float, crawler: Any
+    ) -> None:
+        self.close = close
+        self.seconds = seconds
+        self.extra = {"crawler": crawler}
+
+    def arm(self) -> None:
+        atexit.register(self.at_exit)
+
+    def disarm(self) -> None:
+        atexit.unregister(self.at_exit)
+
+    def at_exit(self) -> None:
+        try:
+            status, future = self.close()
+            result = future.result(timeout=self.seconds)
+        except FutureTimeout:
+            reached = f"HEARTBEAT_SHUTDOWN_TIMEOUT={self.seconds:g}s reached"
+            result = HeartbeatResult("failed", f"no answer ({reached})")
+        except Exception:  # pragma: no cover - a bug of ours: the process is ending anyway
+            logger.exception("scrapy-heartbeat: could not send the final heartbeat at exit")
+            return
+        status = result.beat_status or status
+        if result.ok:
+            logger.info(
+                "Final heartbeat (%(status)s) delivered as the process exits",
+                {"status": status},
+                extra=self.extra,
+            )
+        else:
+            logger.warning(
+                "Final heartbeat (%(status)s) not delivered as the process exits: %(reason)s",
+                {"status": status, "reason": result.message},
+                extra=self.extra,
+            )

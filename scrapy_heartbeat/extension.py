@@ -32,13 +32,9 @@ from scrapy_heartbeat._scrapy import (
     scrapy_command,
 )
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
-from scrapy_heartbeat.closing import CloseBudget, FleetEnding, status_on_close
+from scrapy_heartbeat.closing import SHUTDOWN, CloseBudget, ExitGuard, FleetEnding, status_on_close
 from scrapy_heartbeat.ids import execution_id_for
-from scrapy_heartbeat.middleware import (
-    SPIDER_MIDDLEWARE_ORDER,
-    HeartbeatSpiderMiddleware,
-    start_failed,
-)
+from scrapy_heartbeat.middleware import enable_companions, start_failed
 from scrapy_heartbeat.progress import ProgressTracker
 from scrapy_heartbeat.redact import redact_url
 from scrapy_heartbeat.report import Reporter, Snapshot
@@ -56,14 +52,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from scrapy_heartbeat._compat import LoopingTask
-    from scrapy_heartbeat.counts import Counts
 
 logger = logging.getLogger(__name__)
-
-#: The middleware the extension enables itself: (setting, class, order).
-COMPANIONS: tuple[tuple[str, type, int], ...] = (
-    ("SPIDER_MIDDLEWARES", HeartbeatSpiderMiddleware, SPIDER_MIDDLEWARE_ORDER),
-)
 
 
 class HeartbeatExtension:
@@ -76,6 +66,8 @@ class HeartbeatExtension:
         self.task: LoopingTask | None = None
         self.jobdir: str | None = None
         self.shared: SharedCounters | None = None
+        self.closing: tuple[str, Future[HeartbeatResult]] | None = None  # the final beat queued
+        self.exit_guard: ExitGuard | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -97,28 +89,13 @@ class HeartbeatExtension:
             )
             raise NotConfigured
         o = cls(crawler, config)
-        for setting, component, order in COMPANIONS:
-            o._enable(setting, component, order)
+        enable_companions(crawler)
         crawler.signals.connect(o.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(o.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(o.spider_error, signal=signals.spider_error)
         crawler.signals.connect(o.item_error, signal=signals.item_error)
         crawler.signals.connect(o.start_failed, signal=start_failed)
         return o
-
-    def _enable(self, setting: str, component: type, order: int) -> None:
-        try:
-            self.crawler.settings.setdefault_in_component_priority_dict(setting, component, order)
-        except TypeError:  # frozen settings: built outside Crawler's own set-up
-            logger.warning(
-                "scrapy-heartbeat: settings are frozen; add %(path)s to %(setting)s "
-                "at %(order)d, or a failing start() will not make the final beat 'failed'",
-                {
-                    "path": f"scrapy_heartbeat.{component.__name__}",
-                    "setting": setting,
-                    "order": order,
-                },
-            )
 
     # -- counting ---------------------------------------------------------------
 
@@ -180,6 +157,8 @@ class HeartbeatExtension:
         )
         self.task = looping_call(self.beat)
         self.task.start(self.config.interval, now=True)
+        self.exit_guard = ExitGuard(self._close_at_exit, self.config.shutdown_timeout, self.crawler)
+        self.exit_guard.arm()
 
     # -- beating ----------------------------------------------------------------
 
@@ -218,25 +197,42 @@ class HeartbeatExtension:
         the synchronous ``send_catch_log`` still stops the loop and sends the
         final beat, and a crawl that never reported leaves no coroutine
         unawaited."""
-        if self.task and self.task.running:
-            self.task.stop()
         if self.sender is None:
             return None
+        status, future = self._close(reason)
+        return self._finish(status, CloseBudget.for_reason(self.config, reason), future)
+
+    def _close(self, reason: str) -> tuple[str, Future[HeartbeatResult]]:
+        """Stop beating, save the ``JOBDIR`` state, queue the final beat."""
+        if self.task and self.task.running:
+            self.task.stop()
         status = status_on_close(
             reason, self.config.completed_reasons, self.tracker.start_failed, bool(self.jobdir)
         )
         snapshot = self.report.snapshot(status, final=True)
         if self.jobdir:
-            self._save_job(snapshot.counts, snapshot.progress["runtime_seconds"])
-        budget = CloseBudget.for_reason(self.config, reason)
-        future = self._send_final(status, reason, snapshot, budget)
-        return self._finish(status, budget, future)
+            worker = self.shared.worker_id if self.shared is not None else ""
+            jobstate.save(self.jobdir, self.report.job_state(snapshot, worker))
+        future = self._send_final(
+            status, reason, snapshot, CloseBudget.for_reason(self.config, reason)
+        )
+        self.closing = (status, future)
+        return self.closing
 
     async def _finish(
         self, status: str, budget: CloseBudget, future: Future[HeartbeatResult]
     ) -> None:
         result = await budget.backstop(future)
+        if self.exit_guard is not None:
+            self.exit_guard.disarm()
         self._record_final(result.beat_status or status, result)
+
+    def _close_at_exit(self) -> tuple[str, Future[HeartbeatResult]]:
+        """The process exits before the close ended (a second Ctrl-C): the
+        final beat the close queued, or the close's first steps now."""
+        assert self.sender is not None
+        self.sender.exiting = True
+        return self.closing or self._close(SHUTDOWN)
 
     def _send_final(
         self, status: str, reason: str, snapshot: Snapshot, budget: CloseBudget
@@ -288,19 +284,3 @@ class HeartbeatExtension:
                 {"status": status, "reason": result.message},
                 extra={"crawler": self.crawler},
             )
-
-    def _save_job(self, counts: Counts, runtime: float) -> None:
-        """Save the counters in the ``JOBDIR``, for a resumed run to continue."""
-        assert self.jobdir is not None
-        resumed = self.report.resumed
-        runs = resumed.runs if resumed is not None else 0
-        state = jobstate.JobState(
-            owner=self.tracker.owner,
-            execution_id=self.report.execution_id,
-            start_time=self.report.start_time,
-            runtime_seconds=round(runtime, 2),
-            counts=counts,
-            runs=runs + 1,
-            worker=self.shared.worker_id if self.shared is not None else "",
-        )
-        jobstate.save(self.jobdir, state)

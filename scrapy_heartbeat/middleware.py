@@ -9,6 +9,7 @@ which costs a crawl less than a downloader middleware would.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +19,31 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from typing_extensions import Self
 
+logger = logging.getLogger(__name__)
+
 #: Spider middlewares closer to the spider have higher orders.
 SPIDER_MIDDLEWARE_ORDER = 1000
 
 #: Sent when the spider's ``start()`` raised (not ``CloseSpider``).
 start_failed = object()
+
+
+def enable_companions(crawler: Crawler) -> None:
+    """Enable the companion middleware in ``crawler``'s settings, unless
+    configured already (the extension calls this as it is built)."""
+    for setting, component, order in COMPANIONS:
+        try:
+            crawler.settings.setdefault_in_component_priority_dict(setting, component, order)
+        except TypeError:  # frozen settings: built outside Crawler's own set-up
+            logger.warning(
+                "scrapy-heartbeat: settings are frozen; add %(path)s to %(setting)s "
+                "at %(order)d, or a failing start() will not make the final beat 'failed'",
+                {
+                    "path": f"scrapy_heartbeat.{component.__name__}",
+                    "setting": setting,
+                    "order": order,
+                },
+            )
 
 
 class HeartbeatDownloaderMiddleware:
@@ -65,3 +86,9 @@ class HeartbeatSpiderMiddleware:
         except Exception:
             self.crawler.signals.send_catch_log(signal=start_failed)
             raise
+
+
+#: The middleware the extension enables itself: (setting, class, order).
+COMPANIONS: tuple[tuple[str, type, int], ...] = (
+    ("SPIDER_MIDDLEWARES", HeartbeatSpiderMiddleware, SPIDER_MIDDLEWARE_ORDER),
+)

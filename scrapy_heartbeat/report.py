@@ -13,13 +13,13 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from scrapy_heartbeat.jobstate import JobState
 from scrapy_heartbeat.payload import clean_url, percentage, stage_text
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
     from scrapy_heartbeat.counts import Counts
-    from scrapy_heartbeat.jobstate import JobState
     from scrapy_heartbeat.progress import ProgressTracker
     from scrapy_heartbeat.settings import HeartbeatConfig
     from scrapy_heartbeat.shared import ExecutionView
@@ -88,6 +88,19 @@ class Reporter:
             start_time=self.start_time,
         )
         return Snapshot(counts, label, progress)
+
+    def job_state(self, snapshot: Snapshot, worker: str) -> JobState:
+        """What the ``JOBDIR`` keeps of this run, for a resumed run to continue."""
+        runs = self.resumed.runs if self.resumed is not None else 0
+        return JobState(
+            owner=self.tracker.owner,
+            execution_id=self.execution_id,
+            start_time=self.start_time,
+            runtime_seconds=snapshot.progress["runtime_seconds"],
+            counts=snapshot.counts,
+            runs=runs + 1,
+            worker=worker,
+        )
 
     def execution(
         self, status: str, view: ExecutionView | None, label: str | None, mine: dict[str, Any]

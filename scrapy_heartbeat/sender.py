@@ -85,6 +85,7 @@ class HeartbeatSender:
         self._failures = {"failed": 0, "rejected": 0}
         self._unreported = {"failed": 0, "rejected": 0}
         self._failing = False
+        self.exiting = False  # the process exits before the crawl's close ended
         # A daemon thread: a hanging API must never hold the process open.
         self._thread = threading.Thread(
             target=self._work,
@@ -257,10 +258,11 @@ class HeartbeatSender:
                     result = self._follow_up(beat, result)
             except Exception as exc:  # pragma: no cover - client.send never raises
                 result = HeartbeatResult("failed", type(exc).__name__)
-            if beat.deadline is not None:
+            if beat.deadline is not None and not self.exiting:
                 # The final beat: nothing follows it. Close the connection
                 # before the close goes on, so the process never exits with
-                # it still open.
+                # it still open. (When the process is exiting already, the
+                # system closes it; closing here would race the exit.)
                 self.client.close()
             beat.future.set_result(result)
         self.client.close()

@@ -4,6 +4,8 @@ behaviour-named crawl suites."""
 
 from __future__ import annotations
 
+import signal
+import time
 import warnings
 from typing import Any
 
@@ -15,7 +17,7 @@ from scrapy.utils.test import get_crawler
 from scrapy_heartbeat import HeartbeatExtension
 from scrapy_heartbeat.middleware import start_failed
 from tests.conftest import EXECUTION_ID
-from tests.crawl import run_crawl
+from tests.crawl import RunningCrawl, run_crawl, wait_for
 from tests.servers import HeartbeatServer, SiteServer
 
 
@@ -122,3 +124,57 @@ def test_foreign_values_under_the_marker_key_do_not_break_counting(
     final = heartbeat_server.bodies()[-1]
     assert final["status"] == "completed"
     assert (final["progress"]["crawled_urls"], final["progress"]["total_urls"]) == (12, 12)
+
+
+@pytest.mark.parametrize(
+    ("jobdir", "status"), [(False, "failed"), (True, "paused")], ids=["plain", "jobdir"]
+)
+@pytest.mark.parametrize("slow", ["site", "api"])
+def test_a_forced_shutdown_still_sends_the_final_beat(
+    pages_site: SiteServer,
+    heartbeat_server: HeartbeatServer,
+    tmp_path: Any,
+    slow: str,
+    jobdir: bool,
+    status: str,
+) -> None:
+    """A second Ctrl-C shortly after the first stops Scrapy at once, while
+    its close waits for a download (the close never began) or for the
+    final beat (it is in flight); the platform still gets the final status
+    with the last counts."""
+    settings: dict[str, Any] = {
+        "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+        "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+        "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        "HEARTBEAT_MIN_INTERVAL": 0,
+        "HEARTBEAT_INTERVAL": 0.2,
+        "CONCURRENT_REQUESTS": 1,
+    }
+    if jobdir:
+        settings["JOBDIR"] = str(tmp_path / "job")
+    crawl = {
+        "spider": "tests.spiders.PagesSpider",
+        "settings": settings,
+        "args": {"site": pages_site.url, "pages": "1000"},
+    }
+    running = RunningCrawl([crawl], settings=settings)
+
+    def crawled() -> int:
+        bodies = heartbeat_server.bodies()
+        return bodies[-1]["progress"]["crawled_urls"] if bodies else 0
+
+    wait_for(lambda: crawled() >= 3, what="a few pages crawled")
+    if slow == "site":
+        pages_site.delay = 2.0  # type: ignore[attr-defined]
+        time.sleep(0.3)  # a download under way
+    else:
+        heartbeat_server.behaviour = "slow:1"
+    running.process.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    running.process.send_signal(signal.SIGINT)
+    result = running.finish(timeout=60)
+    assert "forcing unclean shutdown" in result.log, result.log[-3000:]
+    final = heartbeat_server.bodies()[-1]
+    assert final["status"] == status, result.log[-3000:]
+    assert final["progress"]["crawled_urls"] >= 3
+    assert "delivered as the process exits" in result.log

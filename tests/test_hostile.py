@@ -1,4 +1,4 @@
-"""Hostile and misconfigured peers (issue 12), against real local servers:
+"""Hostile and misconfigured peers, against real local servers:
 huge and endless replies, rate limits, redirects, 204, proxies, echoed
 secrets, and settings that cannot work."""
 
