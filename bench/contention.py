@@ -56,6 +56,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,8 @@ def start_bench(
     those CPUs (its site server stays). ``side_by_side``: ``scrapy bench``'s
     spider alone (``bench/bench_spider.py``), crawling the bench server this
     script started."""
-    command = ["bench"]
+    # scrapy bench is not a crawl: the extension reports from it only when asked.
+    command = ["bench", "-s", "HEARTBEAT_ALL_COMMANDS=True"]
     if side_by_side:
         command = ["runspider", str(ROOT / "bench" / "bench_spider.py")]
         settings = {**BENCH_SETTINGS, **settings}
@@ -302,7 +304,7 @@ def show(n: int, rounds: int, variant: str, result: dict[str, Any]) -> None:
     )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--load", choices=["idle", "hog"], default="hog")
@@ -326,65 +328,81 @@ def main() -> int:
         action="store_true",
         help="each variant crawls at the same time as an unmonitored crawl (on one CPU with --pin)",
     )
-    args = parser.parse_args()
-    others, crawl_cpu = cpus() if args.pin else (None, None)
-    if others is not None:
-        os.sched_setaffinity(0, set(others))  # this script and the receiver it starts
-    variants = [*args.variants.split(","), "none-again"]
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-    bases: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}  # each one's "none"
-    started = time.monotonic()
+    return parser.parse_args()
 
-    def settings_of(variant: str, api: Any) -> dict[str, Any]:
-        settings = counted(variant_settings(variant, api.url, args.interval))
-        return settings if crawl_cpu is None else pinned(settings, crawl_cpu)
 
-    if args.crawl:
-        args.side_by_side = True
-        server: Any = site_server(args.crawl)
-    else:
-        server = bench_server(others) if args.side_by_side else contextlib.nullcontext()
-    with receiver() as api, server as site, competing_load(args.load, args.hogs, crawl_cpu):
-        for n in range(args.rounds):
-            if args.side_by_side:
-                for variant in rotated(variants, n):
-                    pair = [variant, "none"] if n % 2 else ["none", variant]  # who starts first
-                    if args.crawl:
-                        done = crawl_side_by_side(pair, site.url, api.url, args.interval, crawl_cpu)
-                    else:
-                        processes = [
-                            start_bench(
-                                settings_of(v, api), args.seconds, others, side_by_side=True
-                            )
-                            for v in pair
-                        ]
-                        done = [bench_result(p, args.seconds) for p in processes]
-                    results = dict(zip(pair, done, strict=True))
-                    runs[variant].append(results[variant])
-                    bases[variant].append(results["none"])
-                    show(n, args.rounds, variant, results[variant])
-                    show(n, args.rounds, "  beside it: none", results["none"])
-                continue
-            for variant in rotated(["none", *variants], n):
-                result = scrapy_bench(settings_of(variant, api), args.seconds, others)
-                for v in variants if variant == "none" else [variant]:
-                    (bases if variant == "none" else runs)[v].append(result)
-                show(n, args.rounds, variant, result)
-    how = (
-        "beside an unmonitored crawl run at the same time"
-        if args.side_by_side
-        else ("over the unmonitored run of the same round")
-    )
+@dataclass
+class Rounds:
+    """Every variant's runs and, beside each, the unmonitored run it is
+    compared with (``bases``: the same round's, or the one run beside it)."""
+
+    args: argparse.Namespace
+    variants: list[str]
+    others: list[int] | None  # with --pin: the CPUs for all but the crawls
+    crawl_cpu: int | None  # with --pin: the crawls' CPU
+    runs: dict[str, list[dict[str, Any]]] = field(init=False)
+    bases: dict[str, list[dict[str, Any]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.runs = {v: [] for v in self.variants}
+        self.bases = {v: [] for v in self.variants}  # each one's "none"
+
+    def settings_of(self, variant: str, api: Any) -> dict[str, Any]:
+        settings = counted(variant_settings(variant, api.url, self.args.interval))
+        return settings if self.crawl_cpu is None else pinned(settings, self.crawl_cpu)
+
+    def sequential(self, n: int, api: Any) -> None:
+        """Round ``n``: each variant, and the unmonitored crawl, in turn."""
+        for variant in rotated(["none", *self.variants], n):
+            result = scrapy_bench(self.settings_of(variant, api), self.args.seconds, self.others)
+            for v in self.variants if variant == "none" else [variant]:
+                (self.bases if variant == "none" else self.runs)[v].append(result)
+            show(n, self.args.rounds, variant, result)
+
+    def side_by_side(self, n: int, api: Any, site: Any) -> None:
+        """Round ``n``: each variant at the same time as an unmonitored crawl."""
+        for variant in rotated(self.variants, n):
+            pair = [variant, "none"] if n % 2 else ["none", variant]  # who starts first
+            results = dict(zip(pair, self.pair(pair, api, site), strict=True))
+            self.runs[variant].append(results[variant])
+            self.bases[variant].append(results["none"])
+            show(n, self.args.rounds, variant, results[variant])
+            show(n, self.args.rounds, "  beside it: none", results["none"])
+
+    def pair(self, pair: list[str], api: Any, site: Any) -> list[dict[str, Any]]:
+        """The results of ``pair``'s variants, run at the same time."""
+        args = self.args
+        if args.crawl:
+            return crawl_side_by_side(pair, site.url, api.url, args.interval, self.crawl_cpu)
+        processes = [
+            start_bench(self.settings_of(v, api), args.seconds, self.others, side_by_side=True)
+            for v in pair
+        ]
+        return [bench_result(p, args.seconds) for p in processes]
+
+
+def headline(args: argparse.Namespace, crawl_cpu: int | None, elapsed: float) -> str:
+    """What the table below it compares, and how."""
     what = f"the {args.crawl:,}-page crawl" if args.crawl else f"scrapy bench, {args.seconds:g} s"
     if args.crawl:
         how = "crawled while both crawled, beside an unmonitored crawl run at the same time"
-    print(
+    elif args.side_by_side:
+        how = "beside an unmonitored crawl run at the same time"
+    else:
+        how = "over the unmonitored run of the same round"
+    return (
         f"\n{what} per run, load {args.load}"
         f"{f', crawls and load pinned to CPU {crawl_cpu}' if crawl_cpu is not None else ''}"
         f"{f' ({args.hogs} CPU-bound)' if args.load == 'hog' else ''}, interval "
         f"{args.interval:g} s, {args.rounds} rounds; pages {how}, median (min–max); "
-        f"{time.monotonic() - started:.0f} s in all"
+        f"{elapsed:.0f} s in all"
     )
+
+
+def report_on(args: argparse.Namespace, rounds: Rounds) -> dict[str, Any]:
+    """Prints each variant's pages over its unmonitored runs', and returns
+    what ``--save`` saves."""
+    variants, runs, bases = rounds.variants, rounds.runs, rounds.bases
     report: dict[str, Any] = {"settings": vars(args), "variants": {}}
     ratios = {
         v: [r["pages"] / b["pages"] for r, b in zip(runs[v], bases[v], strict=True)]
@@ -409,6 +427,29 @@ def main() -> int:
         f"  the A/A median's interval reaches {margin:.1%} from 1: "
         "a smaller difference does not resolve"
     )
+    return report
+
+
+def main() -> int:
+    args = parse_args()
+    others, crawl_cpu = cpus() if args.pin else (None, None)
+    if others is not None:
+        os.sched_setaffinity(0, set(others))  # this script and the receiver it starts
+    rounds = Rounds(args, [*args.variants.split(","), "none-again"], others, crawl_cpu)
+    started = time.monotonic()
+    if args.crawl:
+        args.side_by_side = True
+        server: Any = site_server(args.crawl)
+    else:
+        server = bench_server(others) if args.side_by_side else contextlib.nullcontext()
+    with receiver() as api, server as site, competing_load(args.load, args.hogs, crawl_cpu):
+        for n in range(args.rounds):
+            if args.side_by_side:
+                rounds.side_by_side(n, api, site)
+            else:
+                rounds.sequential(n, api)
+    print(headline(args, crawl_cpu, time.monotonic() - started))
+    report = report_on(args, rounds)
     if args.save:
         print(f"saved {save(args.save, report)}")
     return 0

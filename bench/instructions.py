@@ -135,7 +135,7 @@ def native_pages_per_second() -> float:
         return 620.0
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=1000)
     parser.add_argument("--project-pages", type=int, default=20_000)
@@ -148,24 +148,30 @@ def main() -> int:
         action="store_true",
         help="scrapy-heartbeat and no monitoring only: no peers, no faulty APIs",
     )
-    args = parser.parse_args()
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind not found: install it (apt-get install valgrind)")
+    return parser.parse_args()
+
+
+def runs_to_count(quick: bool, repeat: int) -> list[Run]:
+    """The plan (``quick``: its healthy runs of ``MEASURED``), with the
+    ``REPEATED`` runs ``repeat`` times, as ``<name> #2`` and so on."""
     runs = plan()
-    if args.quick:
+    if quick:
         runs = [r for r in runs if r.api == "receiver" and r.name.split("/")[0] in MEASURED]
-    runs += [
+    return runs + [
         replace(run, name=f"{run.name} #{n}")
-        for n in range(2, args.repeat + 1)
+        for n in range(2, repeat + 1)
         for run in runs
         if run.name in REPEATED
     ]
-    results: dict[str, dict[str, Any]] = {}
+
+
+def count_all(runs: list[Run], pages: int, jobs: int) -> dict[str, dict[str, Any]]:
+    """Every run's report, by name, ``jobs`` of them at once."""
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         sites = {
             "one": stack.enter_context(site_server(1, scrapeops_period=RARE)).url,
-            "many": stack.enter_context(site_server(args.pages, scrapeops_period=RARE)).url,
-            "many-often": stack.enter_context(site_server(args.pages, scrapeops_period=OFTEN)).url,
+            "many": stack.enter_context(site_server(pages, scrapeops_period=RARE)).url,
+            "many-often": stack.enter_context(site_server(pages, scrapeops_period=OFTEN)).url,
         }
         apis = {"receiver": stack.enter_context(receiver()).url, "refused": REFUSED}
         for fault in ("hang", "slow:5"):
@@ -184,46 +190,37 @@ def main() -> int:
             )
             return run.name, report
 
-        with ThreadPoolExecutor(args.jobs) as pool:
-            results.update(pool.map(one, runs))
-    for name in [n for n in REPEATED if n in results]:  # the median count stands for the run
-        counts = [results.pop(f"{name} #{n}")["instructions"] for n in range(2, args.repeat + 1)]
+        with ThreadPoolExecutor(jobs) as pool:
+            return dict(pool.map(one, runs))
+
+
+def keep_medians(results: dict[str, dict[str, Any]], repeat: int) -> None:
+    """Folds each repeated run's counts into its first: the median count
+    stands for the run, all of them are kept beside it."""
+    for name in [n for n in REPEATED if n in results]:
+        counts = [results.pop(f"{name} #{n}")["instructions"] for n in range(2, repeat + 1)]
         counts.append(results[name]["instructions"])
         results[name]["instructions_each"] = sorted(counts)
         results[name]["instructions"] = statistics.median(counts)
 
-    def parts(name: str) -> dict[str, float]:
-        small, big = results[f"{name}/1"], results[f"{name}/N"]
-        often = results.get(f"{name}/N often")
-        per_period = 0.0
-        if often is not None and often["periods"] > big["periods"]:
-            per_period = (often["instructions"] - big["instructions"]) / (
-                often["periods"] - big["periods"]
-            )
-        fixed = small["instructions"] - small["periods"] * per_period
-        pages = big["items"] - small["items"]
-        per_page = (big["instructions"] - big["periods"] * per_period - fixed) / pages
-        return {"fixed": fixed, "per_page": per_page, "per_period": per_period}
 
-    rate = native_pages_per_second()
-    seconds = args.project_pages / rate
-    split = {
-        name: parts(name)
-        for name in ("none", "heartbeat", "scrapeops", "spidermon")
-        if f"{name}/1" in results
-    }
+def parts(results: dict[str, dict[str, Any]], name: str) -> dict[str, float]:
+    """``name``'s instructions split into fixed, per page and per period."""
+    small, big = results[f"{name}/1"], results[f"{name}/N"]
+    often = results.get(f"{name}/N often")
+    per_period = 0.0
+    if often is not None and often["periods"] > big["periods"]:
+        per_period = (often["instructions"] - big["instructions"]) / (
+            often["periods"] - big["periods"]
+        )
+    fixed = small["instructions"] - small["periods"] * per_period
+    pages = big["items"] - small["items"]
+    per_page = (big["instructions"] - big["periods"] * per_period - fixed) / pages
+    return {"fixed": fixed, "per_page": per_page, "per_period": per_period}
+
+
+def show_parts(split: dict[str, dict[str, float]]) -> None:
     base = split["none"]
-    base_total = base["fixed"] + args.project_pages * base["per_page"]
-    rows: dict[str, dict[str, float]] = {}
-    # (name, parts of, periods in the projected crawl). Heartbeat's start and
-    # final beats are counted as periods in every run, so they are added back
-    # here; the peers' calls at start and close stay in their fixed part.
-    projected = [
-        ("heartbeat, 10 s", "heartbeat", seconds // 10 + 2),
-        ("heartbeat, 1 s", "heartbeat", seconds // 1 + 2),
-        ("scrapeops, 10 s", "scrapeops", seconds // 10),
-        ("spidermon, 10 s", "spidermon", seconds // 10),
-    ]
     print(
         f"\nparts, instructions (unmonitored per page: {base['per_page'] / 1e6:.2f} M, "
         f"fixed {base['fixed'] / 1e9:.2f} G)"
@@ -236,18 +233,41 @@ def main() -> int:
             f"(+{(p['per_page'] / base['per_page'] - 1) * 100:.2f} %), per period "
             f"{p['per_period'] / 1e6:.2f} M"
         )
+
+
+def project(
+    split: dict[str, dict[str, float]], pages: int, rate: float, base_total: float
+) -> dict[str, dict[str, float]]:
+    """Each monitored row's ratio to no monitoring, projected for a crawl of
+    ``pages`` at ``rate`` pages/s; printed, and returned by row."""
+    seconds = pages / rate
+    # (name, parts of, periods in the projected crawl). Heartbeat's start and
+    # final beats are counted as periods in every run, so they are added back
+    # here; the peers' calls at start and close stay in their fixed part.
+    projected = [
+        ("heartbeat, 10 s", "heartbeat", seconds // 10 + 2),
+        ("heartbeat, 1 s", "heartbeat", seconds // 1 + 2),
+        ("scrapeops, 10 s", "scrapeops", seconds // 10),
+        ("spidermon, 10 s", "spidermon", seconds // 10),
+    ]
     print(
-        f"\nprojected for {args.project_pages} pages at {rate:.0f} pages/s ({seconds:.0f} s): "
+        f"\nprojected for {pages} pages at {rate:.0f} pages/s ({seconds:.0f} s): "
         "instruction ratio to no monitoring"
     )
+    rows: dict[str, dict[str, float]] = {}
     for label, name, periods in [row for row in projected if row[1] in split]:
         p = split[name]
-        total = p["fixed"] + args.project_pages * p["per_page"] + periods * p["per_period"]
+        total = p["fixed"] + pages * p["per_page"] + periods * p["per_period"]
         rows[label] = {**p, "periods": periods, "ratio": total / base_total}
         print(f"{label:18} {total / base_total:.4f}  ({periods:.0f} periods)")
+    return rows
+
+
+def fault_costs(results: dict[str, dict[str, Any]], pages: int) -> dict[str, dict[str, float]]:
+    """Each misbehaving API's count over the healthy API's and over none's."""
     healthy = results["heartbeat/N often"]["instructions"]
     faults: dict[str, dict[str, float]] = {}
-    print(f"\nthe API misbehaving, {args.pages} pages, a beat every second under valgrind:")
+    print(f"\nthe API misbehaving, {pages} pages, a beat every second under valgrind:")
     for fault in [f for f in ("hang", "slow", "refused") if f"heartbeat/N {f}" in results]:
         r = results[f"heartbeat/N {fault}"]
         faults[fault] = {
@@ -259,13 +279,12 @@ def main() -> int:
             f"{faults[fault]['vs_none']:.4f} of no monitoring's "
             f"({r['periods']} beats with an outcome)"
         )
-    control = results["none-again/N"]["instructions"] / results["none/N"]["instructions"]
-    print(f"A/A control (none again / none, {args.pages} pages): {control:.4f}")
-    # How far a projected ratio can move when one N-page count moves as far
-    # as the A/A control's: two ratios closer than this are not told apart.
-    noise = abs(control - 1) * results["none/N"]["instructions"] / (pages_of(results) or 1)
-    margin = noise * args.project_pages / base_total
-    print(f"projected ratios closer than {margin:.4f} are within this run's noise")
+    return faults
+
+
+def compare(rows: dict[str, dict[str, float]], margin: float) -> dict[str, str]:
+    """Each scrapy-heartbeat row against each peer's: below, above or a tie
+    (closer than ``margin``); printed, and returned by pair."""
     ours = {k: v["ratio"] for k, v in rows.items() if k.startswith("heartbeat")}
     peers = {k: v["ratio"] for k, v in rows.items() if not k.startswith("heartbeat")}
     verdicts = {}
@@ -283,6 +302,34 @@ def main() -> int:
         "targets (ratio <= 1.02 and below every peer, beyond the noise):",
         "PASS" if ok else "MISSED",
     )
+    return verdicts
+
+
+def main() -> int:
+    args = parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind not found: install it (apt-get install valgrind)")
+    results = count_all(runs_to_count(args.quick, args.repeat), args.pages, args.jobs)
+    keep_medians(results, args.repeat)
+    rate = native_pages_per_second()
+    split = {
+        name: parts(results, name)
+        for name in ("none", "heartbeat", "scrapeops", "spidermon")
+        if f"{name}/1" in results
+    }
+    base = split["none"]
+    base_total = base["fixed"] + args.project_pages * base["per_page"]
+    show_parts(split)
+    rows = project(split, args.project_pages, rate, base_total)
+    faults = fault_costs(results, args.pages)
+    control = results["none-again/N"]["instructions"] / results["none/N"]["instructions"]
+    print(f"A/A control (none again / none, {args.pages} pages): {control:.4f}")
+    # How far a projected ratio can move when one N-page count moves as far
+    # as the A/A control's: two ratios closer than this are not told apart.
+    noise = abs(control - 1) * results["none/N"]["instructions"] / (pages_of(results) or 1)
+    margin = noise * args.project_pages / base_total
+    print(f"projected ratios closer than {margin:.4f} are within this run's noise")
+    verdicts = compare(rows, margin)
     path = save(
         "instructions",
         {

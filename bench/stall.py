@@ -65,7 +65,7 @@ RUNS = [
 ]
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=3_000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -77,8 +77,13 @@ def main() -> int:
         help="DOWNLOAD_DELAY in seconds, one request at a time: the quiet profile",
     )
     parser.add_argument("--save", default="stall", help="results file name (bench/results/)")
-    args = parser.parse_args()
-    runs = [run for run in RUNS if not (args.no_peers and run[0] == "scrapeops")]
+    return parser.parse_args()
+
+
+def crawl_rounds(
+    args: argparse.Namespace, runs: list[tuple[str, str | None]]
+) -> dict[str, list[dict[str, float]]]:
+    """Every run of every round, by ``"<variant> <api behaviour>"``."""
     apis = {b: HeartbeatServer(behaviour=b) for b in ("hang", "slow:5")}
     refused = f"http://127.0.0.1:{free_port()}"
     results: dict[str, list[dict[str, float]]] = {f"{v} {b}": [] for v, b in runs}
@@ -86,15 +91,10 @@ def main() -> int:
         with site_server(args.pages) as site:
             for n in range(args.rounds):
                 for variant, behaviour in rotated(runs, n):
-                    api = (
-                        refused
-                        if behaviour == "refused"
-                        else apis[behaviour].url
-                        if behaviour
-                        else site.url
-                    )
-                    if variant == "scrapeops" and behaviour != "refused":
-                        api = apis[behaviour].url  # type: ignore[index]
+                    if behaviour is None:
+                        api = site.url
+                    else:
+                        api = refused if behaviour == "refused" else apis[behaviour].url
                     r = crawl(
                         variant,
                         site.url,
@@ -104,65 +104,69 @@ def main() -> int:
                         env={"BENCH_GC": "1"},
                     )
                     results[f"{variant} {behaviour}"].append(r)
-                    print(
-                        f"round {n + 1} {variant:13} api={behaviour or '-':8} "
-                        f"stall max {r['stall_max_ms']:7.1f} ms, {r['pages_per_second']} pages/s, "
-                        f"wall {r['wall_seconds']:.1f} s, heartbeat on the loop max "
-                        f"{r['heartbeat_loop_max_ms']} ms, worker CPU max "
-                        f"{r['heartbeat_worker_cpu_max_ms']} ms",
-                        flush=True,
-                    )
+                    show_run(n, variant, behaviour, r)
     finally:
         for server in apis.values():
             server.stop()
-    base = results["none None"]
-    report: dict[str, dict[str, Any]] = {}
-    profile = f"quiet: DOWNLOAD_DELAY {args.delay:g} s" if args.delay else "busy"
-    print(f"\n{args.pages} pages, {args.rounds} rounds, {profile}; median (min–max)")
+    return results
+
+
+def show_run(n: int, variant: str, behaviour: str | None, r: dict[str, float]) -> None:
+    print(
+        f"round {n + 1} {variant:13} api={behaviour or '-':8} "
+        f"stall max {r['stall_max_ms']:7.1f} ms, {r['pages_per_second']} pages/s, "
+        f"wall {r['wall_seconds']:.1f} s, heartbeat on the loop max "
+        f"{r['heartbeat_loop_max_ms']} ms, worker CPU max "
+        f"{r['heartbeat_worker_cpu_max_ms']} ms",
+        flush=True,
+    )
+
+
+def figures(base: list[dict[str, float]], measured: list[dict[str, float]]) -> dict[str, Any]:
+    """One run's figures over the rounds, each beside the same round's ``base``."""
+    pairs = list(zip(base, measured, strict=True))
+    extra = [r["stall_max_ms"] - b["stall_max_ms"] for b, r in pairs]
+    outside_extra = [r["stall_max_outside_gc_ms"] - b["stall_max_outside_gc_ms"] for b, r in pairs]
+    rate = [r["pages_per_second"] / b["pages_per_second"] for b, r in pairs]
+    return {
+        "heartbeat_loop_max_ms": [r["heartbeat_loop_max_ms"] for r in measured],
+        "heartbeat_worker_cpu_max_ms": [r["heartbeat_worker_cpu_max_ms"] for r in measured],
+        "stall_max_ms": [r["stall_max_ms"] for r in measured],
+        "stall_p99_ms": [r["stall_p99_ms"] for r in measured],
+        "stall_extra_ms": extra,
+        "stall_max_outside_gc_ms": [r["stall_max_outside_gc_ms"] for r in measured],
+        "stall_outside_gc_extra_ms": outside_extra,
+        "gc_full_max_ms": [r["gc_full_max_ms"] for r in measured],
+        "gc_full_collections": [r["gc_full_collections"] for r in measured],
+        "gc_ms": [r["gc_ms"] for r in measured],
+        "throughput_ratio": rate,
+        "stall_extra_ms_median": statistics.median(extra),
+        "stall_outside_gc_extra_ms_median": statistics.median(outside_extra),
+        "throughput_ratio_median": statistics.median(rate),
+    }
+
+
+def show_table(report: dict[str, dict[str, Any]]) -> None:
     print(
         f"{'run':26} {'stall max ms':>22} {'stall - none, ms':>22} {'stall p99 ms':>22} "
         f"{'throughput ratio':>22} {'heartbeat on loop, ms':>22} {'worker CPU/beat, ms':>22} "
         f"{'max outside GC, ms':>22} {'outside GC - none, ms':>22} {'full GC max, ms':>22}"
     )
-    for name, measured in results.items():
-        pairs = list(zip(base, measured, strict=True))
-        stall = [r["stall_max_ms"] for r in measured]
-        outside = [r["stall_max_outside_gc_ms"] for r in measured]
-        outside_extra = [
-            r["stall_max_outside_gc_ms"] - b["stall_max_outside_gc_ms"] for b, r in pairs
-        ]
-        full_gc = [r["gc_full_max_ms"] for r in measured]
-        gc_ms = [r["gc_ms"] for r in measured]
-        p99 = [r["stall_p99_ms"] for r in measured]
-        extra = [r["stall_max_ms"] - b["stall_max_ms"] for b, r in pairs]
-        rate = [r["pages_per_second"] / b["pages_per_second"] for b, r in pairs]
-        loop = [r["heartbeat_loop_max_ms"] for r in measured]
-        worker = [r["heartbeat_worker_cpu_max_ms"] for r in measured]
-        report[name] = {
-            "heartbeat_loop_max_ms": loop,
-            "heartbeat_worker_cpu_max_ms": worker,
-            "stall_max_ms": stall,
-            "stall_p99_ms": p99,
-            "stall_extra_ms": extra,
-            "stall_max_outside_gc_ms": outside,
-            "stall_outside_gc_extra_ms": outside_extra,
-            "gc_full_max_ms": full_gc,
-            "gc_full_collections": [r["gc_full_collections"] for r in measured],
-            "gc_ms": gc_ms,
-            "throughput_ratio": rate,
-            "stall_extra_ms_median": statistics.median(extra),
-            "stall_outside_gc_extra_ms_median": statistics.median(outside_extra),
-            "throughput_ratio_median": statistics.median(rate),
-        }
+    for name, f in report.items():
         print(
-            f"{name:26} {summary(stall, 1):>22} {summary(extra, 1):>22} {summary(p99, 1):>22} "
-            f"{summary(rate):>22} {summary(loop, 2):>22} {summary(worker, 2):>22} "
-            f"{summary(outside, 1):>22} {summary(outside_extra, 1):>22} {summary(full_gc, 1):>22}"
+            f"{name:26} {summary(f['stall_max_ms'], 1):>22} "
+            f"{summary(f['stall_extra_ms'], 1):>22} {summary(f['stall_p99_ms'], 1):>22} "
+            f"{summary(f['throughput_ratio']):>22} "
+            f"{summary(f['heartbeat_loop_max_ms'], 2):>22} "
+            f"{summary(f['heartbeat_worker_cpu_max_ms'], 2):>22} "
+            f"{summary(f['stall_max_outside_gc_ms'], 1):>22} "
+            f"{summary(f['stall_outside_gc_extra_ms'], 1):>22} "
+            f"{summary(f['gc_full_max_ms'], 1):>22}"
         )
-    save(
-        args.save,
-        {"pages": args.pages, "rounds": args.rounds, "delay": args.delay, "runs": report},
-    )
+
+
+def show_verdicts(report: dict[str, dict[str, Any]]) -> None:
+    """Each stall figure against its 5 ms target, if the A/A control resolves it."""
     for figure, key in (
         ("largest stall", "stall_extra_ms"),
         ("largest stall outside garbage collections", "stall_outside_gc_extra_ms"),
@@ -178,6 +182,22 @@ def main() -> int:
             low, high, _ = median_interval(report[name][key])
             verdict = ("met" if value <= 5 else "NOT MET") if resolves else "does not resolve"
             print(f"  {name:24} {value:6.1f} ms ({low:.1f} to {high:.1f}): {verdict}")
+
+
+def main() -> int:
+    args = parse_args()
+    runs = [run for run in RUNS if not (args.no_peers and run[0] == "scrapeops")]
+    results = crawl_rounds(args, runs)
+    base = results["none None"]
+    report = {name: figures(base, measured) for name, measured in results.items()}
+    profile = f"quiet: DOWNLOAD_DELAY {args.delay:g} s" if args.delay else "busy"
+    print(f"\n{args.pages} pages, {args.rounds} rounds, {profile}; median (min–max)")
+    show_table(report)
+    save(
+        args.save,
+        {"pages": args.pages, "rounds": args.rounds, "delay": args.delay, "runs": report},
+    )
+    show_verdicts(report)
     if not args.delay:
         throughput = all(
             report[k]["throughput_ratio_median"] >= 0.98

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -275,3 +276,10 @@ def scrapy_command(argv: list[str]) -> str | None:
         return None
     # The first argument that is not an option, as Scrapy's own cmdline reads it.
     return next((arg for arg in rest if not arg.startswith("-")), None)
+
+
+def not_a_crawl() -> str | None:
+    """The Scrapy command this process runs when it is not a crawl
+    (``fetch``, ``shell`` ...), else None."""
+    command = scrapy_command(getattr(sys, "orig_argv", []))
+    return None if command is None or command in CRAWL_COMMANDS else command

@@ -10,8 +10,10 @@ import sys
 from typing import Any
 
 from scrapy_heartbeat.payload import COUNTER_FIELDS, STATUSES
+from scrapy_heartbeat.redact import printable, utf8_text
 
-EXIT_ACCEPTED, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
+#: ``send``'s exit codes; 2 is argparse's, for bad usage.
+EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +155,10 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
 def _add_send_parser(commands: Any) -> None:
     from scrapy_heartbeat.settings import DEFAULTS
 
-    send = commands.add_parser("send", help="send one heartbeat and exit 0/1/2")
+    send = commands.add_parser(
+        "send",
+        help="send one heartbeat; exit 0 accepted, 1 rejected, 2 bad usage, 3 network failure",
+    )
     send.add_argument(
         "--api-base-url",
         default=os.environ.get("API_BASE_URL"),
@@ -164,11 +169,7 @@ def _add_send_parser(commands: Any) -> None:
         default=os.environ.get("EXECUTION_ID"),
         help="execution UUID (env EXECUTION_ID)",
     )
-    send.add_argument(
-        "--container-id",
-        default=os.environ.get("HOSTNAME"),
-        help="container id (env HOSTNAME, else the host name)",
-    )
+    send.add_argument("--container-id", help="container id (env HOSTNAME, else the host name)")
     send.add_argument("--status", choices=STATUSES, default=None)
     send.add_argument("--progress", help="progress object as JSON")
     for name in COUNTER_FIELDS:
@@ -194,19 +195,44 @@ def _add_demo_parser(commands: Any) -> None:
 
 
 def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import socket
-
     from scrapy_heartbeat.client import HeartbeatClient
-    from scrapy_heartbeat.settings import ConfigError
+    from scrapy_heartbeat.settings import ConfigError, container_id
 
     if not args.api_base_url:
         parser.error("set --api-base-url or the API_BASE_URL environment variable")
     if not args.execution_id:
         parser.error("set --execution-id or the EXECUTION_ID environment variable")
+    problems: list[str] = []
+    container = container_id(args.container_id, os.environ, problems, "--container-id")
+    for problem in problems:
+        print(f"scrapy-heartbeat send: {problem}", file=sys.stderr)
+    try:
+        client = HeartbeatClient(
+            utf8_text(args.api_base_url),
+            utf8_text(args.execution_id),
+            container,
+            timeout=args.timeout,
+            headers=_headers(args.header, parser),
+            verify=not args.insecure,
+        )
+    except ConfigError as exc:
+        parser.error(printable(exc))
+    with client:
+        result = client.send(args.status, _progress(args, parser) or None)
+    if result.ok:
+        print(f"heartbeat accepted ({args.status or 'no status'})")
+        return EXIT_ACCEPTED
+    print(f"heartbeat {result.outcome}: {printable(result.message)}", file=sys.stderr)
+    return EXIT_REJECTED if result.outcome == "rejected" else EXIT_FAILED
+
+
+def _progress(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
     progress: dict[str, Any] = {}
     if args.progress:
         try:
-            progress = json.loads(args.progress, parse_constant=_refuse_constant)
+            progress = json.loads(utf8_text(args.progress), parse_constant=_refuse_constant)
+        except RecursionError:
+            parser.error("--progress is nested too deeply; pass a flat object")
         except ValueError as exc:
             parser.error(
                 f"--progress is not valid JSON ({str(exc).split(':')[0]}); "
@@ -215,35 +241,23 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not isinstance(progress, dict):
             parser.error("--progress must be a JSON object")
     for name in (*COUNTER_FIELDS, "current_url", "current_stage"):
-        if getattr(args, name) is not None:
-            progress[name] = getattr(args, name)
+        value = getattr(args, name)
+        if value is not None:
+            progress[name] = utf8_text(value) if isinstance(value, str) else value
+    return progress
+
+
+def _headers(given: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
     headers = {}
-    for header in args.header:
-        name, sep, value = header.partition(":")
+    for header in given:
+        name, sep, value = utf8_text(header).partition(":")
         if not sep:  # never echo it: it may be a token
             parser.error(
                 "--header needs 'Name: value' (a colon after the name), e.g. "
                 "--header 'Authorization: Bearer <token>'"
             )
         headers[name.strip()] = value.strip()
-    try:
-        client = HeartbeatClient(
-            args.api_base_url,
-            args.execution_id,
-            args.container_id or socket.gethostname(),
-            timeout=args.timeout,
-            headers=headers,
-            verify=not args.insecure,
-        )
-    except ConfigError as exc:
-        parser.error(str(exc))
-    with client:
-        result = client.send(args.status, progress or None)
-    if result.ok:
-        print(f"heartbeat accepted ({args.status or 'no status'})")
-        return EXIT_ACCEPTED
-    print(f"heartbeat {result.outcome}: {result.message}", file=sys.stderr)
-    return EXIT_REJECTED if result.outcome == "rejected" else EXIT_FAILED
+    return headers
 
 
 def _refuse_constant(name: str) -> Any:

@@ -222,7 +222,9 @@ class HeartbeatClient:
         try:
             response = self.session.post(
                 self.heartbeat_url,
-                data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+                # Text that is not valid UTF-8 (a lone surrogate) is replaced,
+                # never a reason for a beat to fail.
+                data=json.dumps(body, ensure_ascii=False).encode("utf-8", "replace"),
                 headers={"Content-Type": "application/json"},
                 timeout=wait,
                 verify=self.verify,

@@ -22,6 +22,7 @@ from scrapy_heartbeat.client import HeartbeatResult
 
 if TYPE_CHECKING:
     from scrapy_heartbeat.counts import Counts
+    from scrapy_heartbeat.report import Reporter, Snapshot
     from scrapy_heartbeat.settings import HeartbeatConfig
     from scrapy_heartbeat.shared import ExecutionView, SharedCounters
 
@@ -146,6 +147,34 @@ class FleetEnding:
         self.redis_within = redis_within  # each exchange's share of the close's budget
         self.others_live = False
         self.redis_down = False  # at the close: the ending was left to others
+
+    @classmethod
+    def of(
+        cls,
+        shared: SharedCounters,
+        report: Reporter,
+        snapshot: Snapshot,
+        budget: CloseBudget,
+        *,
+        status: str,
+        reason: str,
+        local_queued: int | None,
+    ) -> FleetEnding:
+        """The ending of this worker's close, from the close's ``snapshot``."""
+        counts, label, progress = snapshot
+        finished = report.config.stage_labels.get("worker_finished", "worker finished")
+        return cls(
+            shared,
+            counts,
+            start=(report.start_ms, report.start_time),
+            status=status,
+            reason=reason,
+            local_queued=local_queued,
+            render=lambda s, view, lbl: report.execution(s, view, lbl, progress),
+            labels=(label, label or finished),
+            # At most two exchanges: the final beat keeps half the budget.
+            redis_within=budget.for_sender / 4,
+        )
 
     def _exchange(self, **flags: bool) -> ExecutionView | None:
         return self.shared.exchange(

@@ -1,19 +1,12 @@
-"""HeartbeatExtension reports a crawl's progress to the platform's heartbeat API.
-
-Enable it with ``EXTENSIONS = {"scrapy_heartbeat.HeartbeatExtension": 500}``
-and ``HEARTBEAT_API_BASE_URL``. A beat goes out when the spider opens, then
-every ``HEARTBEAT_INTERVAL`` seconds, and a final ``completed`` or ``failed``
-beat when it closes (``paused`` when a ``JOBDIR`` crawl is stopped, to be
-resumed; see :mod:`scrapy_heartbeat.closing`). With shared counters
-(:mod:`scrapy_heartbeat.shared`) every beat carries the execution's numbers
-and only the last worker out ends it. Nothing here can stop the crawl or
-change its result.
+"""HeartbeatExtension reports a crawl's progress to the platform's heartbeat API:
+a beat when the spider opens, every ``HEARTBEAT_INTERVAL`` seconds, and a final
+one when it closes (:mod:`scrapy_heartbeat.closing` says which status).
+Nothing here can stop the crawl or change its result.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -24,12 +17,11 @@ from scrapy.utils.job import job_dir
 from scrapy_heartbeat import jobstate
 from scrapy_heartbeat._compat import loop_thread_caller, loop_timer, looping_call
 from scrapy_heartbeat._scrapy import (
-    CRAWL_COMMANDS,
     engine_of,
     engine_paused,
     local_queued,
+    not_a_crawl,
     observe_crawl,
-    scrapy_command,
 )
 from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.closing import SHUTDOWN, CloseBudget, ExitGuard, FleetEnding, status_on_close
@@ -80,8 +72,8 @@ class HeartbeatExtension:
             raise NotConfigured from None
         if config is None:
             raise NotConfigured
-        command = scrapy_command(getattr(sys, "orig_argv", []))
-        if command not in CRAWL_COMMANDS and command is not None and not config.all_commands:
+        command = not_a_crawl()
+        if command is not None and not config.all_commands:
             logger.debug(
                 "scrapy-heartbeat: 'scrapy %(command)s' is not a crawl; sending no heartbeats "
                 "(HEARTBEAT_ALL_COMMANDS = True sends them)",
@@ -117,11 +109,7 @@ class HeartbeatExtension:
 
     def spider_opened(self, spider: Spider) -> None:
         if engine_of(self.crawler) is None:
-            logger.debug(
-                "scrapy-heartbeat: spider_opened without an engine (signals sent by hand); "
-                "sending no heartbeats",
-                extra={"crawler": self.crawler},
-            )
+            logger.debug("scrapy-heartbeat: no engine (signals sent by hand); no heartbeats")
             return
         try:
             execution_id, how = execution_id_for(self.config.execution_id, spider)
@@ -147,13 +135,9 @@ class HeartbeatExtension:
             logger.warning("scrapy-heartbeat: %s", problem, extra={"crawler": self.crawler})
         client = HeartbeatClient.from_config(self.config, execution_id)
         self.sender = HeartbeatSender(client, self.crawler, loop_thread_caller(), loop_timer())
+        url, interval = redact_url(client.heartbeat_url), self.config.interval
         self._info(
-            "Sending heartbeats for execution %(execution_id)s to %(url)s every %(interval)gs",
-            {
-                "execution_id": execution_id,
-                "url": redact_url(client.heartbeat_url),
-                "interval": self.config.interval,
-            },
+            "Sending heartbeats for execution %s to %s every %gs", execution_id, url, interval
         )
         self.task = looping_call(self.beat)
         self.task.start(self.config.interval, now=True)
@@ -171,18 +155,13 @@ class HeartbeatExtension:
                 self.crawler.stats.inc_value("heartbeat/skipped_in_flight")
                 return
             status = "paused" if engine_paused(self.crawler) else "running"
-            counts, label, progress = self.report.snapshot(status)
+            snapshot = self.report.snapshot(status)
             if self.shared is None:
-                self.report.log_payload(status, progress)
-                self.sender.send(status, progress)
-                return
-            shared, report = self.shared, self.report
-
-            def prepare() -> tuple[str, dict[str, Any]]:
-                view = shared.exchange(counts, report.start_ms, report.start_time)
-                return status, report.execution(status, view, label, progress)
-
-            self.sender.send(status, progress, prepare)
+                self.report.log_payload(status, snapshot.progress)
+                self.sender.send(status, snapshot.progress)
+            else:
+                prepare = self.report.exchange(self.shared, status, snapshot)
+                self.sender.send(status, snapshot.progress, prepare)
         except Exception:  # pragma: no cover - a bug of ours must not stop the crawl
             logger.exception("scrapy-heartbeat: could not send a heartbeat")
 
@@ -225,7 +204,10 @@ class HeartbeatExtension:
         result = await budget.backstop(future)
         if self.exit_guard is not None:
             self.exit_guard.disarm()
-        self._record_final(result.beat_status or status, result)
+        assert self.sender is not None
+        self.sender.record_final(result.beat_status or status, result)
+        if self.shared is not None:
+            self.shared.close()
 
     def _close_at_exit(self) -> tuple[str, Future[HeartbeatResult]]:
         """The process exits before the close ended (a second Ctrl-C): the
@@ -237,24 +219,20 @@ class HeartbeatExtension:
     def _send_final(
         self, status: str, reason: str, snapshot: Snapshot, budget: CloseBudget
     ) -> Future[HeartbeatResult]:
-        counts, label, progress = snapshot
+        progress = snapshot.progress
         assert self.sender is not None
         prepare = follow_up = None
         if self.shared is None:
             self.report.log_payload(status, progress)
         else:
-            finished = self.config.stage_labels.get("worker_finished", "worker finished")
-            ending = FleetEnding(
+            ending = FleetEnding.of(
                 self.shared,
-                counts,
-                start=(self.report.start_ms, self.report.start_time),
+                self.report,
+                snapshot,
+                budget,
                 status=status,
                 reason=reason,
                 local_queued=local_queued(self.crawler),
-                render=lambda s, view, lbl: self.report.execution(s, view, lbl, progress),
-                labels=(label, label or finished),
-                # At most two exchanges: the final beat keeps half the budget.
-                redis_within=budget.for_sender / 4,
             )
             prepare, follow_up = ending.first, ending.then
         return self.sender.send_final(
@@ -266,21 +244,3 @@ class HeartbeatExtension:
             prepare=prepare,
             follow_up=follow_up,
         )
-
-    def _record_final(self, status: str, result: HeartbeatResult) -> None:
-        assert self.sender is not None
-        stats = self.crawler.stats
-        stats.set_value("heartbeat/final_status", status)
-        self.sender.record(result, final=True)
-        self.sender.close()
-        if self.shared is not None:
-            self.shared.close()
-        stats.set_value("heartbeat/final_delivered", result.ok)
-        if result.ok:
-            self._info("Final heartbeat (%(status)s) delivered", {"status": status})
-        else:
-            logger.warning(
-                "Final heartbeat (%(status)s) not delivered: %(reason)s",
-                {"status": status, "reason": result.message},
-                extra={"crawler": self.crawler},
-            )

@@ -100,6 +100,7 @@ class ProgressTracker:
         self.items = 0
         self.errors = 0
         self.start_failed = False  # the spider's start() raised
+        self.overwritten_seen = False  # a download whose marker was replaced
         self.last_download: Request | None = None  # of ours, the last that finished
         self.downloading: Collection[Request] = ()  # the downloader's active requests
         self._awaiting: set[Request] = set()  # follow-up requests the scheduler has not seen
@@ -190,6 +191,8 @@ class ProgressTracker:
             meta = request.meta
             chain = meta.get(META_KEY)
             if chain.__class__ is not tuple or len(chain) != 3 or chain[0] != self.owner:
+                if chain is not None or META_KEY in meta:
+                    self._overwritten(chain)
                 return result  # not ours: an internal or a direct engine download
             self.last_download = request
             if chain[2] != PENDING:
@@ -221,6 +224,18 @@ class ProgressTracker:
         self.total -= len(confirmed)
         self._awaiting -= confirmed
         self._suspects = set(self._awaiting)
+
+    def _overwritten(self, value: Any) -> None:
+        """A download whose marker a spider or middleware replaced: its URL
+        cannot be counted. Said once per crawl, as the counts will be low."""
+        if not self.overwritten_seen:
+            self.overwritten_seen = True
+            logger.warning(
+                "scrapy-heartbeat: request.meta[%(key)r] holds %(value).80r, not this "
+                "package's marker (a spider or middleware replaced it); such requests are "
+                "not counted. Leave that key as it is",
+                {"key": META_KEY, "value": value},
+            )
 
     # -- transitions ----------------------------------------------------------
 

@@ -50,6 +50,17 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8: bytes that were not UTF-8 in an environment
+    variable or on a command line (Python's surrogate escapes), and lone
+    surrogates, become U+FFFD."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def printable(text: object) -> str:
     """``text`` on one line, its control characters escaped: outside text
     must neither forge output lines nor reach a terminal as escapes."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from scrapy_heartbeat.counts import Counts
     from scrapy_heartbeat.progress import ProgressTracker
     from scrapy_heartbeat.settings import HeartbeatConfig
-    from scrapy_heartbeat.shared import ExecutionView
+    from scrapy_heartbeat.shared import ExecutionView, SharedCounters
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,18 @@ class Reporter:
             start_time=self.start_time,
         )
         return Snapshot(counts, label, progress)
+
+    def exchange(
+        self, shared: SharedCounters, status: str, snapshot: Snapshot
+    ) -> Callable[[], tuple[str, dict[str, Any]]]:
+        """What a periodic beat with shared counters runs on the sender's
+        thread: this worker's counts written, the execution's read back."""
+
+        def prepare() -> tuple[str, dict[str, Any]]:
+            view = shared.exchange(snapshot.counts, self.start_ms, self.start_time)
+            return status, self.execution(status, view, snapshot.label, snapshot.progress)
+
+        return prepare
 
     def job_state(self, snapshot: Snapshot, worker: str) -> JobState:
         """What the ``JOBDIR`` keeps of this run, for a resumed run to continue."""

@@ -171,6 +171,24 @@ class HeartbeatSender:
             periodic.superseded = "cut off: the final beat supersedes it"
             self.client.cut_off(periodic.superseded)
 
+    def record_final(self, status: str, result: HeartbeatResult) -> None:
+        """Count and log the final beat's fate, in one line, and let the
+        worker end."""
+        stats = self.stats
+        stats.set_value("heartbeat/final_status", status)
+        self.record(result, final=True)
+        self.close()
+        stats.set_value("heartbeat/final_delivered", result.ok)
+        extra = {"crawler": self.crawler}
+        if result.ok:
+            logger.info("Final heartbeat (%(status)s) delivered", {"status": status}, extra=extra)
+        else:
+            logger.warning(
+                "Final heartbeat (%(status)s) not delivered: %(reason)s",
+                {"status": status, "reason": result.message},
+                extra=extra,
+            )
+
     def record(self, result: HeartbeatResult, final: bool = False) -> None:
         """Count and log one result; repeated failures are summarised."""
         self.stats.inc_value("heartbeat/sent", result.attempts)

@@ -23,7 +23,7 @@ from urllib.parse import SplitResult, urlsplit
 from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.ids import check_execution_id
 from scrapy_heartbeat.payload import MAX_CONTAINER_ID
-from scrapy_heartbeat.redact import redact_url
+from scrapy_heartbeat.redact import redact_url, utf8_text
 
 __all__ = ["DEFAULTS", "ConfigError", "HeartbeatConfig", "MissingBaseUrl", "load_config"]
 
@@ -162,7 +162,8 @@ def check_base_url(value: Any, name: str = "HEARTBEAT_API_BASE_URL") -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name} is not a string; set it to the platform's base URL, {example}")
     url = value.strip().rstrip("/")
-    shown = redact_url(url)
+    # Never quoted: credentials, nor a query (it may hold a token).
+    shown = redact_url(url.split("?", 1)[0].split("#", 1)[0])
     parts = _split(url)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
@@ -344,7 +345,7 @@ def load_config(
     numbers = {name: read.number(name, low, high) for name, low, high in _NUMBERS}
     config = HeartbeatConfig(
         api_base_url=check_base_url(base_url),
-        container_id=_container_id(get("HEARTBEAT_CONTAINER_ID"), env, problems),
+        container_id=container_id(get("HEARTBEAT_CONTAINER_ID"), env, problems),
         interval=_interval(read),
         timeout=numbers["HEARTBEAT_TIMEOUT"],
         close_timeout=numbers["HEARTBEAT_CLOSE_TIMEOUT"],
@@ -413,18 +414,19 @@ def _completed_reasons(reasons: Any, problems: list[str]) -> frozenset[str]:
     return frozenset(reasons)
 
 
-def _container_id(value: Any, env: Mapping[str, str], problems: list[str]) -> str:
+def container_id(
+    value: Any, env: Mapping[str, str], problems: list[str], name: str = "HEARTBEAT_CONTAINER_ID"
+) -> str:
     """``HEARTBEAT_CONTAINER_ID``, else ``HOSTNAME``, else the host name, as
     UTF-8 text of at most 255 characters (an environment variable may hold
     bytes that are not UTF-8: they become U+FFFD)."""
-    name = "HEARTBEAT_CONTAINER_ID" if value else "HOSTNAME"
+    name = name if value else "HOSTNAME"
     text = str(value or env.get("HOSTNAME") or socket.gethostname())
-    clean = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    clean = "".join(c if c.isprintable() else "\ufffd" for c in clean)
+    clean = "".join(c if c.isprintable() else "\ufffd" for c in utf8_text(text))
     if clean != text:
         problems.append(
             f"{name} has bytes or characters that are not printable UTF-8; sending "
-            f"{clean!r} instead (set HEARTBEAT_CONTAINER_ID to plain text)"
+            f"{clean[:MAX_CONTAINER_ID]!r} instead (set HEARTBEAT_CONTAINER_ID to plain text)"
         )
     return clean[:MAX_CONTAINER_ID]
 

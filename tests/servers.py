@@ -102,6 +102,17 @@ class HeartbeatServer(_Running):
         super().stop()
 
 
+@dataclass
+class _Beat:
+    """One request, as a behaviour sees it."""
+
+    owner: HeartbeatServer
+    body: Any  # the posted JSON, None when it is not JSON
+    count: int  # requests received so far, this one included
+    arg: str  # what follows the behaviour's name and ":" ("" when nothing does)
+    style: str  # a trickle's "close" or "http10" (after "-" in its name), else ""
+
+
 class _HeartbeatHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -110,6 +121,18 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         owner: HeartbeatServer = self.server.owner  # type: ignore[attr-defined]
+        body, count = self._record(owner)
+        behaviour = owner.behaviour
+        name, _, arg = behaviour.partition(":")
+        name, _, style = name.partition("-")
+        answer = _BEHAVIOURS.get(name)
+        if answer is None:  # pragma: no cover
+            raise ValueError(behaviour)
+        answer(self, _Beat(owner, body, count, arg, style))
+
+    def _record(self, owner: HeartbeatServer) -> tuple[Any, int]:
+        """Reads the request into ``owner.received``: its JSON body (None if
+        not JSON) and how many requests have arrived, this one included."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         try:
@@ -120,119 +143,133 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
             owner.received.append(
                 Received(body, raw, dict(self.headers.items()), self.path, time.time())
             )
-            count = len(owner.received)
-        behaviour = owner.behaviour
-        if behaviour == "alternate":  # fails every other request
-            behaviour = "ok" if count % 2 else "http:500"
-        if behaviour == "hang":
-            owner.release.wait(120)
-            return
-        if behaviour.startswith("slow:"):
-            time.sleep(float(behaviour.split(":", 1)[1]))
-            behaviour = "ok"
-        if behaviour.startswith("trickle_running"):  # running beats trickle, others are ok
-            trickling = isinstance(body, dict) and body.get("status") == "running"
-            behaviour = behaviour.replace("_running", "_body") if trickling else "ok"
-        if behaviour.startswith(("trickle_head", "trickle_body")):
-            # One byte every <seconds>, for a minute at most (or until stop()):
-            # each read is quick, the reply never completes.
-            kind, period = behaviour.split(":")
-            kind, _, style = kind.partition("-")  # keep-alive (default), close, http10
-            try:
-                self.wfile.write(
-                    b"HTTP/1.0 200 OK\r\n" if style == "http10" else b"HTTP/1.1 200 OK\r\n"
-                )
-                if style == "close":
-                    self.wfile.write(b"Connection: close\r\n")
-                if kind == "trickle_body":
-                    self.wfile.write(b"Content-Type: application/json\r\n")
-                    # HTTP/1.0: a body that ends when the server closes
-                    self.wfile.write(
-                        b"\r\n" if style == "http10" else b"Content-Length: 1000\r\n\r\n"
-                    )
-                else:
-                    self.wfile.write(b"X-Slow: ")
+            return body, len(owner.received)
+
+    def _ok(self, beat: _Beat) -> None:
+        ok = {"status": "ok", "timestamp": int(time.time())}
+        if isinstance(beat.body, dict):
+            ok["execution_id"] = beat.body.get("execution_id")
+        self._reply(200, json.dumps(ok).encode())
+
+    def _status_error(self, beat: _Beat) -> None:
+        self._reply(200, b'{"status": "error", "message": "Invalid execution_id format"}')
+
+    def _invalid_json(self, beat: _Beat) -> None:
+        self._reply(200, b"<html>not json</html>")
+
+    def _http(self, beat: _Beat) -> None:
+        self._error(int(beat.arg))
+
+    def _error(self, code: int) -> None:
+        self._reply(code, json.dumps({"status": "error", "message": f"test {code}"}).encode())
+
+    def _alternate(self, beat: _Beat) -> None:  # fails every other request
+        if beat.count % 2:
+            self._ok(beat)
+        else:
+            self._error(500)
+
+    def _hang(self, beat: _Beat) -> None:
+        beat.owner.release.wait(120)
+
+    def _slow(self, beat: _Beat) -> None:
+        time.sleep(float(beat.arg))
+        self._ok(beat)
+
+    def _trickle_head(self, beat: _Beat) -> None:
+        self._trickle(beat, body=False)
+
+    def _trickle_body(self, beat: _Beat) -> None:
+        self._trickle(beat, body=True)
+
+    def _trickle_running(self, beat: _Beat) -> None:  # running beats trickle, others are ok
+        if isinstance(beat.body, dict) and beat.body.get("status") == "running":
+            self._trickle(beat, body=True)
+        else:
+            self._ok(beat)
+
+    def _trickle(self, beat: _Beat, body: bool) -> None:
+        """A reply whose headers (or, with ``body``, body) come one byte every
+        ``beat.arg`` seconds, for a minute at most (or until stop()): each read
+        is quick, the reply never completes."""
+        http10 = beat.style == "http10"
+        try:
+            self.wfile.write(b"HTTP/1.0 200 OK\r\n" if http10 else b"HTTP/1.1 200 OK\r\n")
+            if beat.style == "close":
+                self.wfile.write(b"Connection: close\r\n")
+            if body:
+                self.wfile.write(b"Content-Type: application/json\r\n")
+                # HTTP/1.0: a body that ends when the server closes
+                self.wfile.write(b"\r\n" if http10 else b"Content-Length: 1000\r\n\r\n")
+            else:
+                self.wfile.write(b"X-Slow: ")
+            self.wfile.flush()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not beat.owner.release.wait(float(beat.arg)):
+                self.wfile.write(b"x")
                 self.wfile.flush()
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and not owner.release.wait(float(period)):
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-            except OSError:
-                pass
-            self.close_connection = True
-            return
-        if behaviour == "reset":
-            self.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _reset(self, beat: _Beat) -> None:
+        # SO_LINGER on with a 0 s timeout: closing the socket sends RST, not FIN.
+        self.connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        self.close_connection = True
+
+    def _huge(self, beat: _Beat) -> None:  # a body of this many bytes
+        self._reply(200, b"x" * int(beat.arg))
+
+    def _endless(self, beat: _Beat) -> None:  # a chunked reply that never ends
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(10_000):  # bounded: ~650 MB at most, never read that far
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            pass
+
+    def _retry_after(self, beat: _Beat) -> None:  # that code with Retry-After, then ok
+        code, after = beat.arg.split(":")
+        if beat.count == 1:
+            self._reply(
+                int(code), b'{"status": "error", "message": "slow down"}', {"Retry-After": after}
             )
-            self.close_connection = True
-            return
-        if behaviour.startswith("huge:"):  # a body of this many bytes
-            self._reply(200, b"x" * int(behaviour.split(":", 1)[1]))
-            return
-        if behaviour == "endless":  # a chunked reply that never ends
-            self.send_response(200)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            chunk = b"x" * 65536
-            try:
-                for _ in range(10_000):  # bounded: ~650 MB at most, never read that far
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            except OSError:
-                pass
-            return
-        if behaviour.startswith("retry_after:"):  # 429 with Retry-After, then ok
-            _, code, after = behaviour.split(":")
-            if count == 1:
-                self._reply(
-                    int(code),
-                    b'{"status": "error", "message": "slow down"}',
-                    {"Retry-After": after},
-                )
-                return
-            behaviour = "ok"
-        if behaviour.startswith("first_final:"):  # the final beat's 1st attempt fails
-            code, _, after = behaviour.split(":", 1)[1].partition(":")
-            finals = [
-                r
-                for r in owner.received
-                if isinstance(r.body, dict) and r.body.get("status") in ("completed", "failed")
-            ]
-            if len(finals) == 1 and finals[0].body is body:
-                self._reply(
-                    int(code),
-                    b'{"status": "error", "message": "busy"}',
-                    {"Retry-After": after} if after else None,
-                )
-                return
-            behaviour = "ok"
-        if behaviour.startswith("redirect:"):
-            self._reply(301, b"", {"Location": behaviour.split(":", 1)[1]})
-            return
-        if behaviour == "no_content":
-            self.send_response(204)
-            self.end_headers()
-            return
-        if behaviour == "echo_secret":  # quotes our Authorization header back
-            given = self.headers.get("Authorization", "")
-            token = given.split(None, 1)[-1]
-            message = f"token '{token}' has expired (you sent {given!r})"
-            self._reply(401, json.dumps({"status": "error", "message": message}).encode())
-            return
-        if behaviour == "ok":
-            ok = {"status": "ok", "timestamp": int(time.time())}
-            if isinstance(body, dict):
-                ok["execution_id"] = body.get("execution_id")
-            self._reply(200, json.dumps(ok).encode())
-        elif behaviour == "status_error":
-            self._reply(200, b'{"status": "error", "message": "Invalid execution_id format"}')
-        elif behaviour == "invalid_json":
-            self._reply(200, b"<html>not json</html>")
-        elif behaviour.startswith("http:"):
-            code = int(behaviour.split(":", 1)[1])
-            self._reply(code, json.dumps({"status": "error", "message": f"test {code}"}).encode())
-        else:  # pragma: no cover
-            raise ValueError(behaviour)
+        else:
+            self._ok(beat)
+
+    def _first_final(self, beat: _Beat) -> None:  # the final beat's 1st attempt fails
+        code, _, after = beat.arg.partition(":")
+        finals = [
+            r
+            for r in beat.owner.received
+            if isinstance(r.body, dict) and r.body.get("status") in ("completed", "failed")
+        ]
+        if len(finals) == 1 and finals[0].body is beat.body:
+            self._reply(
+                int(code),
+                b'{"status": "error", "message": "busy"}',
+                {"Retry-After": after} if after else None,
+            )
+        else:
+            self._ok(beat)
+
+    def _redirect(self, beat: _Beat) -> None:
+        self._reply(301, b"", {"Location": beat.arg})
+
+    def _no_content(self, beat: _Beat) -> None:
+        self.send_response(204)
+        self.end_headers()
+
+    def _echo_secret(self, beat: _Beat) -> None:  # quotes our Authorization header back
+        given = self.headers.get("Authorization", "")
+        token = given.split(None, 1)[-1]
+        message = f"token '{token}' has expired (you sent {given!r})"
+        self._reply(401, json.dumps({"status": "error", "message": message}).encode())
 
     def _reply(self, code: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
@@ -242,6 +279,30 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
+
+
+#: HeartbeatServer's behaviours by name: a behaviour's text up to its first
+#: ":" (and, for the trickles, up to "-close" or "-http10").
+_BEHAVIOURS: dict[str, Callable[[_HeartbeatHandler, _Beat], None]] = {
+    "ok": _HeartbeatHandler._ok,
+    "status_error": _HeartbeatHandler._status_error,
+    "invalid_json": _HeartbeatHandler._invalid_json,
+    "http": _HeartbeatHandler._http,
+    "alternate": _HeartbeatHandler._alternate,
+    "hang": _HeartbeatHandler._hang,
+    "slow": _HeartbeatHandler._slow,
+    "trickle_head": _HeartbeatHandler._trickle_head,
+    "trickle_body": _HeartbeatHandler._trickle_body,
+    "trickle_running": _HeartbeatHandler._trickle_running,
+    "reset": _HeartbeatHandler._reset,
+    "huge": _HeartbeatHandler._huge,
+    "endless": _HeartbeatHandler._endless,
+    "retry_after": _HeartbeatHandler._retry_after,
+    "first_final": _HeartbeatHandler._first_final,
+    "redirect": _HeartbeatHandler._redirect,
+    "no_content": _HeartbeatHandler._no_content,
+    "echo_secret": _HeartbeatHandler._echo_secret,
+}
 
 
 Page = Callable[["_SiteHandler", int], None]

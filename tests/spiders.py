@@ -279,3 +279,11 @@ class ForeignMarkerSpider(PagesSpider):
             request.meta["_heartbeat_url"] = values[index % len(values)]
             index += 1
             yield request
+
+
+class MarkerClobberingMiddleware:
+    """A downloader middleware that sets the heartbeat's meta key to None on
+    every request it sees."""
+
+    def process_request(self, request: Any, spider: Any = None) -> None:
+        request.meta["_heartbeat_url"] = None

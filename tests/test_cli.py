@@ -83,11 +83,12 @@ def test_send_rejected_exits_1() -> None:
     assert "Invalid execution_id format" in result.stderr
 
 
-def test_send_network_failure_exits_2() -> None:
+def test_send_network_failure_exits_3() -> None:
+    """3, not argparse's 2 for bad usage: a script tells them apart."""
     result = cli(
         "send", "--api-base-url", f"http://127.0.0.1:{free_port()}", "--execution-id", EXECUTION_ID
     )
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "connection refused" in result.stderr
 
 
@@ -130,6 +131,7 @@ def test_send_refuses_what_cannot_work_in_one_line() -> None:
         (("--header", "Bearer T0KEN-123"), "--header needs 'Name: value'"),
         (("--progress", '{"percentage": NaN}'), "NaN is not a number"),
         (("--progress", '{"runtime_seconds": Infinity}'), "Infinity is not a number"),
+        (("--progress", "[" * 20_000 + "]" * 20_000), "--progress is nested too deeply"),
     ):
         done = cli(*base, *extra)
         assert done.returncode == 2, (extra, done.stderr)
@@ -137,3 +139,32 @@ def test_send_refuses_what_cannot_work_in_one_line() -> None:
         assert "Traceback" not in done.stderr
         assert "T0KEN-123" not in done.stderr and "秘密" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 2  # argparse's usage line, then ours
+
+
+def test_a_token_in_the_base_url_query_is_never_echoed() -> None:
+    done = cli(
+        "send", "--api-base-url", "http://h:1/p?token=S3CR3T-TOKEN", "--execution-id", EXECUTION_ID
+    )
+    assert done.returncode == 2
+    assert "has a query or fragment" in done.stderr
+    assert "S3CR3T-TOKEN" not in done.stderr
+
+
+def test_send_takes_what_the_extension_takes(heartbeat_server: HeartbeatServer) -> None:
+    """Bytes that are not UTF-8 in the environment or the arguments, and a
+    container id longer than 255 characters: sent as the extension would
+    send them (U+FFFD, cut at 255), with one line about each."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "scrapy_heartbeat", "send",
+            "--api-base-url", heartbeat_server.url, "--execution-id", EXECUTION_ID,
+            "--status", "running", "--current-stage", os.fsdecode(b"stage-\xff"),
+        ],
+        env={**os.environ, "HOSTNAME": os.fsdecode(b"crawler-\xff" + b"x" * 300)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    body = heartbeat_server.bodies()[-1]
+    assert body["container_id"].startswith("crawler-\ufffd") and len(body["container_id"]) == 255
+    assert body["progress"]["current_stage"] == "stage-\ufffd"
+    assert "HOSTNAME has bytes" in done.stderr

@@ -134,6 +134,7 @@ def test_a_forced_shutdown_still_sends_the_final_beat(
     pages_site: SiteServer,
     heartbeat_server: HeartbeatServer,
     tmp_path: Any,
+    *,
     slow: str,
     jobdir: bool,
     status: str,
@@ -178,3 +179,23 @@ def test_a_forced_shutdown_still_sends_the_final_beat(
     assert final["status"] == status, result.log[-3000:]
     assert final["progress"]["crawled_urls"] >= 3
     assert "delivered as the process exits" in result.log
+
+
+def test_a_marker_a_middleware_replaces_is_said_once(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    result = run_crawl(
+        "tests.spiders.PagesSpider",
+        {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+            "DOWNLOADER_MIDDLEWARES": {"tests.spiders.MarkerClobberingMiddleware": 10},
+        },
+        args={"site": pages_site.url, "pages": "6"},
+    )
+    assert result.returncode == 0, result.log[-3000:]
+    assert len(result.items) == 6  # the crawl itself is untouched
+    warnings = [line for line in result.log.splitlines() if "not this package's marker" in line]
+    assert len(warnings) == 1, warnings
+    assert "Leave that key as it is" in warnings[0]
