@@ -275,6 +275,14 @@ def _text(value: Any) -> str:
     return "" if value is None or value is False else str(value)
 
 
+def redis_timeout(config: HeartbeatConfig) -> float:
+    """Each Redis call's bound, seconds. An exchange takes a millisecond; one
+    that hangs must leave the final beat most of the shutdown's budget
+    (``docker stop`` at ``HEARTBEAT_SHUTDOWN_TIMEOUT``), even when it began
+    just before the SIGTERM."""
+    return max(0.1, min(config.timeout, config.shutdown_timeout / 4, 5.0))
+
+
 def open_shared_counters(
     crawler: Crawler, config: HeartbeatConfig, execution_id: str, worker: str
 ) -> SharedCounters | None:
@@ -289,7 +297,7 @@ def open_shared_counters(
     if not wanted:
         return None
     try:
-        client = connect(crawler.settings, config.redis_url, min(config.timeout, 5.0))
+        client = connect(crawler.settings, config.redis_url, redis_timeout(config))
         shared = SharedCounters(
             client,
             execution_id,

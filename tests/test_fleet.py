@@ -9,12 +9,14 @@ local site whose truth is known (:mod:`tests.fleet`).
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from scrapy_heartbeat.settings import DEFAULTS
 from tests.conftest import EXECUTION_ID
@@ -409,3 +411,39 @@ def test_jobdir_resumed_without_the_package_crawls_what_was_queued(
     assert "Unable to deserialize" not in second.log and "ModuleNotFoundError" not in second.log
     crawled = [item["n"] for item in first.items + second.items]
     assert sorted(crawled) == list(range(30))
+
+
+def test_docker_stop_with_redis_hanging_still_delivers_the_final_beat(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer, redis_server: RedisServer
+) -> None:
+    """Redis stalls (DEBUG SLEEP) as the worker gets SIGTERM: each Redis
+    call keeps to its share of HEARTBEAT_SHUTDOWN_TIMEOUT, so the final beat
+    goes out in time. The worker cannot know whether others still crawl: it
+    says it finished, and never ends the execution."""
+    pages_site.delay = 0.05  # type: ignore[attr-defined]
+    worker = start_worker(
+        pages_site,
+        {
+            **heartbeat_settings(heartbeat_server, "stopped", HEARTBEAT_REDIS_URL=redis_server.url),
+            "CONCURRENT_REQUESTS": 1,
+        },
+        spider="tests.spiders.ShardSpider",
+        args={"first": "0", "pages": "1000"},
+    )
+    wait_for(lambda: len(beats_of(heartbeat_server, "stopped")) >= 2, what="two beats")
+    sleeper = redis.Redis.from_url(redis_server.url, socket_timeout=30)
+    stall = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", 8))
+    stall.start()
+    time.sleep(0.3)
+    stopped_at = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    result = worker.finish(timeout=60)
+    took = time.monotonic() - stopped_at
+    stall.join()
+    sleeper.close()
+    assert result.returncode == 0, result.log[-3000:]
+    assert result.stats["heartbeat/final_delivered"] is True, result.log[-3000:]
+    assert took < DEFAULTS["HEARTBEAT_SHUTDOWN_TIMEOUT"] + 2, took
+    final = beats_of(heartbeat_server, "stopped")[-1]
+    assert final["status"] == "running"  # finished this worker, not the execution
+    assert "Redis is unreachable at this worker's close" in result.log
