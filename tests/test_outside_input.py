@@ -23,6 +23,7 @@ from scrapy_heartbeat.payload import MAX_CONTAINER_ID
 from scrapy_heartbeat.progress import META_KEY, ProgressTracker
 from scrapy_heartbeat.settings import DEFAULTS, ConfigError, load_config
 from tests.conftest import EXECUTION_ID
+from tests.crawl import run_crawl
 
 _text = st.text(max_size=40) | st.sampled_from(["http://[::1", "\ud800", "\udcff", "env", "1e309"])
 _values = st.recursive(
@@ -165,3 +166,50 @@ def test_any_reply_is_a_result_on_one_line(
     assert "u:p@" not in result.message
     if result.retry_after is not None:
         assert result.retry_after >= 0 and math.isfinite(result.retry_after)
+
+
+_crawl_settings = st.fixed_dictionaries(
+    {},
+    optional={
+        "HEARTBEAT_API_BASE_URL": st.sampled_from(["http://[::1", "ftp://x", "http://h:99999"]),
+        "HEARTBEAT_PROXY": st.sampled_from(["http://[::1", "nope", ""]),
+        "HEARTBEAT_REDIS_URL": st.sampled_from(["redis://[::1", "http://x", ""]),
+        "HEARTBEAT_INTERVAL": st.sampled_from([-1, "abc", 1e309, 0.5]),
+        "HEARTBEAT_HEADERS": st.sampled_from(['{"X": "\\n"}', "[]", '{"A": "b"}']),
+        "HEARTBEAT_STAGE_FORMAT": st.sampled_from(["{nope}", "{stage:>999999}", "{stage}"]),
+        "HEARTBEAT_CONTAINER_ID": st.sampled_from(["x" * 400, "\ud800", "box"]),
+        "HEARTBEAT_COMPLETED_REASONS": st.sampled_from([5, "finished", []]),
+    },
+)
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(hostile=_crawl_settings)
+def test_no_setting_changes_a_crawl_and_beats_flow_or_one_error_says_why(
+    pages_site: Any, heartbeat_server: Any, hostile: dict[str, Any]
+) -> None:
+    heartbeat_server.received.clear()
+    base = {
+        "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+        "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+        "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        "HEARTBEAT_MIN_INTERVAL": 0,
+    }
+    result = run_crawl(
+        "tests.spiders.PagesSpider",
+        {**base, **hostile},
+        args={"site": pages_site.url, "pages": "5"},
+    )
+    assert result.returncode == 0, result.log[-3000:]
+    assert len(result.items) == 5  # the crawl is the same whatever the settings
+    assert "Traceback" not in result.log
+    bodies = heartbeat_server.bodies()
+    if bodies:  # beats flowed: a final status among them
+        assert bodies[-1]["status"] in ("completed", "failed")
+    else:  # or one ERROR names the setting
+        errors = [line for line in result.log.splitlines() if "ERROR" in line]
+        assert any("HEARTBEAT_" in line for line in errors), result.log[-3000:]

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scrapy.settings import Settings
 
 from scrapy_heartbeat.closing import FleetEnding
@@ -181,3 +185,38 @@ def test_what_another_program_writes_into_redis_is_never_trusted(
         counts = view.counts
         assert min(counts.total, counts.successful, counts.failed, counts.items) >= 0
         assert counts.total >= counts.crawled
+
+
+_redis_values = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1).map(str),
+    st.text(max_size=30),
+    st.binary(max_size=30),
+    st.sampled_from(["", "1e9", "nan", "-0", "0x10", " 5 ", "9" * 40]),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(["total", "successful", "failed", "items", "errors", "start_ms",
+                         "start_time", "failures"]),
+        _redis_values,
+        max_size=8,
+    )
+)  # fmt: skip
+def test_any_redis_hash_contents_give_a_valid_view_or_none(
+    redis_server: RedisServer, fields: dict[str, Any]
+) -> None:
+    a = worker(redis_server, "a", execution=str(uuid.uuid4()))
+    key = next(k for k in a.keys if k.endswith(":totals"))
+    if fields:
+        redis_server.client().hset(key, mapping=fields)
+    view = a.exchange(Counts(3, 2, 1, 2, 0), 1, "t")  # never an exception
+    if view is not None:
+        counts = view.counts
+        assert min(counts.total, counts.successful, counts.failed, counts.items) >= 0
+        assert counts.total >= counts.crawled
+        assert len(view.start_time) <= 40
+    a.close()
