@@ -5,7 +5,7 @@ from scrapy_heartbeat.client import HeartbeatClient, HeartbeatResult
 from scrapy_heartbeat.extension import HeartbeatExtension
 from scrapy_heartbeat.middleware import HeartbeatDownloaderMiddleware, HeartbeatSpiderMiddleware
 
-__version__ = "0.3.0"
+__version__ = "0.4.0.dev0"
 
 __all__ = [
     "HeartbeatAddon",
