@@ -12,12 +12,19 @@ from typing import Any
 from scrapy_heartbeat.payload import COUNTER_FIELDS, STATUSES
 from scrapy_heartbeat.redact import printable, utf8_text
 
+#: What ``--help`` says first: plain text, as a terminal shows it.
+DESCRIPTION = (
+    "Report Scrapy crawls to a control platform: 'serve' runs the reference "
+    "receiver, 'send' sends one heartbeat from a shell, 'demo' runs a crawl "
+    "against a local receiver, end to end."
+)
+
 #: ``send``'s exit codes; 2 is argparse's, for bad usage.
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scrapy-heartbeat", description=__doc__)
+    parser = argparse.ArgumentParser(prog="scrapy-heartbeat", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve_parser(commands)
     _add_send_parser(commands)
