@@ -31,9 +31,9 @@ class NoHttpHeartbeat(HeartbeatExtension):
 
 
 class TimerWatchdogHeartbeat(HeartbeatExtension):
-    """The extension as it was before the loop timed its periodic beats:
-    each request with a watchdog thread of its own (``threading.Timer``,
-    which cuts a reply that trickles in): the cost of that thread."""
+    """The extension with each request timed by a watchdog thread of its own
+    (``threading.Timer``, which cuts a reply that trickles in) instead of the
+    event loop's timer: the cost of that thread."""
 
     def spider_opened(self, spider: Any) -> Any:
         opened = super().spider_opened(spider)

@@ -39,7 +39,7 @@ from bench.common import ROOT, crawl, receiver, rotated, save, site_server, summ
 
 COLLECTED = re.compile(r"Collected : (\d+)")
 RARE = 3600  # seconds between beats: none but the start and final beats
-BASELINE = "34e32de"  # the last commit before the plain-data marker
+BASELINE = "34e32de"  # a tree without the plain-data marker, to compare with
 
 
 def count(tree: Path, variant: str, site: str, api: str, extra: dict[str, Any]) -> int:

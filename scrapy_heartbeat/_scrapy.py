@@ -242,9 +242,13 @@ def _replace(component: Any, name: str, method: Callable[..., Any]) -> bool:
     return True
 
 
-#: The Scrapy commands that crawl; the others (fetch, parse, shell, check,
-#: bench, view) download for a person debugging and report nothing.
-CRAWL_COMMANDS = frozenset({"crawl", "runspider"})
+#: Scrapy's own commands that are not crawls: they download for a person
+#: debugging (or not at all) and report nothing. Any other command, a
+#: project's own included, is taken for a crawl.
+DEBUGGING_COMMANDS = frozenset(
+    {"fetch", "parse", "shell", "check", "bench", "view", "list", "settings", "version",
+     "genspider", "startproject", "edit"}
+)  # fmt: skip
 #: Modules that run a Scrapy command: ``python -m scrapy.cmdline fetch``,
 #: scrapyd's ``python -m scrapyd.runner crawl``.
 _COMMAND_MODULES = frozenset({"scrapy", "scrapy.cmdline", "scrapyd.runner"})
@@ -282,4 +286,4 @@ def not_a_crawl() -> str | None:
     """The Scrapy command this process runs when it is not a crawl
     (``fetch``, ``shell`` ...), else None."""
     command = scrapy_command(getattr(sys, "orig_argv", []))
-    return None if command is None or command in CRAWL_COMMANDS else command
+    return command if command in DEBUGGING_COMMANDS else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -237,7 +238,9 @@ def _progress(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict
     progress: dict[str, Any] = {}
     if args.progress:
         try:
-            progress = json.loads(utf8_text(args.progress), parse_constant=_refuse_constant)
+            progress = json.loads(
+                utf8_text(args.progress), parse_constant=_refuse_constant, parse_float=_finite
+            )
         except RecursionError:
             parser.error("--progress is nested too deeply; pass a flat object")
         except ValueError as exc:
@@ -265,6 +268,13 @@ def _headers(given: list[str], parser: argparse.ArgumentParser) -> dict[str, str
             )
         headers[name.strip()] = value.strip()
     return headers
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number the platform can store")
+    return value
 
 
 def _refuse_constant(name: str) -> Any:

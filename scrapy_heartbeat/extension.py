@@ -32,7 +32,7 @@ from scrapy_heartbeat.redact import redact_url
 from scrapy_heartbeat.report import Reporter, Snapshot
 from scrapy_heartbeat.sender import HeartbeatSender
 from scrapy_heartbeat.settings import ConfigError, HeartbeatConfig, MissingBaseUrl, load_config
-from scrapy_heartbeat.shared import SharedCounters, open_shared_counters
+from scrapy_heartbeat.shared import SharedCounters, open_shared_counters, shared_wanted
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -120,7 +120,7 @@ class HeartbeatExtension:
             self._info("scrapy-heartbeat: %s %s", how, execution_id)
         # CoreStats already counts item_scraped (dropped items excluded): read
         # its stat rather than add a signal handler to every item.
-        if not any(isinstance(e, CoreStats) for e in self.crawler.extensions.middlewares):
+        if self.crawler.get_extension(CoreStats) is None:
             self.report.counts_items = True
             self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         self.jobdir = job_dir(self.crawler.settings)
@@ -188,7 +188,12 @@ class HeartbeatExtension:
         status = status_on_close(
             reason, self.config.completed_reasons, self.tracker.start_failed, bool(self.jobdir)
         )
-        snapshot = self.report.snapshot(status, final=True)
+        stage = None
+        if self.shared is None and shared_wanted(self.crawler, self.config):
+            # Without its shared counters this worker cannot know whether
+            # others still crawl: it says it finished, and never ends the execution.
+            status, stage = "running", "worker_finished"
+        snapshot = self.report.snapshot(status, final=True, stage=stage)
         if self.jobdir:
             worker = self.shared.worker_id if self.shared is not None else ""
             jobstate.save(self.jobdir, self.report.job_state(snapshot, worker))

@@ -21,11 +21,12 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from scrapy_heartbeat.counts import COUNTER_NAMES, MAX_COUNT, MAX_TIME_LENGTH, Counts
+from scrapy_heartbeat.redact import utf8_text
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ FILENAME = "heartbeat.state.json"
 MAX_FILE_BYTES = 64 * 1024
 #: Owner and worker ids are a UUID or ``container/pid/nonce``.
 MAX_ID_LENGTH = 600
+#: The largest counter loaded: far beyond any crawl, far below what a
+#: receiver stores, so a resumed run can still count on.
+MAX_SAVED = MAX_COUNT // 1024
 #: A hundred years of running time.
 MAX_RUNTIME = 100 * 365 * 86400.0
 
@@ -67,6 +71,8 @@ class JobState:
         if not isinstance(raw, dict):
             raise ValueError(f"it holds a {type(raw).__name__}, not an object")
         counts = Counts(**{name: _count(raw, name) for name in COUNTER_NAMES})
+        if counts.crawled > counts.total:
+            raise ValueError("more URLs crawled than there are")
         return cls(
             owner=_text(raw, "owner", MAX_ID_LENGTH),
             execution_id=_text(raw, "execution_id", MAX_ID_LENGTH),
@@ -120,7 +126,7 @@ def save(jobdir: str, state: JobState) -> None:
     try:
         temporary.write_text(json.dumps(state.to_json(), ensure_ascii=False), encoding="utf-8")
         os.replace(temporary, path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: text that is not UTF-8
         logger.error("scrapy-heartbeat: cannot save %s (%s)", path, exc)
 
 
@@ -136,8 +142,8 @@ def _reason(exc: BaseException) -> str:
 
 def _count(raw: dict[str, Any], name: str) -> int:
     value = raw.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-        raise ValueError(f"{name} is not a whole number from 0 to {MAX_COUNT}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SAVED:
+        raise ValueError(f"{name} is not a whole number from 0 to {MAX_SAVED}")
     return value
 
 
@@ -145,15 +151,19 @@ def _text(raw: dict[str, Any], name: str, limit: int, required: bool = True) -> 
     value = raw.get(name, None if required else "")
     if not isinstance(value, str) or len(value) > limit or (required and not value):
         raise ValueError(f"{name} is not a text of 1 to {limit} characters")
+    if not value.isprintable() or utf8_text(value) != value:
+        raise ValueError(f"{name} holds characters that are not printable UTF-8")
     return value
 
 
 def _time(raw: dict[str, Any], name: str) -> str:
     value = _text(raw, name, MAX_TIME_LENGTH)
     try:
-        datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{name} is not an ISO 8601 time") from None
+    if moment.tzinfo is not None and moment > datetime.now(timezone.utc) + timedelta(days=1):
+        raise ValueError(f"{name} is in the future")
     return value
 
 

@@ -74,10 +74,11 @@ class Reporter:
         before = self.resumed.runtime_seconds if self.resumed is not None else 0.0
         return before + time.monotonic() - self.started
 
-    def snapshot(self, status: str, final: bool = False) -> Snapshot:
+    def snapshot(self, status: str, final: bool = False, stage: str | None = None) -> Snapshot:
+        """``stage``: a configured stage label to use instead of the spider's."""
         self.tracker.settle(final=final)
         counts = self.counts()
-        label = self._spider_stage()
+        label = self._spider_stage() if stage is None else self.config.stage_labels.get(stage)
         current_url = clean_url(self.tracker.current_url(), strip_query=self.config.strip_query)
         progress = render_progress(
             self.config,

@@ -101,6 +101,7 @@ class HeartbeatConfig:
     proxy: str | None = None
     shared: bool | None = None  # None: decided by the scheduler (scrapy-redis) or redis_url
     redis_url: str | None = None
+    redis_url_refused: bool = False  # HEARTBEAT_REDIS_URL set, but not a Redis URL
     redis_ttl: int = DEFAULTS["HEARTBEAT_REDIS_TTL"]
     all_commands: bool = False
 
@@ -262,7 +263,11 @@ def _check_stage_format(value: Any, problems: list[str]) -> str:
         # A width such as {stage:>999999999} would build a gigabyte per beat:
         # look at every field's spec before formatting anything.
         for _, _, spec, _ in string.Formatter().parse(value):
-            if spec and any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec)):
+            # A nested field ({stage:>{crawled}0}) would make the width the
+            # crawl's own numbers: refused, like a width too large.
+            if spec and (
+                "{" in spec or any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec))
+            ):
                 raise ValueError
         value.format(**sample)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError):
@@ -369,6 +374,8 @@ def load_config(
         proxy=check_proxy(get("HEARTBEAT_PROXY")),
         shared=read.optional_boolean("HEARTBEAT_SHARED"),
         redis_url=_check_redis_url(get("HEARTBEAT_REDIS_URL"), problems),
+        redis_url_refused=bool(get("HEARTBEAT_REDIS_URL"))
+        and _check_redis_url(get("HEARTBEAT_REDIS_URL"), []) is None,
         redis_ttl=int(numbers["HEARTBEAT_REDIS_TTL"]),
         all_commands=read.boolean("HEARTBEAT_ALL_COMMANDS"),
     )
@@ -467,7 +474,8 @@ def _check_redis_url(value: Any, problems: list[str]) -> str | None:
     shown = redact_url(value) if isinstance(value, str) else repr(value)
     problems.append(
         f"HEARTBEAT_REDIS_URL={shown!r} is not a redis://, rediss:// or unix:// URL; "
-        "set it like 'redis://redis:6379/0' (ignoring it)"
+        "set it like 'redis://redis:6379/0' (this worker reports its own numbers meanwhile, "
+        "and never ends the execution)"
     )
     return None
 

@@ -283,6 +283,16 @@ def redis_timeout(config: HeartbeatConfig) -> float:
     return max(0.1, min(config.timeout, config.shutdown_timeout / 4, 5.0))
 
 
+def shared_wanted(crawler: Crawler, config: HeartbeatConfig) -> bool:
+    """Whether this worker is one of a shared execution: ``HEARTBEAT_SHARED``,
+    else scrapy-redis's scheduler or a ``HEARTBEAT_REDIS_URL`` (even one
+    refused: the user meant a fleet)."""
+    if config.shared is not None:
+        return config.shared
+    scheduler = scheduler_of(engine_of(crawler))
+    return is_scrapy_redis(scheduler) or config.redis_url is not None or config.redis_url_refused
+
+
 def open_shared_counters(
     crawler: Crawler, config: HeartbeatConfig, execution_id: str, worker: str
 ) -> SharedCounters | None:
@@ -291,11 +301,8 @@ def open_shared_counters(
     when off or impossible (logged). ``worker``: a resumed worker's id, or ""."""
     scheduler = scheduler_of(engine_of(crawler))
     on_redis_queue = is_scrapy_redis(scheduler)
-    wanted = config.shared
-    if wanted is None:
-        wanted = on_redis_queue or config.redis_url is not None
-    if not wanted:
-        return None
+    if not shared_wanted(crawler, config) or config.redis_url_refused:
+        return None  # off, or HEARTBEAT_REDIS_URL refused (logged)
     try:
         client = connect(crawler.settings, config.redis_url, redis_timeout(config))
         shared = SharedCounters(

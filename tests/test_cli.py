@@ -132,6 +132,7 @@ def test_send_refuses_what_cannot_work_in_one_line() -> None:
         (("--progress", '{"percentage": NaN}'), "NaN is not a number"),
         (("--progress", '{"runtime_seconds": Infinity}'), "Infinity is not a number"),
         (("--progress", "[" * 20_000 + "]" * 20_000), "--progress is nested too deeply"),
+        (("--progress", '{"total_urls": 1e400}'), "1e400 is too large"),
     ):
         done = cli(*base, *extra)
         assert done.returncode == 2, (extra, done.stderr)

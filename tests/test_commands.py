@@ -39,6 +39,22 @@ class PagesSpider(scrapy.Spider):
 '''
 
 
+COMMAND = """
+from scrapy.commands import ScrapyCommand
+
+
+class Command(ScrapyCommand):
+    requires_project = True
+
+    def short_desc(self):
+        return "a project's own crawl command"
+
+    def run(self, args, opts):
+        self.crawler_process.crawl("pages", site=args[0])
+        self.crawler_process.start()
+"""
+
+
 @pytest.fixture
 def project(tmp_path: Path, pages_site: SiteServer) -> Path:
     (tmp_path / "scrapy.cfg").write_text("[settings]\ndefault = proj.settings\n")
@@ -47,7 +63,11 @@ def project(tmp_path: Path, pages_site: SiteServer) -> Path:
     (package / "__init__.py").write_text("")
     (package / "spiders" / "__init__.py").write_text("")
     (package / "spiders" / "pages.py").write_text(SPIDER.replace("SITE", pages_site.url))
+    (package / "commands").mkdir()
+    (package / "commands" / "__init__.py").write_text("")
+    (package / "commands" / "crawlall.py").write_text(COMMAND)
     (package / "settings.py").write_text(
+        'COMMANDS_MODULE = "proj.commands"\n'
         'SPIDER_MODULES = ["proj.spiders"]\n'
         'EXTENSIONS = {"scrapy_heartbeat.HeartbeatExtension": 500}\n'
         "HEARTBEAT_CLOSE_TIMEOUT = 5\n"
@@ -84,12 +104,14 @@ def test_other_commands_send_nothing(
     assert heartbeat_server.bodies() == []
 
 
+@pytest.mark.parametrize("how", ["crawl", "own command"])
 def test_a_crawl_reports(
-    project: Path, pages_site: SiteServer, heartbeat_server: HeartbeatServer
+    project: Path, pages_site: SiteServer, heartbeat_server: HeartbeatServer, how: str
 ) -> None:
-    result = _run(
-        project, heartbeat_server, SCRAPY, "crawl", "pages", "-a", f"site={pages_site.url}"
-    )
+    command = ["crawl", "pages", "-a", f"site={pages_site.url}"]
+    if how == "own command":  # a project's COMMANDS_MODULE: taken for a crawl
+        command = ["crawlall", pages_site.url]
+    result = _run(project, heartbeat_server, SCRAPY, *command)
     assert result.returncode == 0, result.stderr[-3000:]
     final = heartbeat_server.bodies()[-1]
     assert (final["status"], final["progress"]["crawled_urls"]) == ("completed", 3)

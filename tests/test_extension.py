@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from scrapy import Spider, signals
+from scrapy.crawler import CrawlerRunner
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.test import get_crawler
 
@@ -22,21 +23,28 @@ from tests.servers import HeartbeatServer, SiteServer
 
 
 def _crawler(url: str = "http://127.0.0.1:9", **settings: Any) -> Any:
-    return get_crawler(
-        Spider,
-        {
-            "HEARTBEAT_API_BASE_URL": url,
-            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
-            "LOGSTATS_INTERVAL": 0,
-            **settings,
-        },
-    )
+    defaults = {
+        "HEARTBEAT_API_BASE_URL": url,
+        "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        "LOGSTATS_INTERVAL": 0,
+    }
+    return _bare_crawler(**{**defaults, **settings})
+
+
+def _bare_crawler(**settings: Any) -> Any:
+    """A crawler with its extensions built, in a process with no reactor."""
+    try:
+        return get_crawler(Spider, settings)
+    except RuntimeError:  # Scrapy 2.13's get_crawler() asks which reactor is installed
+        crawler = CrawlerRunner({"TWISTED_REACTOR": None, **settings}).create_crawler(Spider)
+        crawler._apply_settings()
+        return crawler
 
 
 def test_from_crawler_without_a_base_url_is_not_configured(monkeypatch: Any) -> None:
     monkeypatch.delenv("API_BASE_URL", raising=False)
     with pytest.raises(NotConfigured, match="HEARTBEAT_API_BASE_URL"):
-        HeartbeatExtension.from_crawler(get_crawler(Spider))
+        HeartbeatExtension.from_crawler(_bare_crawler())
 
 
 @pytest.mark.parametrize(
@@ -199,3 +207,35 @@ def test_a_marker_a_middleware_replaces_is_said_once(
     warnings = [line for line in result.log.splitlines() if "not this package's marker" in line]
     assert len(warnings) == 1, warnings
     assert "Leave that key as it is" in warnings[0]
+
+
+def test_a_stage_format_whose_width_is_a_field_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """{stage:>{crawled}0000} would build a string as long as the crawl's
+    own numbers make it, at every beat."""
+    extension = HeartbeatExtension.from_crawler(
+        _crawler(HEARTBEAT_STAGE_FORMAT="{stage:>{crawled}0000}")
+    )
+    assert extension.config.stage_format == "{stage} ({crawled}/{total})"
+    assert any("HEARTBEAT_STAGE_FORMAT" in r.getMessage() for r in caplog.records)
+
+
+def test_a_refused_redis_url_never_ends_the_execution(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    """The user meant a fleet: with its shared counters unusable, this worker
+    cannot know whether others still crawl, so it only says it finished."""
+    result = run_crawl(
+        "tests.spiders.PagesSpider",
+        {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+            "HEARTBEAT_REDIS_URL": "redis://[::1",
+        },
+        args={"site": pages_site.url, "pages": "4"},
+    )
+    assert result.returncode == 0 and len(result.items) == 4, result.log[-3000:]
+    final = heartbeat_server.bodies()[-1]
+    assert final["status"] == "running"
+    assert final["progress"]["current_stage"].startswith("本进程已结束")
+    assert len([line for line in result.log.splitlines() if "HEARTBEAT_REDIS_URL" in line]) == 1

@@ -64,6 +64,11 @@ def _with(**changes: Any) -> str:
         (_with(start_time="x" * 70_000), "larger than"),
         (_with(start_time="yesterday"), "start_time"),
         (_with(total=10**20), "total"),
+        (_with(total=2**63 - 1), "total"),  # a resumed run could not count on
+        (_with(successful=50, failed=50), "more URLs crawled than there are"),
+        (_with(start_time="9999-12-31T23:59:59+00:00"), "in the future"),
+        (_with(owner="x\ud800"), "not printable UTF-8"),
+        (_with(worker="w\u0000"), "not printable UTF-8"),
         (_with(successful=-1), "successful"),
         (_with(items=True), "items"),
         (_with(runtime_seconds=float("inf")), "runtime_seconds"),
