@@ -49,11 +49,9 @@ FINAL = ("completed", "failed", "paused")
 BAD = ("failed", "error")
 
 # Options of both modes. requires_internet tests need the Internet (only
-# 127.0.0.1 is reachable here). --continue-on-collection-errors: with pytest
-# 9, tests/test_downloader_handler_twisted_ftp.py fails to collect (a
-# @staticmethod fixture, a PytestWarning that Scrapy's "error" filter turns
-# into an error); it is reported, alike in both modes. --timeout: a hung test
-# fails instead of eating the budget.
+# 127.0.0.1 is reachable here). --continue-on-collection-errors: a module
+# that cannot be collected is reported, not the end of the run. --timeout: a
+# hung test fails instead of eating the budget.
 PYTEST_OPTIONS = [
     "-p",
     "no:cacheprovider",
@@ -142,12 +140,17 @@ class Receiver:
 
 
 def run_pytest(
-    suite: Path, run: Path, name: str, mode: str, receiver: Receiver | None, args: list[str]
+    suite: Path, run: Path, name: str, receiver: Receiver | None, args: list[str]
 ) -> dict[str, Any]:
+    """One pytest run; ``name`` is its mode (``plain``, ``heartbeat``), or
+    ``rerun-`` and its mode."""
+    mode = name.removeprefix("rerun-")
     env = dict(os.environ)
     for var in ("API_BASE_URL", "SCRAPY_HEARTBEAT_COMPAT", "SCRAPY_HEARTBEAT_COMPAT_TRACE"):
         env.pop(var, None)
-    paths = [str(PLUGINS)]
+    # The suite's directory: Scrapy's tests run scripts in child processes
+    # that import `tests` (in Scrapy's own tree that is where Scrapy is).
+    paths = [str(PLUGINS), str(suite)]
     if mode == "heartbeat":
         assert receiver is not None
         paths.insert(0, str(HOOK))
@@ -161,7 +164,10 @@ def run_pytest(
     log(f"{name}: {' '.join(cmd[1:6])} ... ({len(args)} arguments) > {name}.log")
     began = time.monotonic()
     with (run / f"{name}.log").open("w") as out:
-        rc = subprocess.run(cmd, cwd=suite, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.run(
+            cmd, check=False, cwd=suite, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    rc = proc.returncode
     seconds = time.monotonic() - began
     result = json.loads(outcomes.read_text()) if outcomes.exists() else {"tests": {}}
     counts: dict[str, int] = {}
@@ -220,11 +226,9 @@ def classify(db: Path, trace: list[dict[str, Any]], suite: Path) -> list[dict[st
     for e in trace:
         if e["event"] == "test":
             tests_by_pid.setdefault(e["pid"], []).append(e)
-    total = len(rows)
     out = []
+    traced = 0
     for execution_id, container, status, first, last, beats, progress in rows:
-        if status in FINAL:
-            continue
         m = re.fullmatch(r"pid-(\d+)", container or "")
         pid = int(m.group(1)) if m else None
         item: dict[str, Any] = {
@@ -249,12 +253,18 @@ def classify(db: Path, trace: list[dict[str, Any]], suite: Path) -> list[dict[st
                 (start.get("orig_argv") or start.get("argv") or [])[1:6]
             )
         item["test"] = test
+        traced += test is not None
+        if status in FINAL:
+            continue
         item["exited_normally"] = pid in exits
         child = reaped.get(pid or -1)
         item["returncode"] = child["returncode"] if child else None
         item["explained"], item["why"] = why(item, suite)
         out.append(item)
-    log(f"receiver: {total} executions, {len(out)} without a final status")
+    log(
+        f"receiver: {len(rows)} executions ({traced} traced to the test that ran them), "
+        f"{len(out)} without a final status"
+    )
     return out
 
 
@@ -283,88 +293,28 @@ def why(item: dict[str, Any], suite: Path) -> tuple[bool, str]:
 # -- the report ----------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--receiver-cli", default=str(ROOT / ".venv" / "bin" / "scrapy-heartbeat"))
-    parser.add_argument("--workers", default="2", help="pytest -n (default 2)")
-    parser.add_argument(
-        "--modes", default="plain,heartbeat", help="which full runs (default plain,heartbeat)"
-    )
-    parser.add_argument("--analyze", action="store_true", help="only redo steps 3-4 from the last run's files")
-    parser.add_argument("pytest_args", nargs="*", help="tests to run (default: tests)")
-    opts = parser.parse_args()
-
-    began = time.monotonic()
-    version = scrapy_version()
-    run = CACHE / "test-scrapy"
-    phases: dict[str, float] = {}
-    t = time.monotonic()
-    suite = fetch_suite(version)
-    phases["fetch"] = time.monotonic() - t
-    log(f"Scrapy {version}: tests in {suite.relative_to(ROOT)}")
-    targets = opts.pytest_args or ["tests"]
-    common = ["-n", opts.workers, "--dist", "load"] if opts.workers != "0" else []
-
-    if not opts.analyze:
-        if run.exists():
-            for f in run.iterdir():
-                f.unlink()
-        run.mkdir(parents=True, exist_ok=True)
-    receiver = Receiver(opts.receiver_cli, run) if not opts.analyze else None
-    results: dict[str, dict[str, Any]] = {}
-    reruns: dict[str, dict[str, Any]] = {}
-    try:
-        if not opts.analyze:
-            log(f"receiver at {receiver.url}, database {receiver.db.relative_to(ROOT)}")
-            for mode in opts.modes.split(","):
-                results[mode] = run_pytest(suite, run, mode, mode, receiver, common + targets)
-                phases[mode] = results[mode]["seconds"]
-                (run / f"{mode}.summary.json").write_text(
-                    json.dumps({k: v for k, v in results[mode].items() if k != "tests"})
-                )
-        else:
-            for mode in ("plain", "heartbeat"):
-                results[mode] = {
-                    **json.loads((run / f"{mode}.summary.json").read_text()),
-                    "tests": json.loads((run / f"{mode}.json").read_text())["tests"],
-                }
-        if "plain" not in results or "heartbeat" not in results:
-            return 0
-        diff = differing(results["plain"]["tests"], results["heartbeat"]["tests"])
-        if diff and not opts.analyze:
-            log(f"{len(diff)} tests pass plain and fail with the extension; running them again")
-            for mode in ("plain", "heartbeat"):
-                n = ["-n", opts.workers] if len(diff) > 8 and opts.workers != "0" else []
-                reruns[mode] = run_pytest(suite, run, f"rerun-{mode}", mode, receiver, n + diff)
-                phases[f"rerun-{mode}"] = reruns[mode]["seconds"]
-        elif diff:
-            for mode in ("plain", "heartbeat"):
-                reruns[mode] = {"tests": json.loads((run / f"rerun-{mode}.json").read_text())["tests"]}
-    finally:
-        if receiver is not None:
-            receiver.stop()
-
-    still = diff
-    if reruns:
-        still = [
-            n for n in diff
-            if reruns["plain"]["tests"].get(n, {}).get("outcome") == "passed"
-            and reruns["heartbeat"]["tests"].get(n, {}).get("outcome", "error") in BAD
-        ]  # fmt: skip
-    t = time.monotonic()
-    open_executions = classify(run / "heartbeats.sqlite3", load_trace(run / "trace.jsonl"), suite)
-    phases["check"] = time.monotonic() - t
-    unexplained = [e for e in open_executions if not e["explained"]]
-
+def report_lines(
+    version: str,
+    *,
+    results: dict[str, dict[str, Any]],
+    reruns: dict[str, dict[str, Any]],
+    diff: list[str],
+    still: list[str],
+    opened: list[dict[str, Any]],
+) -> list[str]:
+    open_executions = opened
     lines = [f"Scrapy {version}'s test suite, plain and with scrapy-heartbeat in every crawler", ""]
     for mode, r in results.items():
-        lines.append(f"{mode:>10}: {format_counts(r['counts'])} (exit {r.get('rc')}, {r['seconds']:.0f} s)")
-    lines.append("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
-    lines.append(f"total: {time.monotonic() - began:.0f} s")
+        counts = format_counts(r["counts"])
+        lines.append(f"{mode:>10}: {counts} (exit {r.get('rc')}, {r['seconds']:.0f} s)")
+    for mode, r in reruns.items():
+        counts = format_counts(r.get("counts", {}))
+        lines.append(f"{'re-run ' + mode:>17}: {counts} ({r.get('seconds', 0):.0f} s)")
     lines.append("")
+    plain, heartbeat = results["plain"]["tests"], results["heartbeat"]["tests"]
     other = sorted(
-        n for n, e in results["heartbeat"]["tests"].items()
-        if e["outcome"] == "passed" and results["plain"]["tests"].get(n, {}).get("outcome") in BAD
+        n for n, e in heartbeat.items()
+        if e["outcome"] == "passed" and plain.get(n, {}).get("outcome") in BAD
     )  # fmt: skip
     if other:
         lines.append(f"{len(other)} tests fail plain but pass with the extension (not an error):")
@@ -376,12 +326,12 @@ def main() -> int:
         re_h = reruns.get("heartbeat", {}).get("tests", {}).get(n, {}).get("outcome", "-")
         verdict = "DIFFERS" if n in still else "flaky (not confirmed on re-run)"
         lines.append(f"  {verdict}: {n}  [re-run: plain {re_p}, heartbeat {re_h}]")
-        h = results["heartbeat"]["tests"].get(n)
+        h = heartbeat.get(n)
         msg = (reruns.get("heartbeat", {}).get("tests", {}).get(n) or h or {}).get("message", "")
         msg = msg or ("no outcome reported (its worker crashed?)" if h is None else "")
-        for m in msg.splitlines()[:12]:
-            lines.append(f"      {m}")
+        lines += [f"      {m}" for m in msg.splitlines()[:12]]
     lines.append("")
+    unexplained = [e for e in open_executions if not e["explained"]]
     lines.append(
         f"{len(open_executions)} executions without a final status "
         f"({len(unexplained)} unexplained). Rule: explained only if its process was "
@@ -389,22 +339,116 @@ def main() -> int:
     )
     for e in open_executions:
         flag = "explained" if e["explained"] else "UNEXPLAINED"
-        lines.append(
-            f"  {flag}: {e['execution_id']} {e['container']} status={e['status']} "
-            f"beats={e['beats']} first={e['first_beat']} last={e['last_beat']}"
-        )
-        lines.append(f"      test: {e['test']} ({e.get('where', '?')})")
-        lines.append(f"      why: {e['why']}")
         prog = e["last_progress"] or {}
-        lines.append(
-            f"      last beat: stage={prog.get('current_stage')!r} url={prog.get('current_url')!r}"
-        )
+        lines += [
+            f"  {flag}: {e['execution_id']} {e['container']} status={e['status']} "
+            f"beats={e['beats']} first={e['first_beat']} last={e['last_beat']}",
+            f"      test: {e['test']} ({e.get('where', '?')})",
+            f"      why: {e['why']}",
+            f"      last beat: stage={prog.get('current_stage')!r} url={prog.get('current_url')!r}",
+        ]
+    return lines
+
+
+def load_run(run: Path, name: str) -> dict[str, Any]:
+    summary = run / f"{name}.summary.json"
+    return {
+        **(json.loads(summary.read_text()) if summary.exists() else {}),
+        "tests": json.loads((run / f"{name}.json").read_text())["tests"],
+    }
+
+
+def save_run(run: Path, name: str, result: dict[str, Any]) -> None:
+    summary = {k: v for k, v in result.items() if k != "tests"}
+    (run / f"{name}.summary.json").write_text(json.dumps(summary))
+
+
+def run_all(
+    opts: argparse.Namespace, suite: Path, run: Path, phases: dict[str, float]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Steps 2 and 3: the full runs, then the re-runs of what differs."""
+    if run.exists():
+        for f in run.iterdir():
+            f.unlink()
+    run.mkdir(parents=True, exist_ok=True)
+    targets = opts.pytest_args or ["tests"]
+    workers = ["-n", opts.workers, "--dist", "load"] if opts.workers != "0" else []
+    results: dict[str, dict[str, Any]] = {}
+    reruns: dict[str, dict[str, Any]] = {}
+    receiver = Receiver(opts.receiver_cli, run)
+    try:
+        log(f"receiver at {receiver.url}, database {receiver.db.relative_to(ROOT)}")
+        for mode in opts.modes.split(","):
+            results[mode] = run_pytest(suite, run, mode, receiver, workers + targets)
+            phases[mode] = results[mode]["seconds"]
+            save_run(run, mode, results[mode])
+        if "plain" in results and "heartbeat" in results:
+            diff = differing(results["plain"]["tests"], results["heartbeat"]["tests"])
+            if diff:
+                log(f"{len(diff)} tests pass plain and fail with the extension; running them again")
+                n = ["-n", opts.workers] if len(diff) > 8 and opts.workers != "0" else []
+                for mode in ("plain", "heartbeat"):
+                    name = f"rerun-{mode}"
+                    reruns[mode] = run_pytest(suite, run, name, receiver, n + diff)
+                    phases[name] = reruns[mode]["seconds"]
+                    save_run(run, name, reruns[mode])
+    finally:
+        receiver.stop()
+    return results, reruns
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--receiver-cli", default=str(ROOT / ".venv" / "bin" / "scrapy-heartbeat"))
+    parser.add_argument("--workers", default="2", help="pytest -n (default 2)")
+    parser.add_argument("--modes", default="plain,heartbeat", help="full runs (plain,heartbeat)")
+    parser.add_argument("--analyze", action="store_true", help="only report the last run again")
+    parser.add_argument("pytest_args", nargs="*", help="tests to run (default: tests)")
+    opts = parser.parse_args()
+
+    began = time.monotonic()
+    version = scrapy_version()
+    run = CACHE / "test-scrapy"
+    phases: dict[str, float] = {}
+    suite = fetch_suite(version)
+    phases["fetch"] = time.monotonic() - began
+    log(f"Scrapy {version}: tests in {suite.relative_to(ROOT)}")
+    if opts.analyze:
+        results = {mode: load_run(run, mode) for mode in ("plain", "heartbeat")}
+        reruns = {
+            mode: load_run(run, f"rerun-{mode}")
+            for mode in ("plain", "heartbeat")
+            if (run / f"rerun-{mode}.json").exists()
+        }
+    else:
+        results, reruns = run_all(opts, suite, run, phases)
+    if "plain" not in results or "heartbeat" not in results:
+        return 0
+    diff = differing(results["plain"]["tests"], results["heartbeat"]["tests"])
+    still = diff
+    if reruns:
+        still = [
+            n for n in diff
+            if reruns["plain"]["tests"].get(n, {}).get("outcome") == "passed"
+            and reruns["heartbeat"]["tests"].get(n, {}).get("outcome", "error") in BAD
+        ]  # fmt: skip
+    t = time.monotonic()
+    open_executions = classify(run / "heartbeats.sqlite3", load_trace(run / "trace.jsonl"), suite)
+    phases["check"] = time.monotonic() - t
+    unexplained = [e for e in open_executions if not e["explained"]]
+    lines = report_lines(
+        version, results=results, reruns=reruns, diff=diff, still=still, opened=open_executions
+    )
+    lines.append("")
+    lines.append("phases (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
+    lines.append(f"total: {time.monotonic() - began:.0f} s")
     report = "\n".join(lines)
     (run / "report.txt").write_text(report + "\n")
     (run / "open_executions.json").write_text(json.dumps(open_executions, indent=1))
     print("\n" + report, flush=True)
     failed = bool(still) or bool(unexplained)
-    print(f"\nmake test-scrapy: {'FAILED' if failed else 'passed'}; details in {run.relative_to(ROOT)}/")
+    where = run.relative_to(ROOT)
+    print(f"\nmake test-scrapy: {'FAILED' if failed else 'passed'}; details in {where}/")
     return 1 if failed else 0
 
 

@@ -5,10 +5,16 @@ API_BASE_URL are inherited).
 
 Nothing is imported at start-up: an import hook waits for
 ``scrapy.settings.default_settings`` and, once Scrapy has executed it, adds
-``"scrapy_heartbeat.HeartbeatExtension": 500`` to ``EXTENSIONS_BASE`` and
-names the container after the process (``HEARTBEAT_CONTAINER_ID =
-"pid-<pid>"``), so that each execution the receiver stores can be traced to
-the process that ran it. The receiver's address comes from the environment
+the extension to ``EXTENSIONS_BASE`` at 500 under the class's own import path,
+``scrapy_heartbeat.extension.HeartbeatExtension``: Scrapy matches a ``_BASE``
+key with an override only by that path, so under the re-exported
+``scrapy_heartbeat.HeartbeatExtension`` the extension could not be turned
+off by class (two of Scrapy's settings tests fail that way). No setting is
+added (Scrapy's tests compare ``default_settings`` with its ``__all__``): the
+container is named after the process through ``HOSTNAME``
+(``pid-<pid>``, set again in each process and after a fork), so that each
+execution the receiver stores can be traced to the process that ran it.
+The receiver's address comes from the environment
 (``API_BASE_URL``), as on the platform.
 
 With ``SCRAPY_HEARTBEAT_COMPAT_TRACE`` set, each process also appends to that
@@ -30,7 +36,7 @@ import sys
 import time
 
 _TARGET = "scrapy.settings.default_settings"
-_EXTENSION = "scrapy_heartbeat.HeartbeatExtension"
+_EXTENSION = "scrapy_heartbeat.extension.HeartbeatExtension"
 _TRACE = os.environ.get("SCRAPY_HEARTBEAT_COMPAT_TRACE")
 
 
@@ -49,15 +55,14 @@ def _trace(event: str, **fields: object) -> None:
         pass
 
 
-def _container_id() -> str:
-    return f"pid-{os.getpid()}"
+def _name_container() -> None:
+    os.environ["HOSTNAME"] = f"pid-{os.getpid()}"  # the extension's container_id
 
 
 def _patch(module: object) -> None:
     extensions = dict(getattr(module, "EXTENSIONS_BASE", {}))
     extensions[_EXTENSION] = 500
     module.EXTENSIONS_BASE = extensions  # type: ignore[attr-defined]
-    module.HEARTBEAT_CONTAINER_ID = _container_id()  # type: ignore[attr-defined]
 
 
 class _Loader(importlib.abc.Loader):
@@ -91,18 +96,17 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def _after_fork() -> None:
-    module = sys.modules.get(_TARGET)
-    if module is not None:
-        module.HEARTBEAT_CONTAINER_ID = _container_id()  # type: ignore[attr-defined]
-    _trace("fork", ppid=os.getppid())
-    atexit.register(_trace, "exit")
+    _name_container()
+    _trace("fork", ppid=os.getppid())  # the parent's exit handler is inherited
 
 
 def _trace_reaped() -> None:
     """Log each child's exit status as ``subprocess`` reaps it."""
     import subprocess
 
-    handle = subprocess.Popen._handle_exitstatus  # type: ignore[attr-defined]
+    handle = getattr(subprocess.Popen, "_handle_exitstatus", None)
+    if handle is None:  # pragma: no cover - another CPython: no reaping trace
+        return
 
     def _handle_exitstatus(self, sts, *args, **kwargs):  # type: ignore[no-untyped-def]
         handle(self, sts, *args, **kwargs)
@@ -112,6 +116,7 @@ def _trace_reaped() -> None:
 
 
 if os.environ.get("SCRAPY_HEARTBEAT_COMPAT") == "1":
+    _name_container()
     sys.meta_path.insert(0, _Finder())
     if _TARGET in sys.modules:  # pragma: no cover - imported before site ran
         _patch(sys.modules[_TARGET])
@@ -125,7 +130,4 @@ if os.environ.get("SCRAPY_HEARTBEAT_COMPAT") == "1":
             orig_argv=getattr(sys, "orig_argv", None),
         )
         atexit.register(_trace, "exit")
-        try:
-            _trace_reaped()
-        except Exception:  # pragma: no cover - a newer CPython: no reaping trace
-            pass
+        _trace_reaped()
