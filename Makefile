@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m scrapy_heartbeat demo
 
-test: lint unit
+test: system-deps lint unit
 
 # What the suite needs from Debian: Redis and PostgreSQL servers (the tests
 # start their own on free ports) and headless Chromium (the dashboard's

@@ -57,7 +57,8 @@ class HeartbeatExtension:
         self.sender: HeartbeatSender | None = None
         self.task: LoopingTask | None = None
         self.jobdir: str | None = None
-        self.shared: SharedCounters | None = None
+        self.fleet: bool = False  # one worker of a shared execution
+        self.shared: SharedCounters | None = None  # its counters, when they can be used
         self.closing: tuple[str, Future[HeartbeatResult]] | None = None  # the final beat queued
         self.exit_guard: ExitGuard | None = None
 
@@ -127,7 +128,9 @@ class HeartbeatExtension:
         resumed = jobstate.load(self.jobdir, execution_id) if self.jobdir else None
         self.report.start(execution_id, resumed)
         worker = resumed.worker if resumed is not None else ""
-        self.shared = open_shared_counters(self.crawler, self.config, execution_id, worker)
+        self.fleet = shared_wanted(self.crawler, self.config)
+        if self.fleet:
+            self.shared = open_shared_counters(self.crawler, self.config, execution_id, worker)
         if self.shared is not None:
             # The execution owns the markers: what one worker queued, another counts.
             self.tracker.owner = execution_id.lower()
@@ -189,7 +192,7 @@ class HeartbeatExtension:
             reason, self.config.completed_reasons, self.tracker.start_failed, bool(self.jobdir)
         )
         stage = None
-        if self.shared is None and shared_wanted(self.crawler, self.config):
+        if self.fleet and self.shared is None:
             # Without its shared counters this worker cannot know whether
             # others still crawl: it says it finished, and never ends the execution.
             status, stage = "running", "worker_finished"

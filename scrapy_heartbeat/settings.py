@@ -347,6 +347,8 @@ def load_config(
             "variable is set; set one to the platform's base URL to send heartbeats"
         )
     execution_id = get("HEARTBEAT_EXECUTION_ID") or env.get("EXECUTION_ID") or None
+    redis_given = get("HEARTBEAT_REDIS_URL")
+    redis_url = _check_redis_url(redis_given, problems)
     numbers = {name: read.number(name, low, high) for name, low, high in _NUMBERS}
     config = HeartbeatConfig(
         api_base_url=check_base_url(base_url),
@@ -373,9 +375,8 @@ def load_config(
         ),
         proxy=check_proxy(get("HEARTBEAT_PROXY")),
         shared=read.optional_boolean("HEARTBEAT_SHARED"),
-        redis_url=_check_redis_url(get("HEARTBEAT_REDIS_URL"), problems),
-        redis_url_refused=bool(get("HEARTBEAT_REDIS_URL"))
-        and _check_redis_url(get("HEARTBEAT_REDIS_URL"), []) is None,
+        redis_url=redis_url,
+        redis_url_refused=bool(redis_given) and redis_url is None,
         redis_ttl=int(numbers["HEARTBEAT_REDIS_TTL"]),
         all_commands=read.boolean("HEARTBEAT_ALL_COMMANDS"),
     )

@@ -297,12 +297,13 @@ def open_shared_counters(
     crawler: Crawler, config: HeartbeatConfig, execution_id: str, worker: str
 ) -> SharedCounters | None:
     """Execution-wide counters, with scrapy-redis's scheduler (in its Redis)
-    or ``HEARTBEAT_REDIS_URL``, unless ``HEARTBEAT_SHARED`` is False; None
-    when off or impossible (logged). ``worker``: a resumed worker's id, or ""."""
+    or ``HEARTBEAT_REDIS_URL``, for a worker :func:`shared_wanted` says is
+    one of a shared execution; None when impossible (logged). ``worker``: a
+    resumed worker's id, or ""."""
+    if config.redis_url_refused:
+        return None  # logged by the settings
     scheduler = scheduler_of(engine_of(crawler))
     on_redis_queue = is_scrapy_redis(scheduler)
-    if not shared_wanted(crawler, config) or config.redis_url_refused:
-        return None  # off, or HEARTBEAT_REDIS_URL refused (logged)
     try:
         client = connect(crawler.settings, config.redis_url, redis_timeout(config))
         shared = SharedCounters(

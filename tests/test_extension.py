@@ -97,16 +97,24 @@ def test_signals_sent_by_hand_on_a_crawler_without_an_engine() -> None:
     assert extension.sender is None and extension.task is None
 
 
-def test_close_from_start_is_completed(pages_site: SiteServer, heartbeat_server: HeartbeatServer):  # type: ignore[no-untyped-def]
-    result = run_crawl(
-        "tests.spiders.CloseFromStartSpider",
+def _crawl(
+    spider: str, site: SiteServer, server: HeartbeatServer, pages: int, **settings: Any
+) -> Any:
+    """A real crawl of ``pages`` pages with the extension reporting to ``server``."""
+    return run_crawl(
+        spider,
         {
             "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
-            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_API_BASE_URL": server.url,
             "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+            **settings,
         },
-        args={"site": pages_site.url, "pages": "5"},
+        args={"site": site.url, "pages": str(pages)},
     )
+
+
+def test_close_from_start_is_completed(pages_site: SiteServer, heartbeat_server: HeartbeatServer):  # type: ignore[no-untyped-def]
+    result = _crawl("tests.spiders.CloseFromStartSpider", pages_site, heartbeat_server, 5)
     assert result.returncode == 0, result.log[-3000:]
     final = heartbeat_server.bodies()[-1]
     assert final["status"] == "completed", final
@@ -117,15 +125,7 @@ def test_close_from_start_is_completed(pages_site: SiteServer, heartbeat_server:
 def test_foreign_values_under_the_marker_key_do_not_break_counting(
     pages_site: SiteServer, heartbeat_server: HeartbeatServer
 ) -> None:
-    result = run_crawl(
-        "tests.spiders.ForeignMarkerSpider",
-        {
-            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
-            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
-            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
-        },
-        args={"site": pages_site.url, "pages": "12"},
-    )
+    result = _crawl("tests.spiders.ForeignMarkerSpider", pages_site, heartbeat_server, 12)
     assert result.returncode == 0, result.log[-3000:]
     assert "could not count" not in result.log
     assert "Traceback" not in result.log
@@ -192,15 +192,12 @@ def test_a_forced_shutdown_still_sends_the_final_beat(
 def test_a_marker_a_middleware_replaces_is_said_once(
     pages_site: SiteServer, heartbeat_server: HeartbeatServer
 ) -> None:
-    result = run_crawl(
+    result = _crawl(
         "tests.spiders.PagesSpider",
-        {
-            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
-            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
-            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
-            "DOWNLOADER_MIDDLEWARES": {"tests.spiders.MarkerClobberingMiddleware": 10},
-        },
-        args={"site": pages_site.url, "pages": "6"},
+        pages_site,
+        heartbeat_server,
+        6,
+        DOWNLOADER_MIDDLEWARES={"tests.spiders.MarkerClobberingMiddleware": 10},
     )
     assert result.returncode == 0, result.log[-3000:]
     assert len(result.items) == 6  # the crawl itself is untouched
@@ -224,15 +221,12 @@ def test_a_refused_redis_url_never_ends_the_execution(
 ) -> None:
     """The user meant a fleet: with its shared counters unusable, this worker
     cannot know whether others still crawl, so it only says it finished."""
-    result = run_crawl(
+    result = _crawl(
         "tests.spiders.PagesSpider",
-        {
-            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
-            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
-            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
-            "HEARTBEAT_REDIS_URL": "redis://[::1",
-        },
-        args={"site": pages_site.url, "pages": "4"},
+        pages_site,
+        heartbeat_server,
+        4,
+        HEARTBEAT_REDIS_URL="redis://[::1",
     )
     assert result.returncode == 0 and len(result.items) == 4, result.log[-3000:]
     final = heartbeat_server.bodies()[-1]
