@@ -17,6 +17,7 @@ check at each Scrapy upgrade (all present from 2.13 to 2.19):
   downloader's ``fetch`` (:func:`observe_downloader`), costs more (see
   ``bench/event_cost.py``);
 * ``engine.downloader.active``: the requests being downloaded now;
+* ``engine._slot.closing``: set before ``spider_closed`` is sent;
 * ``engine.paused``: set by ``engine.pause()`` (the telnet console's
   ``engine.pause()``, or a spider's own).
 
@@ -55,6 +56,17 @@ def engine_of(crawler: Crawler) -> Any:
         return getattr(crawler, "engine", None)
     except RuntimeError:  # Scrapy 2.19: "Crawler.engine is not set yet"
         return None
+
+
+def engine_closing(crawler: Crawler) -> bool:
+    """Whether the crawler's engine is closing its spider: Scrapy sends
+    ``spider_closed`` from there, and awaits what its handlers return."""
+    engine = engine_of(crawler)
+    for name in ("_slot", "slot"):
+        slot = getattr(engine, name, None)
+        if slot is not None:
+            return getattr(slot, "closing", None) is not None
+    return False
 
 
 def engine_paused(crawler: Crawler) -> bool:
@@ -104,7 +116,7 @@ def observe_crawl(engine: Any, tracker: ProgressTracker, jobdir: bool) -> list[s
     persists = jobdir or type(scheduler) is not Scheduler
     if scheduler is None or not observe_scheduler(scheduler, tracker, persists):
         problems.append("cannot observe the scheduler; total_urls will stay 0")
-    elif persists and not observe_dequeue(scheduler, tracker):
+    elif not observe_dequeue(scheduler, tracker, persists) and persists:
         problems.append(
             "cannot observe the scheduler's next_request; requests another process "
             "queued will not be counted"
@@ -184,21 +196,22 @@ def observe_engine(engine: Any, tracker: ProgressTracker) -> bool:
     return _replace(engine, "_handle_downloader_output", _handle_downloader_output)
 
 
-def observe_dequeue(scheduler: Any, tracker: ProgressTracker) -> bool:
-    """Adopt each request that comes off a queue another process wrote (an
-    earlier run's ``JOBDIR``, a shared queue), as the scheduler hands it out;
-    False if it can't be done."""
+def observe_dequeue(scheduler: Any, tracker: ProgressTracker, persists: bool) -> bool:
+    """Tell ``tracker`` of each request the scheduler hands out; with
+    ``persists``, its queue may hold what another process wrote (an earlier
+    run's ``JOBDIR``, a shared queue), to be adopted. False if it can't be
+    done."""
     original: Callable[[], Request | None] | None = getattr(scheduler, "next_request", None)
     if original is None:
         return False
-    adopt = tracker.adopt
+    dequeued = tracker.dequeued
 
     @functools.wraps(original)
     def next_request() -> Request | None:
         request = original()
         if request is not None:
             try:
-                adopt(request)
+                dequeued(request, persists)
             except Exception:  # pragma: no cover - defensive: never break the crawl
                 logger.exception("scrapy-heartbeat: could not count %s", request)
         return request

@@ -63,9 +63,15 @@ class CloseBudget:
 
     seconds: float
     setting: str
+    #: False with ``HEARTBEAT_CLOSE_TIMEOUT = 0``: the close does not wait;
+    #: the final beat has one request's time, and the process waits for it
+    #: at exit (:class:`ExitGuard`).
+    waits: bool = True
 
     @classmethod
     def for_reason(cls, config: HeartbeatConfig, reason: str) -> CloseBudget:
+        if config.close_timeout == 0:
+            return cls(config.timeout, "HEARTBEAT_TIMEOUT", waits=False)
         if reason == SHUTDOWN and config.shutdown_timeout < config.close_timeout:
             return cls(config.shutdown_timeout, "HEARTBEAT_SHUTDOWN_TIMEOUT")
         return cls(config.close_timeout, "HEARTBEAT_CLOSE_TIMEOUT")

@@ -17,6 +17,7 @@ from scrapy.utils.job import job_dir
 from scrapy_heartbeat import jobstate
 from scrapy_heartbeat._compat import loop_thread_caller, loop_timer, looping_call
 from scrapy_heartbeat._scrapy import (
+    engine_closing,
     engine_of,
     engine_paused,
     local_queued,
@@ -60,6 +61,7 @@ class HeartbeatExtension:
         self.fleet: bool = False  # one worker of a shared execution
         self.shared: SharedCounters | None = None  # its counters, when they can be used
         self.closing: tuple[str, Future[HeartbeatResult]] | None = None  # the final beat queued
+        self.finished: bool = False  # the final beat's fate recorded
         self.exit_guard: ExitGuard | None = None
 
     @classmethod
@@ -175,16 +177,22 @@ class HeartbeatExtension:
 
     def spider_closed(self, spider: Spider, reason: str) -> Coroutine[Any, Any, None] | None:
         """Stop beating and send the final beat, then return what waits for
-        it (Scrapy awaits it). Not ``async def``: a signal sent by hand with
-        the synchronous ``send_catch_log`` still stops the loop and sends the
-        final beat, and a crawl that never reported leaves no coroutine
-        unawaited."""
-        if self.sender is None:
-            return None
-        status, future = self._close(reason)
-        return self._finish(status, CloseBudget.for_reason(self.config, reason), future)
+        it (Scrapy awaits it). Not ``async def``: a crawl that never reported
+        leaves no coroutine unawaited."""
+        if self.sender is None or self.closing is not None:
+            return None  # never reported, or closed already (a signal sent by hand)
+        budget = CloseBudget.for_reason(self.config, reason)
+        status, future = self._close(reason, budget)
+        if budget.waits and engine_closing(self.crawler):
+            return self._finish(status, budget, future)
+        # Nothing waits: HEARTBEAT_CLOSE_TIMEOUT = 0, or the signal was sent by
+        # hand with the synchronous send_catch_log. The fate is recorded when
+        # the beat ends; the exit guard holds the process for it meanwhile.
+        call = loop_thread_caller()
+        future.add_done_callback(lambda done: call(lambda: self._finished(status, done)))
+        return None
 
-    def _close(self, reason: str) -> tuple[str, Future[HeartbeatResult]]:
+    def _close(self, reason: str, budget: CloseBudget) -> tuple[str, Future[HeartbeatResult]]:
         """Stop beating, save the ``JOBDIR`` state, queue the final beat."""
         if self.task and self.task.running:
             self.task.stop()
@@ -200,16 +208,27 @@ class HeartbeatExtension:
         if self.jobdir:
             worker = self.shared.worker_id if self.shared is not None else ""
             jobstate.save(self.jobdir, self.report.job_state(snapshot, worker))
-        future = self._send_final(
-            status, reason, snapshot, CloseBudget.for_reason(self.config, reason)
-        )
+        future = self._send_final(status, reason, snapshot, budget)
         self.closing = (status, future)
         return self.closing
 
     async def _finish(
         self, status: str, budget: CloseBudget, future: Future[HeartbeatResult]
     ) -> None:
-        result = await budget.backstop(future)
+        self._record(status, await budget.backstop(future))
+
+    def _finished(self, status: str, future: Future[HeartbeatResult]) -> None:
+        """The final beat ended, with nothing waiting for it."""
+        try:
+            result = future.result()
+        except Exception as exc:  # pragma: no cover - a bug of ours in the sender
+            result = HeartbeatResult("failed", type(exc).__name__)
+        self._record(status, result)
+
+    def _record(self, status: str, result: HeartbeatResult) -> None:
+        if self.finished:
+            return
+        self.finished = True
         if self.exit_guard is not None:
             self.exit_guard.disarm()
         assert self.sender is not None
@@ -222,7 +241,7 @@ class HeartbeatExtension:
         final beat the close queued, or the close's first steps now."""
         assert self.sender is not None
         self.sender.exiting = True
-        return self.closing or self._close(SHUTDOWN)
+        return self.closing or self._close(SHUTDOWN, CloseBudget.for_reason(self.config, SHUTDOWN))
 
     def _send_final(
         self, status: str, reason: str, snapshot: Snapshot, budget: CloseBudget

@@ -104,6 +104,10 @@ class ProgressTracker:
         self.last_download: Request | None = None  # of ours, the last that finished
         self.downloading: Collection[Request] = ()  # the downloader's active requests
         self._awaiting: set[Request] = set()  # follow-up requests the scheduler has not seen
+        # Our requests the scheduler handed out and whose download has not
+        # ended, with their marker then: a downloader middleware that replaces
+        # the marker cannot make them uncountable. As many as are in flight.
+        self._handed_out: dict[Request, Marker] = {}
         self._suspects: set[Request] = set()  # awaiting at the last settle()
 
     @property
@@ -165,6 +169,15 @@ class ProgressTracker:
         elif accepted:
             self.total += 1
 
+    def dequeued(self, request: Request, adopt: bool) -> None:
+        """The scheduler hands ``request`` out to be downloaded. ``adopt``:
+        its queue is one another process may have written (see :meth:`adopt`)."""
+        if adopt:
+            self.adopt(request)
+        marker = request.meta.get(META_KEY)
+        if marker.__class__ is tuple and len(marker) == 3 and marker[0] == self.owner:
+            self._handed_out[request] = marker
+
     def adopt(self, request: Request) -> None:
         """Count a request that came off a queue another process wrote (a
         JOBDIR queue of an earlier run, a shared queue): one with no marker
@@ -189,11 +202,16 @@ class ProgressTracker:
         ``Failure``). Returns ``result``, to serve as a Deferred callback."""
         try:
             meta = request.meta
+            handed = self._handed_out.pop(request, None)
             chain = meta.get(META_KEY)
             if chain.__class__ is not tuple or len(chain) != 3 or chain[0] != self.owner:
-                if chain is not None or META_KEY in meta:
-                    self._overwritten(chain)
-                return result  # not ours: an internal or a direct engine download
+                if handed is None:
+                    if chain is not None or META_KEY in meta:
+                        self._overwritten(chain)
+                    return result  # not ours: an internal or a direct engine download
+                self._replaced(chain)
+                chain = handed  # a downloader middleware replaced it: counted all the same
+                meta[META_KEY] = chain
             self.last_download = request
             if chain[2] != PENDING:
                 return result
@@ -226,14 +244,27 @@ class ProgressTracker:
         self._suspects = set(self._awaiting)
 
     def _overwritten(self, value: Any) -> None:
-        """A download whose marker a spider or middleware replaced: its URL
-        cannot be counted. Said once per crawl, as the counts will be low."""
+        """A download the scheduler never handed out (a direct engine
+        download) whose marker was replaced: its URL cannot be counted. Said
+        once per crawl, as the counts will be low."""
         if not self.overwritten_seen:
             self.overwritten_seen = True
             logger.warning(
                 "scrapy-heartbeat: request.meta[%(key)r] holds %(value).80r, not this "
                 "package's marker (a spider or middleware replaced it); such requests are "
                 "not counted. Leave that key as it is",
+                {"key": META_KEY, "value": value},
+            )
+
+    def _replaced(self, value: Any) -> None:
+        """A downloader middleware replaced the marker of a request the
+        scheduler handed out: counted from the marker it had then; said once."""
+        if not self.overwritten_seen:
+            self.overwritten_seen = True
+            logger.warning(
+                "scrapy-heartbeat: a downloader middleware replaced request.meta[%(key)r] "
+                "with %(value).80r; the request is counted all the same and the marker put "
+                "back. Leave that key as it is",
                 {"key": META_KEY, "value": value},
             )
 

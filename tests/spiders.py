@@ -287,3 +287,19 @@ class MarkerClobberingMiddleware:
 
     def process_request(self, request: Any, spider: Any = None) -> None:
         request.meta["_heartbeat_url"] = None
+
+
+class HandClosedSpider(PagesSpider):
+    """Sends ``spider_closed`` by hand, through the synchronous
+    ``send_catch_log``, from its first callback, then crawls on (as a
+    plugin's or a test's own code may)."""
+
+    name = "hand_closed"
+
+    def parse(self, response: Response) -> Iterator[dict[str, Any]]:
+        if not getattr(self, "sent", False):
+            self.sent = True
+            self.crawler.signals.send_catch_log(
+                signal=scrapy.signals.spider_closed, spider=self, reason="finished"
+            )
+        yield from super().parse(response)

@@ -189,19 +189,28 @@ def test_a_forced_shutdown_still_sends_the_final_beat(
     assert "delivered as the process exits" in result.log
 
 
-def test_a_marker_a_middleware_replaces_is_said_once(
-    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+@pytest.mark.parametrize("jobdir", [False, True], ids=["memory", "jobdir"])
+def test_a_marker_a_middleware_replaces_is_counted_and_said_once(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer, tmp_path: Any, jobdir: bool
 ) -> None:
+    """A downloader middleware sets the marker to None on every request: the
+    counts stay right (the scheduler handed each out with its marker)."""
     result = _crawl(
         "tests.spiders.PagesSpider",
         pages_site,
         heartbeat_server,
         6,
         DOWNLOADER_MIDDLEWARES={"tests.spiders.MarkerClobberingMiddleware": 10},
+        **({"JOBDIR": str(tmp_path / "job")} if jobdir else {}),
     )
     assert result.returncode == 0, result.log[-3000:]
     assert len(result.items) == 6  # the crawl itself is untouched
-    warnings = [line for line in result.log.splitlines() if "not this package's marker" in line]
+    final = heartbeat_server.bodies()[-1]
+    assert final["status"] == "completed"
+    progress = final["progress"]
+    assert (progress["crawled_urls"], progress["total_urls"]) == (6, 6), progress
+    assert progress["successful_urls"] == 6
+    warnings = [line for line in result.log.splitlines() if "replaced request.meta" in line]
     assert len(warnings) == 1, warnings
     assert "Leave that key as it is" in warnings[0]
 
@@ -233,3 +242,34 @@ def test_a_refused_redis_url_never_ends_the_execution(
     assert final["status"] == "running"
     assert final["progress"]["current_stage"].startswith("本进程已结束")
     assert len([line for line in result.log.splitlines() if "HEARTBEAT_REDIS_URL" in line]) == 1
+
+
+def test_spider_closed_sent_by_hand_on_a_running_crawl(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    """The synchronous send_catch_log awaits nothing: the close still runs
+    whole (its fate recorded, no coroutine left unawaited), once."""
+    result = _crawl("tests.spiders.HandClosedSpider", pages_site, heartbeat_server, 8)
+    assert result.returncode == 0, result.log[-3000:]
+    assert len(result.items) == 8  # the crawl itself goes on
+    finals = [b for b in heartbeat_server.bodies() if b["status"] != "running"]
+    assert [b["status"] for b in finals] == ["completed"], finals
+    assert result.log.count("Final heartbeat (completed) delivered") == 1, result.log[-3000:]
+    assert result.stats["heartbeat/final_delivered"] is True
+
+
+@pytest.mark.parametrize("behaviour", ["ok", "slow:1"])
+def test_a_close_timeout_of_zero_sends_the_final_beat_without_waiting(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer, behaviour: str
+) -> None:
+    """HEARTBEAT_CLOSE_TIMEOUT = 0: the close does not wait for the final
+    beat; the process waits for it at exit."""
+    heartbeat_server.behaviour = behaviour
+    result = _crawl(
+        "tests.spiders.PagesSpider", pages_site, heartbeat_server, 5, HEARTBEAT_CLOSE_TIMEOUT=0
+    )
+    assert result.returncode == 0, result.log[-3000:]
+    final = heartbeat_server.bodies()[-1]
+    assert final["status"] == "completed", result.log[-3000:]
+    assert final["progress"]["crawled_urls"] == 5
+    assert "Final heartbeat (completed) delivered" in result.log, result.log[-3000:]
