@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from scrapy_heartbeat.connect import connect_within
 from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.ids import check_execution_id
 from scrapy_heartbeat.payload import HEARTBEAT_PATH, heartbeat_body
@@ -188,6 +189,8 @@ class HeartbeatClient:
         # requests' timeout bounds each read, not the request: a reply that
         # trickles one byte at a time would hold us for ever. The watchdog
         # cuts the connection at the deadline.
+        if self._adapter is not None:
+            self._adapter.start_attempt(time.monotonic() + wait)
         timer = None
         if watchdog:
             timer = threading.Timer(wait, self._cut_off, (attempt, timed_out(wait)))
@@ -356,7 +359,10 @@ class _CuttableAdapter(HTTPAdapter):
         self._handles: list[socket.socket] = []  # duplicates of the sockets this request made
         self._cut: list[socket.socket] = []  # sockets of reused connections, shut down
         self._cutting = False  # the request in progress is being cut
-        self._pools = _tracking_pools(self._in_use, self._opened, lambda: self._cutting)
+        self._deadline: float | None = None  # of the request in progress (time.monotonic())
+        self._pools = _tracking_pools(
+            self._in_use, self._opened, lambda: self._cutting, lambda: self._deadline
+        )
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -368,6 +374,11 @@ class _CuttableAdapter(HTTPAdapter):
         if not proxy.lower().startswith("socks"):  # SOCKS pools are classes of their own
             manager.pool_classes_by_scheme = self._pools
         return manager
+
+    def start_attempt(self, deadline: float) -> None:
+        """The requesting thread: a request starts, to end by ``deadline``
+        (connecting included)."""
+        self._deadline = deadline
 
     def _opened(self, sock: socket.socket) -> None:
         """The requesting thread, as a connection opens ``sock``."""
@@ -403,6 +414,7 @@ class _CuttableAdapter(HTTPAdapter):
             handles, self._handles = self._handles, []
             shut, self._cut = self._cut, []
             cut, self._cutting = self._cutting, False
+            self._deadline = None
         for handle in handles:
             handle.close()
         # Left to urllib3, a socket cut mid-request may stay open until the
@@ -426,22 +438,26 @@ def _tracking_pools(
     in_use: weakref.WeakSet[Any],
     opened: Callable[[socket.socket], None],
     cutting: Callable[[], bool],
+    deadline: Callable[[], float | None],
 ) -> dict[str, type[HTTPConnectionPool]]:
     """Connection pool classes that add each connection they lend to
-    ``in_use``, and whose connections report each socket they open (one
-    adapter's own: nothing is shared between clients)."""
+    ``in_use``, and whose connections open their socket within the
+    request's deadline and report it (one adapter's own: nothing is shared
+    between clients)."""
+
+    def new_conn(conn: Any, connect: Callable[[], socket.socket]) -> socket.socket:
+        until = deadline()
+        sock = connect() if until is None else connect_within(conn, until, cutting)
+        opened(sock)
+        return sock
 
     class Reporting(HTTPConnection):
         def _new_conn(self) -> socket.socket:
-            sock: socket.socket = super()._new_conn()
-            opened(sock)
-            return sock
+            return new_conn(self, super()._new_conn)
 
     class ReportingHTTPS(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
-            sock: socket.socket = super()._new_conn()
-            opened(sock)
-            return sock
+            return new_conn(self, super()._new_conn)
 
         def _tunnel(self) -> None:
             super()._tunnel()

@@ -4,14 +4,17 @@ timeout, through the one HTTP path the extension and ``send`` share."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from scrapy_heartbeat import HeartbeatClient
+from scrapy_heartbeat import HeartbeatClient, HeartbeatResult
 from tests.conftest import EXECUTION_ID
-from tests.trickle import HEADS, TrickleServer
+from tests.trickle import HEADS, Blackhole, TrickleServer, timed
 
 TIMEOUT = 1.0
 
@@ -38,3 +41,69 @@ def test_the_whole_request_is_cut_at_its_timeout(trickle: TrickleServer) -> None
             assert "no complete reply within 1s" in result.message
             assert took < TIMEOUT + 0.5, (trickle.kind, took)
     assert trickle.connections >= 1
+
+
+class _Resolver:
+    """The system's resolver for two made-up names, as a stalled or a
+    many-address DNS answer would leave it; every other name as it is.
+    getaddrinfo is the one thing a test on 127.0.0.1 cannot make slow."""
+
+    def __init__(self, addresses: list[int], stall: float) -> None:
+        self.real = socket.getaddrinfo
+        self.addresses, self.stall = addresses, stall
+
+    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        numeric = len(args) >= 4 and args[3] & socket.AI_NUMERICHOST
+        if host == "stalled.test" and not numeric:
+            time.sleep(self.stall)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host == "many.test" and not numeric:
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))
+                for p in self.addresses
+            ]
+        return self.real(host, port, *args, **kwargs)
+
+
+@pytest.fixture
+def blackholes() -> Iterator[list[Blackhole]]:
+    holes = [Blackhole() for _ in range(3)]
+    yield holes
+    for hole in holes:
+        hole.close()
+
+
+@pytest.mark.parametrize("host", ["stalled.test", "many.test"])
+def test_resolving_and_connecting_end_at_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, blackholes: list[Blackhole], host: str
+) -> None:
+    """A resolver that does not answer, and a name with three addresses
+    that drop every packet (urllib3 gives each the whole timeout): the
+    request still ends at its timeout."""
+    monkeypatch.setattr(socket, "getaddrinfo", _Resolver([h.port for h in blackholes], 4.0))
+    port = blackholes[0].port
+    with HeartbeatClient(f"http://{host}:{port}", EXECUTION_ID, "box", timeout=TIMEOUT) as client:
+        result, took = timed(lambda: client.send("running", {}))
+    assert isinstance(result, HeartbeatResult)
+    assert result.outcome == "failed", result
+    # Whichever ends it first: the connect's own deadline or the watchdog.
+    assert result.message in ("connect timeout after 1s", "no complete reply within 1s"), result
+    assert took < TIMEOUT + 0.5, took
+
+
+def test_a_cut_ends_a_connect_under_way(blackholes: list[Blackhole]) -> None:
+    """The final beat supersedes a periodic beat still connecting."""
+    url = f"http://127.0.0.1:{blackholes[0].port}"
+    with HeartbeatClient(url, EXECUTION_ID, "box", timeout=8) as client:
+        threading.Timer(0.3, client.cut_off, ("superseded",)).start()
+        result, took = timed(lambda: client.send("running", {}))
+    assert isinstance(result, HeartbeatResult)
+    assert (result.outcome, result.message) == ("failed", "superseded"), result
+    assert took < 2, took
+
+
+def test_a_name_that_does_not_resolve_says_so() -> None:
+    with HeartbeatClient("http://no-such-host.invalid", EXECUTION_ID, "box", timeout=3) as client:
+        result = client.send("running", {})
+    assert result.outcome == "failed"
+    assert result.message in ("host name not found", "connection failed"), result

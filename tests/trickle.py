@@ -85,3 +85,27 @@ def timed(call: Callable[[], object]) -> tuple[object, float]:
     began = time.monotonic()
     result = call()
     return result, time.monotonic() - began
+
+
+class Blackhole:
+    """A listening port that takes no more connections: its accept queue is
+    full and never drained, so the kernel drops each new SYN and a
+    ``connect`` waits (as for a host whose packets are dropped)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self._fill: list[socket.socket] = []
+        for _ in range(4):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", self.port))
+            self._fill.append(sock)
+        time.sleep(0.1)  # their handshakes complete (the queue holds one)
+
+    def close(self) -> None:
+        for sock in self._fill:
+            sock.close()
+        self.listener.close()
