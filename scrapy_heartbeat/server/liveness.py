@@ -16,8 +16,13 @@ stalled     beating, but ``crawled_urls`` and ``data_items`` have not moved
 running     otherwise
 ==========  ==============================================================
 
-The interval is the one observed (mean gap between beats, not counting a
-gap after a ``paused`` beat), or the spec's 30 s until there are two beats.
+The interval is the one observed: the median of the last three gaps
+between beats (not counting a gap after a ``paused`` beat), so that one long
+silence or a changed rhythm moves it for a beat or two at most; the spec's
+30 s until there are two beats. An execution's is its slowest container's.
+Silence and stillness count from when the receiver could hear at the
+earliest (its start, the end of a database outage): no sender is blamed for
+what the receiver could not have heard.
 """
 
 from __future__ import annotations

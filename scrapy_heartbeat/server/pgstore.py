@@ -66,6 +66,7 @@ class PostgresStore(HeartbeatStore):
     def __init__(self, url: str, rules: LivenessRules | None = None) -> None:
         self.path = url
         self.rules = rules or LivenessRules()
+        self._start_listening()
         self._local = threading.local()
         self._connections: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
@@ -104,7 +105,7 @@ class PostgresStore(HeartbeatStore):
         with self._connection() as db, _unavailable_as_such():
             db.execute(query, args)
 
-    def add_many(self, beats: list[tuple[dict[str, Any], float]]) -> list[float]:
+    def _add_many(self, beats: list[tuple[dict[str, Any], float]]) -> list[float]:
         """One transaction, one pipelined ``executemany``: a batch of beats
         costs about one round trip, not five per beat."""
         planned = [self._statements(body, at) for body, at in beats]

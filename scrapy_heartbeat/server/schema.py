@@ -7,11 +7,14 @@ query reads.
 execution with its latest state, ``containers`` one row per (execution,
 container) with that container's. Besides what clients sent, each state row
 keeps what :mod:`.liveness` needs: when its counters last moved, the gaps
-between its beats, and the liveness last settled.
+between its beats (the last three, and their count and sum), and the
+liveness last settled; and the client's timestamp of the beat its state is
+from (``client_ts``), so that a beat that arrives late replaces nothing newer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 #: The latest state of a sender, in ``executions`` and ``containers`` alike.
@@ -26,7 +29,11 @@ _STATE_COLUMNS = """
     gaps INTEGER NOT NULL DEFAULT 0,
     gap_seconds REAL NOT NULL DEFAULT 0,
     liveness TEXT,
-    liveness_since REAL
+    liveness_since REAL,
+    client_ts INTEGER,
+    gap1 REAL,
+    gap2 REAL,
+    gap3 REAL
 """
 
 SCHEMA = f"""
@@ -63,26 +70,62 @@ ADDED_COLUMNS = (
     "gap_seconds REAL NOT NULL DEFAULT 0",
     "liveness TEXT",
     "liveness_since REAL",
+    "client_ts INTEGER",
+    "gap1 REAL",
+    "gap2 REAL",
+    "gap3 REAL",
 )
 
 
-def _upsert_state(table: str, extra: str = "") -> str:
-    """The upsert of one sender's latest state. A gap after a ``paused``
-    beat is not an interval, and a resume restarts the stall clock."""
-    return f"""
-    SET status = COALESCE(?, {table}.status),
-        progress = COALESCE(excluded.progress, {table}.progress),
-        last_seen = excluded.last_seen,
-        beats = {table}.beats + 1,
-        progress_key = COALESCE(excluded.progress_key, {table}.progress_key),
-        moved_at = CASE
+#: Whether the beat being upserted is newer than the state it would replace
+#: (by the client's timestamp): a beat that arrives late (a retry, another
+#: receiver's slower path, a worker's last ``running`` overtaken by the
+#: fleet's ending) replaces nothing newer, and never reopens a final status
+#: of the same second.
+_NEWER = """({t}.client_ts IS NULL OR excluded.client_ts > {t}.client_ts
+            OR (excluded.client_ts = {t}.client_ts
+                AND ({t}.status NOT IN ('completed', 'failed')
+                    OR excluded.status IN ('completed', 'failed'))))"""
+
+
+def _if_newer(table: str, column: str, value: str) -> str:
+    return f"{column} = CASE WHEN {_NEWER.format(t=table)} THEN {value} ELSE {table}.{column} END"
+
+
+def _upsert_state(table: str, extra: Sequence[tuple[str, str]] = ()) -> str:
+    """The upsert of one sender's latest state. What the client said is
+    taken from a newer beat only; when the receiver heard it (``last_seen``,
+    the gaps) from every beat. A gap after a ``paused`` beat is not an
+    interval, and a resume restarts the stall clock."""
+    moved = f"""CASE
             WHEN {table}.status = 'paused' THEN excluded.last_seen
             WHEN excluded.progress_key IS NOT NULL AND ({table}.progress_key IS NULL
                 OR excluded.progress_key <> {table}.progress_key) THEN excluded.last_seen
-            ELSE COALESCE({table}.moved_at, {table}.first_seen) END,
-        gaps = {table}.gaps + CASE WHEN {table}.status = 'paused' THEN 0 ELSE 1 END,
-        gap_seconds = {table}.gap_seconds + CASE WHEN {table}.status = 'paused' THEN 0
-            ELSE excluded.last_seen - {table}.last_seen END{extra}
+            ELSE COALESCE({table}.moved_at, {table}.first_seen) END"""
+    gap = f"""CASE WHEN excluded.last_seen > {table}.last_seen
+            THEN excluded.last_seen - {table}.last_seen ELSE 0 END"""
+    counted = f"{table}.status <> 'paused'"
+    said = ",\n        ".join(
+        _if_newer(table, column, value)
+        for column, value in [
+            ("status", f"COALESCE(?, {table}.status)"),
+            ("progress", f"COALESCE(excluded.progress, {table}.progress)"),
+            ("progress_key", f"COALESCE(excluded.progress_key, {table}.progress_key)"),
+            ("moved_at", moved),
+            *extra,
+            ("client_ts", "excluded.client_ts"),
+        ]
+    )
+    return f"""
+    SET {said},
+        last_seen = CASE WHEN excluded.last_seen > {table}.last_seen
+            THEN excluded.last_seen ELSE {table}.last_seen END,
+        beats = {table}.beats + 1,
+        gaps = {table}.gaps + CASE WHEN {counted} THEN 1 ELSE 0 END,
+        gap_seconds = {table}.gap_seconds + CASE WHEN {counted} THEN {gap} ELSE 0 END,
+        gap1 = CASE WHEN {counted} THEN {gap} ELSE {table}.gap1 END,
+        gap2 = CASE WHEN {counted} THEN {table}.gap1 ELSE {table}.gap2 END,
+        gap3 = CASE WHEN {counted} THEN {table}.gap2 ELSE {table}.gap3 END
     """
 
 
@@ -94,27 +137,42 @@ INSERT_HEARTBEAT = (
 #: Arguments: the inserted values, then ``SET``'s status.
 UPSERT_EXECUTION = (
     "INSERT INTO executions (execution_id, container_id, latency, status, progress, "
-    "first_seen, last_seen, beats, progress_key, moved_at) "
-    "VALUES (?, ?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?) "
+    "first_seen, last_seen, beats, progress_key, moved_at, client_ts) "
+    "VALUES (?, ?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, ?) "
     "ON CONFLICT (execution_id) DO UPDATE"
     + _upsert_state(
         "executions",
-        ",\n        container_id = excluded.container_id, latency = excluded.latency",
+        [
+            ("container_id", "excluded.container_id"),
+            ("latency", "excluded.latency"),
+        ],
     )
 )
 
 #: Arguments: the inserted values, then ``SET``'s status.
 UPSERT_CONTAINER = (
     "INSERT INTO containers (execution_id, container_id, status, progress, "
-    "first_seen, last_seen, beats, progress_key, moved_at) "
-    "VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?) "
+    "first_seen, last_seen, beats, progress_key, moved_at, client_ts) "
+    "VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, ?) "
     "ON CONFLICT (execution_id, container_id) DO UPDATE" + _upsert_state("containers")
 )
 
-#: An execution's interval is its slowest container's mean gap between
-#: beats: with many containers the gaps between the execution's own beats
-#: say nothing.
-_SLOWEST_INTERVAL = """(SELECT MAX(c.gap_seconds / c.gaps) FROM containers c
+#: A sender's interval: the median of its last three gaps between beats
+#: (the larger of two, the one), so that one long silence (the receiver
+#: down for an hour) or a changed rhythm moves it for a beat or two at most;
+#: the mean of every gap for a row no newer receiver has written yet.
+_INTERVAL = """CASE
+        WHEN {t}.gap3 IS NOT NULL THEN CASE
+            WHEN ({t}.gap1 - {t}.gap2) * ({t}.gap3 - {t}.gap1) >= 0 THEN {t}.gap1
+            WHEN ({t}.gap2 - {t}.gap1) * ({t}.gap3 - {t}.gap2) >= 0 THEN {t}.gap2
+            ELSE {t}.gap3 END
+        WHEN {t}.gap2 IS NOT NULL THEN CASE WHEN {t}.gap1 > {t}.gap2 THEN {t}.gap1 ELSE {t}.gap2 END
+        WHEN {t}.gap1 IS NOT NULL THEN {t}.gap1
+        WHEN {t}.gaps > 0 THEN {t}.gap_seconds / {t}.gaps END"""
+
+#: An execution's interval is its slowest container's: with many
+#: containers the gaps between the execution's own beats say nothing.
+_SLOWEST_INTERVAL = f"""(SELECT MAX({_INTERVAL.format(t="c")}) FROM containers c
         WHERE c.execution_id = e.execution_id AND c.gaps > 0)"""
 
 #: Read as :class:`ExecutionRow`; a ``WHERE`` clause may follow.
@@ -171,11 +229,11 @@ CLAIM_TRANSITION = (
 )
 
 #: Read as :class:`ContainerRow`, latest first.
-SELECT_CONTAINERS = (
-    "SELECT container_id, status, progress, first_seen, last_seen, beats, "
-    "COALESCE(moved_at, first_seen), gaps, gap_seconds "
-    "FROM containers WHERE execution_id = ? ORDER BY last_seen DESC"
-)
+SELECT_CONTAINERS = f"""
+SELECT c.container_id, c.status, c.progress, c.first_seen, c.last_seen, c.beats,
+    COALESCE(c.moved_at, c.first_seen), {_INTERVAL.format(t="c")}
+FROM containers c WHERE c.execution_id = ? ORDER BY c.last_seen DESC
+"""
 
 
 class ContainerRow(NamedTuple):
@@ -186,8 +244,7 @@ class ContainerRow(NamedTuple):
     last_seen: float
     beats: int
     moved_at: float
-    gaps: int
-    gap_seconds: float
+    interval: float | None
 
 
 #: Read as :class:`HistoryRow`, latest first, at most a given number.

@@ -75,6 +75,7 @@ class HeartbeatStore:
     def __init__(self, path: str, rules: LivenessRules | None = None) -> None:
         self.path = path
         self.rules = rules or LivenessRules()
+        self._start_listening()
         self.db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
         )
@@ -82,6 +83,27 @@ class HeartbeatStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(schema.SCHEMA)
         self._migrate()
+
+    def _start_listening(self) -> None:
+        #: Since when this receiver could hear every beat: its start, or the
+        #: end of the last database outage. A sender is never blamed for a
+        #: silence the receiver could not have heard: each gets a fresh
+        #: grace from then, rather than all turning lost (an alert each)
+        #: before any could beat again.
+        self.heard_since = time.time()
+        self._deaf = False
+
+    @contextlib.contextmanager
+    def _listening(self) -> Iterator[None]:
+        """Around storing beats: notes when an outage ends."""
+        try:
+            yield
+        except StoreUnavailable:
+            self._deaf = True
+            raise
+        if self._deaf:
+            self._deaf = False
+            self.heard_since = time.time()
 
     def _migrate(self) -> None:
         for table in schema.MIGRATED_TABLES:
@@ -112,12 +134,17 @@ class HeartbeatStore:
         """Store one validated heartbeat; returns the network latency in
         seconds (server receive time minus the client's timestamp)."""
         statements, latency = self._statements(body, received_at)
-        self._write_together(*statements)
+        with self._listening():
+            self._write_together(*statements)
         return latency
 
     def add_many(self, beats: list[tuple[dict[str, Any], float]]) -> list[float]:
         """Store several heartbeats (each with its receive time) in one
         transaction; their latencies."""
+        with self._listening():
+            return self._add_many(beats)
+
+    def _add_many(self, beats: list[tuple[dict[str, Any], float]]) -> list[float]:
         planned = [self._statements(body, at) for body, at in beats]
         self._write(*(statement for statements, _ in planned for statement in statements))
         return [latency for _, latency in planned]
@@ -133,9 +160,10 @@ class HeartbeatStore:
         progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
         key = progress_key(progress)
         eid, cid = body["execution_id"], body["container_id"]
-        beat = (eid, cid, status, body["timestamp"], now, latency, progress_json)
-        execution = (eid, cid, latency, status, progress_json, now, now, key, now, status)
-        container = (eid, cid, status, progress_json, now, now, key, now, status)
+        ts = body["timestamp"]
+        beat = (eid, cid, status, ts, now, latency, progress_json)
+        execution = (eid, cid, latency, status, progress_json, now, now, key, now, ts, status)
+        container = (eid, cid, status, progress_json, now, now, key, now, ts, status)
         statements = [
             (schema.INSERT_HEARTBEAT, beat),
             (schema.UPSERT_EXECUTION, execution),
@@ -191,13 +219,7 @@ class HeartbeatStore:
                 "first_seen": iso(row.first_seen),
                 "last_seen": iso(row.last_seen),
                 "beats": row.beats,
-                **self._liveness(
-                    row.status,
-                    row.last_seen,
-                    row.gap_seconds / row.gaps if row.gaps else None,
-                    row.moved_at,
-                    now,
-                ),
+                **self._liveness(row.status, row.last_seen, row.interval, row.moved_at, now),
             }
             for row in rows
         ]
@@ -254,23 +276,39 @@ class HeartbeatStore:
         """The executions of ``rows`` whose liveness is not the one last
         settled, each with that one as ``old_liveness``. Only those are
         read whole."""
-        decide = self.rules.decide
-        moved = [
-            row.execution_id
-            for row in rows
-            if decide(row.status, moment - row.last_seen, row.interval, moment - row.moved_at)
-            != row.settled_liveness
-        ]
+        moved = [row.execution_id for row in rows if self._transition(row, moment)]
         if not moved:
             return []
         marks = ", ".join("?" * len(moved))
         query = schema.SELECT_EXECUTIONS + f" WHERE e.execution_id IN ({marks})"
         changed = []
         for row in self._execution_rows(query + " ORDER BY e.execution_id", tuple(moved)):
-            found = self._execution(row, moment)
-            if found["liveness"] != row.settled_liveness:
+            if self._transition(row, moment):
+                found = self._execution(row, moment)
                 changed.append({**found, "old_liveness": row.settled_liveness})
         return changed
+
+    def _transition(self, row: ExecutionRow | LivenessRow, moment: float) -> bool:
+        """Whether the execution's liveness differs from the one settled.
+        Not when only the grace after an outage makes it milder: another
+        receiver that heard all along may have settled it, rightly."""
+        heard = self._decide(row.status, row.last_seen, row.interval, row.moved_at, moment)
+        if heard == row.settled_liveness:
+            return False
+        strict = self.rules.decide(
+            row.status, moment - row.last_seen, row.interval, moment - row.moved_at
+        )
+        return strict != row.settled_liveness or strict == heard
+
+    def _decide(
+        self, status: str, last: float, interval: float | None, moved: float, moment: float
+    ) -> str:
+        """The liveness, silence and stillness counted from when this
+        receiver could hear at the earliest."""
+        heard = self.heard_since
+        return self.rules.decide(
+            status, moment - max(last, heard), interval, moment - max(moved, heard)
+        )
 
     def prune(self, before: float, batch: int = PRUNE_BATCH) -> int:
         """Delete up to ``batch`` of the oldest history rows received before
@@ -306,7 +344,7 @@ class HeartbeatStore:
         :mod:`.liveness`), the observed interval (None until two beats), and
         whether it is stale (late or lost: silent for over 2 intervals)."""
         moment = time.time() if now is None else now
-        liveness = self.rules.decide(status, moment - last, interval, moment - moved)
+        liveness = self._decide(status, last, interval, moved, moment)
         return {
             "liveness": liveness,
             "seconds_since_last_beat": round(moment - last, 3),

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scrapy_heartbeat.server import HeartbeatStore, LivenessRules, open_store
+from scrapy_heartbeat.server.store import StoreUnavailable
 from tests.crawl import wait_for
 from tests.server.beats import worker_beat
 from tests.server.serving import EXECUTIONS, Serve
@@ -251,3 +252,86 @@ def test_liveness_filters_in_the_read_api(serve: Callable[..., Serve], db: str) 
     refused = s.get(EXECUTIONS + "?status=dead")
     assert refused.status_code == 400
     assert "late, lost, stalled, stale, active" in refused.json()["message"]
+
+
+def test_one_long_gap_does_not_stretch_the_interval(store: HeartbeatStore) -> None:
+    """The receiver down for an hour, then the container dies: it is lost
+    after the usual 5 minutes, not after ten of its mean gaps."""
+    eid = str(uuid.uuid4())
+    moments = [T0 + 30 * i for i in range(6)]
+    moments += [moments[-1] + 3600 + 30 * i for i in range(3)]
+    for i, at in enumerate(moments):
+        store.add(beat(eid, crawled=i), at)
+    last = moments[-1]
+    assert store.execution(eid, last + 1)["interval_seconds"] == 30  # type: ignore[index]
+    assert liveness(store, eid, last + 301) == "lost"
+
+
+def test_a_changed_interval_is_learnt_in_two_beats(store: HeartbeatStore) -> None:
+    eid = str(uuid.uuid4())
+    moments = [T0 + 10 * i for i in range(20)]
+    moments += [moments[-1] + 60 * i for i in range(1, 3)]
+    for i, at in enumerate(moments):
+        store.add(beat(eid, crawled=i), at)
+    last = moments[-1]
+    assert store.execution(eid, last + 1)["interval_seconds"] == 60  # type: ignore[index]
+    assert liveness(store, eid, last + 59) == "running"
+
+
+def test_a_receiver_that_could_not_hear_gives_a_fresh_grace(db: str) -> None:
+    """Started after an hour down, a receiver blames no sender for that
+    hour: silence counts from its start."""
+    eid = str(uuid.uuid4())
+    earlier = open_store(db)
+    start = earlier.heard_since
+    earlier.heard_since = start - 4000  # this one has been listening all along
+    try:
+        for i in range(3):
+            earlier.add(beat(eid, crawled=i), start - 3600 + 30 * i)
+        assert liveness(earlier, eid, start + 1) == "lost"
+        assert [e["liveness"] for e in earlier.settle(start + 1) if e] == ["lost"]
+    finally:
+        earlier.close()
+    later = open_store(db)
+    try:
+        heard = later.heard_since
+        assert heard >= start
+        assert liveness(later, eid, heard + 1) == "running"
+        assert liveness(later, eid, heard + 61) == "late"
+        assert liveness(later, eid, heard + 301) == "lost"
+        # What a receiver that heard all along settled stands.
+        assert [e for e in later.settle(heard + 1) if e] == []
+    finally:
+        later.close()
+
+
+def test_a_new_eid_after_a_restart_is_settled_without_a_lost_alert(db: str) -> None:
+    eid = str(uuid.uuid4())
+    earlier = open_store(db)
+    earlier.add(beat(eid), earlier.heard_since - 3600)
+    earlier.close()
+    later = open_store(db)
+    try:
+        found = [e for e in later.settle(later.heard_since + 1) if e]
+        assert [(e["old_liveness"], e["liveness"]) for e in found] == [(None, "running")]
+    finally:
+        later.close()
+
+
+def test_the_end_of_a_database_outage_gives_a_fresh_grace(tmp_path: Path) -> None:
+    path = str(tmp_path / "hb.sqlite3")
+    store = open_store(path)
+    eid = str(uuid.uuid4())
+    try:
+        store.add(beat(eid), store.heard_since)
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailable):
+            store.add(beat(str(uuid.uuid4())), store.heard_since + 1)
+        before = store.heard_since
+        locker.execute("COMMIT")
+        locker.close()
+        store.add(beat(str(uuid.uuid4())), before + 2)
+        assert store.heard_since > before
+    finally:
+        store.close()

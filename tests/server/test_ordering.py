@@ -1,0 +1,142 @@
+"""Beats that arrive out of order: per container, an older beat never
+replaces a newer one, and a final status is never reopened by an older beat
+(a retry, two receivers behind a load balancer, a worker's last ``running``
+overtaken by the fleet's ending). On both backends, and over real HTTP."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scrapy_heartbeat.server import HeartbeatStore, open_store
+from tests.server.serving import EXECUTIONS, Serve
+
+T0 = 1_800_000_000
+
+
+def beat(eid: str, ts: int, status: str, crawled: int, container: str = "c1") -> dict[str, Any]:
+    return {
+        "execution_id": eid,
+        "container_id": container,
+        "timestamp": ts,
+        "status": status,
+        "progress": {"total_urls": 100, "crawled_urls": crawled, "data_items": crawled},
+    }
+
+
+@pytest.fixture(scope="module")
+def stores(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, HeartbeatStore]]:
+    """One store per backend, shared by the module's examples (each uses
+    executions of its own)."""
+    pg = request.getfixturevalue("postgres_server").database()
+    opened = {
+        "sqlite": open_store(str(tmp_path_factory.mktemp("order") / "hb.sqlite3")),
+        "postgresql": open_store(pg),
+    }
+    yield opened
+    for store in opened.values():
+        store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, stores: dict[str, HeartbeatStore]) -> HeartbeatStore:
+    return stores[request.param]
+
+
+def state(store: HeartbeatStore, eid: str) -> tuple[str, int]:
+    found = store.execution(eid, T0 + 30)
+    assert found is not None
+    return found["status"], found["progress"]["crawled_urls"]
+
+
+def test_an_older_running_beat_does_not_reopen_a_final_one(store: HeartbeatStore) -> None:
+    eid = str(uuid.uuid4())
+    store.add(beat(eid, T0 + 10, "completed", 100), T0 + 10)
+    store.add(beat(eid, T0 + 5, "running", 95), T0 + 11)  # sent earlier, arrives later
+    assert state(store, eid) == ("completed", 100)
+    [container] = store.containers(eid, T0 + 30)
+    assert (container["status"], container["progress"]["crawled_urls"]) == ("completed", 100)
+    assert store.execution(eid, T0 + 10**6)["liveness"] == "completed"  # type: ignore[index]
+
+
+def test_a_running_beat_of_the_same_second_does_not_reopen_it(store: HeartbeatStore) -> None:
+    eid = str(uuid.uuid4())
+    store.add(beat(eid, T0, "failed", 40), T0)
+    store.add(beat(eid, T0, "running", 39), T0 + 1)
+    assert state(store, eid) == ("failed", 40)
+
+
+def test_a_newer_beat_reopens_it(store: HeartbeatStore) -> None:
+    """A resumed crawl: its beats are newer than the final one."""
+    eid = str(uuid.uuid4())
+    store.add(beat(eid, T0, "paused", 40), T0)
+    store.add(beat(eid, T0 + 20, "running", 41), T0 + 20)
+    assert state(store, eid) == ("running", 41)
+
+
+def test_an_older_beat_still_counts_as_heard(store: HeartbeatStore) -> None:
+    """What the client said is taken from the newer beat; that the sender
+    is alive, from every beat."""
+    eid = str(uuid.uuid4())
+    store.add(beat(eid, T0 + 10, "running", 50), T0 + 10)
+    store.add(beat(eid, T0 + 5, "running", 45), T0 + 12)
+    found = store.execution(eid, T0 + 13)
+    assert found is not None
+    assert found["progress"]["crawled_urls"] == 50
+    assert found["beats"] == 2
+    assert found["seconds_since_last_beat"] == 1
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    plan=st.lists(
+        st.sampled_from(["running", "running", "paused", "completed", "failed"]),
+        min_size=1,
+        max_size=8,
+    ),
+    order=st.randoms(use_true_random=False),
+    containers=st.integers(1, 3),
+)
+def test_any_arrival_order_ends_in_the_newest_state(
+    store: HeartbeatStore, plan: list[str], order: Any, containers: int
+) -> None:
+    """Each container's beats, sent a second apart and stored in any order:
+    each container and the execution end as the newest beat said."""
+    eid = str(uuid.uuid4())
+    sent = [
+        beat(eid, T0 + i, status, i, container=f"c{i % containers}")
+        for i, status in enumerate(plan)
+    ]
+    arrival = list(sent)
+    order.shuffle(arrival)
+    for n, body in enumerate(arrival):
+        store.add(body, T0 + 100 + n)
+    newest = sent[-1]
+    assert state(store, eid) == (newest["status"], newest["progress"]["crawled_urls"])
+    for container in store.containers(eid, T0 + 200):
+        mine = [b for b in sent if b["container_id"] == container["container_id"]][-1]
+        assert container["status"] == mine["status"]
+        assert container["progress"]["crawled_urls"] == mine["progress"]["crawled_urls"]
+
+
+def test_out_of_order_over_http(serve: Callable[..., Serve]) -> None:
+    receiver = serve()
+    eid = str(uuid.uuid4())
+    now = int(time.time())
+    assert receiver.post(beat(eid, now, "completed", 100)).status_code == 200
+    assert receiver.post(beat(eid, now - 5, "running", 95)).status_code == 200
+    found = receiver.get(f"{EXECUTIONS}/{eid}").json()
+    assert (found["status"], found["progress"]["crawled_urls"]) == ("completed", 100)
+    assert [h["status"] for h in found["history"]] == ["completed", "running"]  # all kept
