@@ -152,6 +152,13 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
         f"(default {upkeep.KEEP_DAYS:g})",
     )
     serve.add_argument(
+        "--thin-after",
+        type=seconds,
+        default=upkeep.THIN_AFTER_DAYS,
+        help="keep one beat per container per 5 minutes of history older than this "
+        f"many days; 0 thins nothing (default {upkeep.THIN_AFTER_DAYS:g})",
+    )
+    serve.add_argument(
         "--check-every",
         type=positive,
         default=upkeep.CHECK_EVERY,

@@ -269,6 +269,21 @@ PRUNE_HISTORY = (
     "(SELECT id FROM heartbeats ORDER BY id LIMIT ?) AND received_at < ?"
 )
 
+#: Thins the history rows of an id range received before a time to the
+#: first of each container's time bucket; a beat with a status other than
+#: ``running`` is kept whatever its bucket. Arguments: the range and the
+#: time, then the range again and the bucket's seconds.
+THIN_HISTORY = """
+DELETE FROM heartbeats WHERE id > ? AND id <= ? AND received_at < ?
+    AND (status IS NULL OR status = 'running')
+    AND id NOT IN (
+        SELECT MIN(id) FROM heartbeats WHERE id > ? AND id <= ?
+        GROUP BY execution_id, container_id, CAST(received_at / ? AS INTEGER))
+"""
+
+#: The first history row after an id, and when it was received.
+NEXT_HISTORY_ROW = "SELECT id, received_at FROM heartbeats WHERE id > ? ORDER BY id LIMIT 1"
+
 COUNT_HEARTBEATS = "SELECT COUNT(*) FROM heartbeats"
 
 Statement = tuple[str, tuple[Any, ...]]

@@ -63,6 +63,7 @@ def serve(args: argparse.Namespace) -> int:
         clock=reactor,
         check_every=args.check_every,
         keep_days=args.keep_days or None,
+        thin_after_days=args.thin_after or None,
     )
     upkeep.start()
     url = f"http://{args.host}:{port.getHost().port}"

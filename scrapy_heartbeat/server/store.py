@@ -38,6 +38,8 @@ SETTLE_BATCH = 100
 #: Rows deleted per statement when pruning, so that no delete holds the
 #: database (and the reactor thread) for long.
 PRUNE_BATCH = 1000
+#: History ids looked at per statement when thinning.
+THIN_BATCH = 2000
 
 
 class StoreUnavailable(Exception):
@@ -316,6 +318,22 @@ class HeartbeatStore:
         The latest state of every execution and container stays."""
         [deleted] = self._write((schema.PRUNE_HISTORY, (batch, before)))
         return deleted
+
+    def thin(self, after: int, before: float, bucket: float, batch: int = THIN_BATCH) -> int | None:
+        """Thin the history rows after id ``after`` (the next ``batch`` ids)
+        received before ``before`` to one per container per ``bucket``
+        seconds (see :data:`.schema.THIN_HISTORY`). Returns the id to go on
+        after, or None when the rows from there on are not all old enough
+        yet (the caller starts there again next time)."""
+        found = self._read(schema.NEXT_HISTORY_ROW, (after,))
+        if not found or found[0][1] >= before:
+            return None
+        start = int(found[0][0]) - 1
+        end = start + batch
+        self._write((schema.THIN_HISTORY, (start, end, before, start, end, bucket)))
+        beyond = self._read(schema.NEXT_HISTORY_ROW, (end,))
+        # A range that reaches rows too new yet is thinned again next time.
+        return end if beyond and beyond[0][1] < before else None
 
     def count(self) -> int:
         return int(self._read(schema.COUNT_HEARTBEATS)[0][0])

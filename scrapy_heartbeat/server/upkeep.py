@@ -1,7 +1,8 @@
 """The reference receiver's work off the request path, on its reactor:
 every few seconds it settles each execution's liveness and hands the
-transitions to the alerts; every minute it deletes history older than
-``--keep-days``. Both go in small steps (a batch of rows each) through
+transitions to the alerts; every minute it thins history older than
+``--thin-after`` days to one beat per container per five minutes, and
+deletes history older than ``--keep-days``. Both go in small steps (a batch of rows each) through
 Twisted's cooperator, so that beats keep being answered meanwhile; with a
 store that waits on the network (PostgreSQL), on a thread instead.
 """
@@ -26,6 +27,10 @@ CHECK_EVERY = 5.0
 KEEP_DAYS = 14.0
 #: Seconds between two prunings of history.
 PRUNE_EVERY = 60.0
+#: History older than this many days is thinned (``serve --thin-after``).
+THIN_AFTER_DAYS = 1.0
+#: Thinned history keeps one beat per container per this many seconds.
+THIN_BUCKET = 300.0
 
 Steps = Callable[[], Iterator[None]]
 
@@ -40,10 +45,13 @@ class Upkeep:
         check_every: float = CHECK_EVERY,
         keep_days: float | None = KEEP_DAYS,
         prune_every: float = PRUNE_EVERY,
+        thin_after_days: float | None = THIN_AFTER_DAYS,
     ) -> None:
         self.store = store
         self.alerts = alerts
         self.keep_days = keep_days
+        self.thin_after_days = thin_after_days
+        self._thinned_to = 0  # the history id thinning goes on after
         # One step per turn of the reactor: beats are answered between steps.
         self._cooperator = task.Cooperator(
             terminationPredicateFactory=lambda: lambda: True,
@@ -52,6 +60,8 @@ class Upkeep:
         self._jobs = [_Job(self._settle, check_every, clock, self._run)]
         if keep_days is not None:
             self._jobs.append(_Job(self._prune, prune_every, clock, self._run))
+        if thin_after_days is not None:
+            self._jobs.append(_Job(self._thin, prune_every, clock, self._run))
         self._unavailable = False
 
     def start(self) -> None:
@@ -105,6 +115,15 @@ class Upkeep:
             yield None
         if total:
             logger.info("receiver: deleted %d heartbeats older than %g days", total, self.keep_days)
+
+    def _thin(self) -> Iterator[None]:
+        """Thin old history from where the last round stopped (from the
+        start after a restart: ranges thinned already cost little)."""
+        assert self.thin_after_days is not None
+        before = time.time() - self.thin_after_days * 86400
+        while (after := self.store.thin(self._thinned_to, before, THIN_BUCKET)) is not None:
+            self._thinned_to = after
+            yield None
 
 
 class _Job:
