@@ -122,8 +122,17 @@ class PostgresStore(HeartbeatStore):
         return [latency for _, latency in planned]
 
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._connection() as db, _unavailable_as_such():
-            return db.execute(_placeholders(query), args).fetchall()
+        for attempt in (1, 2):
+            with self._connection() as db:
+                try:
+                    return db.execute(_placeholders(query), args).fetchall()
+                except psycopg.OperationalError as exc:
+                    # A connection the database dropped while it sat in the
+                    # pool (a restart) is found broken only now: a read is
+                    # asked again, once, on a new one.
+                    if attempt == 2 or not db.broken:
+                        raise StoreUnavailable.because(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         with self._lock:

@@ -30,10 +30,11 @@ _STATE_COLUMNS = """
     gap_seconds REAL NOT NULL DEFAULT 0,
     liveness TEXT,
     liveness_since REAL,
-    client_ts INTEGER,
+    client_ts REAL,
     gap1 REAL,
     gap2 REAL,
-    gap3 REAL
+    gap3 REAL,
+    clock_offset REAL
 """
 
 SCHEMA = f"""
@@ -70,29 +71,33 @@ ADDED_COLUMNS = (
     "gap_seconds REAL NOT NULL DEFAULT 0",
     "liveness TEXT",
     "liveness_since REAL",
-    "client_ts INTEGER",
+    "client_ts REAL",
     "gap1 REAL",
     "gap2 REAL",
     "gap3 REAL",
+    "clock_offset REAL",
 )
 
 
-#: Whether the beat being upserted is newer than the state it would replace
-#: (by the client's timestamp): a beat that arrives late (a retry, another
-#: receiver's slower path, a worker's last ``running`` overtaken by the
-#: fleet's ending) replaces nothing newer, and never reopens a final status
-#: of the same second.
-_NEWER = """({t}.client_ts IS NULL OR excluded.client_ts > {t}.client_ts
-            OR (excluded.client_ts = {t}.client_ts
-                AND ({t}.status NOT IN ('completed', 'failed')
-                    OR excluded.status IN ('completed', 'failed'))))"""
+#: Whether the beat being upserted is newer than the state it would replace:
+#: a beat that arrives late (a retry, another receiver's slower path, a
+#: worker's last ``running`` overtaken by the fleet's ending) replaces
+#: nothing newer, and reopens a final status only when sent a second or
+#: more after it (a resumed job); of two beats sent together, the later to
+#: arrive wins.
+#: ``client_ts`` is when the beat was sent: for a container, by its own
+#: clock; for an execution, by the receiver's (see :data:`UPSERT_EXECUTION`).
+_NEWER = """({t}.client_ts IS NULL OR excluded.client_ts >= {t}.client_ts
+            + CASE WHEN {t}.status IN ('completed', 'failed')
+                AND excluded.status NOT IN ('completed', 'failed') THEN 1 ELSE 0 END)"""
 
 
 def _if_newer(table: str, column: str, value: str) -> str:
-    return f"{column} = CASE WHEN {_NEWER.format(t=table)} THEN {value} ELSE {table}.{column} END"
+    newer = _NEWER.format(t=table)
+    return f"{column} = CASE WHEN {newer} THEN {value} ELSE {table}.{column} END"
 
 
-def _upsert_state(table: str, extra: Sequence[tuple[str, str]] = ()) -> str:
+def _upsert_state(table: str, extra: Sequence[tuple[str, str]] = (), tail: str = "") -> str:
     """The upsert of one sender's latest state. What the client said is
     taken from a newer beat only; when the receiver heard it (``last_seen``,
     the gaps) from every beat. A gap after a ``paused`` beat is not an
@@ -125,7 +130,7 @@ def _upsert_state(table: str, extra: Sequence[tuple[str, str]] = ()) -> str:
         gap_seconds = {table}.gap_seconds + CASE WHEN {counted} THEN {gap} ELSE 0 END,
         gap1 = CASE WHEN {counted} THEN {gap} ELSE {table}.gap1 END,
         gap2 = CASE WHEN {counted} THEN {table}.gap1 ELSE {table}.gap2 END,
-        gap3 = CASE WHEN {counted} THEN {table}.gap2 ELSE {table}.gap3 END
+        gap3 = CASE WHEN {counted} THEN {table}.gap2 ELSE {table}.gap3 END{tail}
     """
 
 
@@ -134,11 +139,26 @@ INSERT_HEARTBEAT = (
     "client_timestamp, received_at, latency, progress) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
-#: Arguments: the inserted values, then ``SET``'s status.
+#: How far a container's clock is behind the receiver's, seconds: the
+#: least of its beats' ``received - sent`` (network delay only adds to it),
+#: let up by a tenth of a second a beat; a beat later than any delivery is
+#: delayed (two minutes) says the clock was set: that is learnt at once.
+_NEXT_OFFSET = """CASE WHEN {c}.clock_offset IS NULL OR {lat} < {c}.clock_offset + 0.1
+            OR {lat} > {c}.clock_offset + 120 THEN {lat} ELSE {c}.clock_offset + 0.1 END"""
+
+#: Arguments: the inserted values, then ``SET``'s status. An execution's
+#: containers need not share a clock: its beats are ordered by when they
+#: were sent on the receiver's clock (the client's timestamp plus its
+#: container's offset), so the fleet's ending sent by a worker whose clock
+#: lags still ends it, and another worker's delayed beat does not reopen it.
+#: Beats of different containers sent within a delivery's delay of each
+#: other may be taken in the order they arrive.
 UPSERT_EXECUTION = (
     "INSERT INTO executions (execution_id, container_id, latency, status, progress, "
     "first_seen, last_seen, beats, progress_key, moved_at, client_ts) "
-    "VALUES (?, ?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, ?) "
+    "VALUES (?, ?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, "
+    f"? + COALESCE((SELECT {_NEXT_OFFSET.format(c='c', lat='?')} FROM containers c "
+    "WHERE c.execution_id = ? AND c.container_id = ?), ?)) "
     "ON CONFLICT (execution_id) DO UPDATE"
     + _upsert_state(
         "executions",
@@ -152,9 +172,14 @@ UPSERT_EXECUTION = (
 #: Arguments: the inserted values, then ``SET``'s status.
 UPSERT_CONTAINER = (
     "INSERT INTO containers (execution_id, container_id, status, progress, "
-    "first_seen, last_seen, beats, progress_key, moved_at, client_ts) "
-    "VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, ?) "
-    "ON CONFLICT (execution_id, container_id) DO UPDATE" + _upsert_state("containers")
+    "first_seen, last_seen, beats, progress_key, moved_at, client_ts, clock_offset) "
+    "VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, ?, ?) "
+    "ON CONFLICT (execution_id, container_id) DO UPDATE"
+    + _upsert_state(
+        "containers",
+        tail=",\n        clock_offset = "
+        + _NEXT_OFFSET.format(c="containers", lat="excluded.clock_offset"),
+    )
 )
 
 #: A sender's interval: the median of its last three gaps between beats

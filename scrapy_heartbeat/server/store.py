@@ -38,6 +38,9 @@ SETTLE_BATCH = 100
 #: Rows deleted per statement when pruning, so that no delete holds the
 #: database (and the reactor thread) for long.
 PRUNE_BATCH = 1000
+#: The most a client's timestamp is trusted ahead of the receiver's clock,
+#: seconds, when ordering beats.
+MAX_AHEAD = 300
 #: History ids looked at per statement when thinning.
 THIN_BATCH = 2000
 
@@ -162,10 +165,13 @@ class HeartbeatStore:
         progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
         key = progress_key(progress)
         eid, cid = body["execution_id"], body["container_id"]
-        ts = body["timestamp"]
-        beat = (eid, cid, status, ts, now, latency, progress_json)
-        execution = (eid, cid, latency, status, progress_json, now, now, key, now, ts, status)
-        container = (eid, cid, status, progress_json, now, now, key, now, ts, status)
+        # Ordered by the client's clock, but not by one far ahead: its state
+        # would stand against every later beat.
+        ts = min(body["timestamp"], int(now) + MAX_AHEAD)
+        beat = (eid, cid, status, body["timestamp"], now, latency, progress_json)
+        sent = (body["timestamp"], latency, latency, latency, eid, cid, latency)
+        execution = (eid, cid, latency, status, progress_json, now, now, key, now, *sent, status)
+        container = (eid, cid, status, progress_json, now, now, key, now, ts, latency, status)
         statements = [
             (schema.INSERT_HEARTBEAT, beat),
             (schema.UPSERT_EXECUTION, execution),
