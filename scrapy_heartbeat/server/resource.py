@@ -28,6 +28,7 @@ from scrapy_heartbeat.payload import HEARTBEAT_PATH, STATUSES, canonical_uuid
 from scrapy_heartbeat.server.batches import BatchWriter
 from scrapy_heartbeat.server.liveness import CONCLUDED
 from scrapy_heartbeat.server.outage import Outage
+from scrapy_heartbeat.server.progress import Trimmed, kept_progress
 from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 from scrapy_heartbeat.server.transport import MAX_BODY, is_json
 from scrapy_heartbeat.server.validation import parse_body, validate_body
@@ -156,10 +157,14 @@ class HeartbeatReceiver(resource.Resource):
         if problem is not None:
             return _error(request, 400, problem)
         body["execution_id"] = canonical_uuid(body["execution_id"])
+        trimmed = Trimmed(0, ())
+        if body.get("progress") is not None:
+            body["progress"], trimmed = kept_progress(body["progress"])
         now = time.time()
 
         def stored(latency: float) -> bytes:
             self.outage.stored()
+            _say_trimmed(request, trimmed)
             if self.on_heartbeat is not None:
                 self.on_heartbeat(body, latency)
             return _json(
@@ -231,6 +236,15 @@ class HeartbeatReceiver(resource.Resource):
             b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
         )
         return self._dashboard
+
+
+def _say_trimmed(request: Request, trimmed: Trimmed) -> None:
+    """Tell the client what of its progress was not stored; nothing when
+    all of it was."""
+    if trimmed.dropped:
+        request.setHeader(b"Heartbeat-Progress-Dropped", b"%d" % trimmed.dropped)
+    if trimmed.truncated:
+        request.setHeader(b"Heartbeat-Progress-Truncated", ",".join(trimmed.truncated).encode())
 
 
 def _json(request: Request, code: int, payload: dict[str, Any]) -> bytes:
