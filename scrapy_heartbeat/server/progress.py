@@ -5,8 +5,8 @@ A beat is validated first (:mod:`.validation`): a spec field of the wrong
 type is a 400, as the spec asks. What is left is accepted and trimmed,
 never refused: a field the spec does not name is dropped (a newer or a
 foreign client must not have its beats fail), and a string is cut to its
-bound. Each beat is stored whole and kept for ``--keep-days``: unbounded,
-one execution's history grew to tens of megabytes.
+bound. Each beat is stored and kept for ``--keep-days``: without bounds,
+every beat could keep a whole ``--max-body`` of JSON for weeks.
 """
 
 from __future__ import annotations
