@@ -8,7 +8,7 @@ import json
 import math
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from scrapy_heartbeat.payload import COUNTER_FIELDS, STATUSES
 from scrapy_heartbeat.redact import printable, utf8_text
@@ -26,7 +26,7 @@ EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scrapy-heartbeat", description=DESCRIPTION)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     _add_serve_parser(commands)
     _add_send_parser(commands)
     _add_demo_parser(commands)
@@ -40,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     from scrapy_heartbeat.demo import run_demo
 
     return run_demo(keep_open=args.keep_open, project=args.project, interval=args.interval)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A command's parser whose errors are one line naming the option and
+    the fix, not a usage block a log or a terminal shows half of."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _add_serve_parser(commands: Any) -> None:
@@ -56,7 +64,7 @@ def _add_serve_parser(commands: Any) -> None:
 
 def _add_serving_options(serve: argparse.ArgumentParser) -> None:
     """Where ``serve`` listens, what it stores in, whom it answers."""
-    from scrapy_heartbeat.server import backends, transport
+    from scrapy_heartbeat.server import backends, options, transport
 
     serve.add_argument(
         "--host",
@@ -65,7 +73,7 @@ def _add_serving_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--port",
-        type=int,
+        type=options.bounded_int(*options.PORTS),
         default=transport.DEFAULT_PORT,
         help=f"port, 0 for any (default {transport.DEFAULT_PORT})",
     )
@@ -86,18 +94,21 @@ def _add_serving_options(serve: argparse.ArgumentParser) -> None:
         help="require 'Authorization: Bearer TOKEN' (env HEARTBEAT_TOKEN)",
     )
     serve.add_argument(
-        "--max-body", type=int, default=transport.MAX_BODY, help="largest body, bytes"
+        "--max-body",
+        type=options.bounded_int(*options.MAX_BODY_RANGE),
+        default=transport.MAX_BODY,
+        help=f"largest body, bytes (default {transport.MAX_BODY})",
     )
     serve.add_argument(
         "--request-timeout",
-        type=float,
+        type=options.bounded(*options.REQUEST_TIMEOUT_RANGE),
         default=transport.REQUEST_TIMEOUT,
         help="seconds a request may take to arrive whole, else the connection is closed "
         f"(default {transport.REQUEST_TIMEOUT:g})",
     )
     serve.add_argument(
         "--max-connections",
-        type=int,
+        type=options.bounded_int(*options.MAX_CONNECTIONS_RANGE),
         default=transport.MAX_CONNECTIONS,
         help=f"open connections at most (default {transport.MAX_CONNECTIONS})",
     )
@@ -105,12 +116,13 @@ def _add_serving_options(serve: argparse.ArgumentParser) -> None:
 
 def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
     """What ``serve`` concludes about senders, whom it alerts, what it keeps."""
-    from scrapy_heartbeat.server import alerts, liveness, upkeep
-    from scrapy_heartbeat.server.serve import positive, seconds, states
+    from scrapy_heartbeat.server import alerts, liveness, options, upkeep
+
+    silence = options.bounded(*options.SILENCE_RANGE)
 
     serve.add_argument(
         "--lost-after",
-        type=seconds,
+        type=silence,
         default=None,
         help="seconds of silence after which a running execution is 'lost' "
         f"(default: {liveness.LOST_AFTER_INTERVALS} intervals, "
@@ -118,7 +130,7 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--stall-after",
-        type=seconds,
+        type=silence,
         default=liveness.STALL_AFTER,
         help="seconds without crawled_urls or data_items moving after which a beating "
         f"execution is 'stalled' (default {liveness.STALL_AFTER:g})",
@@ -126,41 +138,42 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--webhook",
         action="append",
+        type=options.webhook_url,
         default=[],
         metavar="URL",
         help="POST a JSON event here on each liveness transition in --alert-on (repeatable)",
     )
     serve.add_argument(
         "--alert-on",
-        type=states,
+        type=options.states,
         default=",".join(alerts.ALERT_ON),
         help=f"comma-separated states to alert on (default {','.join(alerts.ALERT_ON)}; "
         f"any of {','.join(liveness.STATES)})",
     )
     serve.add_argument(
         "--alert-retries",
-        type=int,
+        type=options.bounded_int(*options.ALERT_RETRIES_RANGE),
         default=alerts.RETRIES,
         help="attempts after the first to deliver an event, 1 s, 2 s, 4 s ... apart "
         f"(default {alerts.RETRIES})",
     )
     serve.add_argument(
         "--keep-days",
-        type=seconds,
+        type=options.bounded(*options.KEEP_DAYS_RANGE),
         default=upkeep.KEEP_DAYS,
         help="delete history older than this many days; 0 keeps it all "
         f"(default {upkeep.KEEP_DAYS:g})",
     )
     serve.add_argument(
         "--thin-after",
-        type=seconds,
+        type=options.bounded(*options.KEEP_DAYS_RANGE),
         default=upkeep.THIN_AFTER_DAYS,
         help="keep one beat per container per 5 minutes of history older than this "
         f"many days; 0 thins nothing (default {upkeep.THIN_AFTER_DAYS:g})",
     )
     serve.add_argument(
         "--check-every",
-        type=positive,
+        type=options.bounded(*options.CHECK_EVERY_RANGE),
         default=upkeep.CHECK_EVERY,
         help="seconds between liveness checks, which raise the alerts "
         f"(default {upkeep.CHECK_EVERY:g})",

@@ -27,6 +27,8 @@ from scrapy_heartbeat._compat import twisted_reactor
 from scrapy_heartbeat.payload import HEARTBEAT_PATH, STATUSES, canonical_uuid
 from scrapy_heartbeat.server.batches import BatchWriter
 from scrapy_heartbeat.server.liveness import CONCLUDED
+from scrapy_heartbeat.server.outage import Outage
+from scrapy_heartbeat.server.progress import Trimmed, kept_progress
 from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 from scrapy_heartbeat.server.transport import MAX_BODY, is_json
 from scrapy_heartbeat.server.validation import parse_body, validate_body
@@ -65,6 +67,7 @@ class HeartbeatReceiver(resource.Resource):
         self.on_heartbeat = on_heartbeat
         self.metrics = metrics
         self._writer: BatchWriter | None = None
+        self.outage = Outage()
         self._dashboard = (
             resources.files("scrapy_heartbeat.server").joinpath("dashboard.html").read_bytes()
         )
@@ -74,9 +77,9 @@ class HeartbeatReceiver(resource.Resource):
         try:
             reply = self._route(request)
         except Exception as exc:
-            reply = _failed(request, exc)
+            reply = self._failed(request, exc)
         if isinstance(reply, defer.Deferred):  # a store that blocks, or /metrics
-            reply.addErrback(_failed_late, request)
+            reply.addErrback(self._failed_late, request)
             reply.addCallback(self._write_late, request, started)
             return server.NOT_DONE_YET
         self._answered(request, started)
@@ -154,9 +157,14 @@ class HeartbeatReceiver(resource.Resource):
         if problem is not None:
             return _error(request, 400, problem)
         body["execution_id"] = canonical_uuid(body["execution_id"])
+        trimmed = Trimmed(0, ())
+        if body.get("progress") is not None:
+            body["progress"], trimmed = kept_progress(body["progress"])
         now = time.time()
 
         def stored(latency: float) -> bytes:
+            self.outage.stored()
+            _say_trimmed(request, trimmed)
             if self.on_heartbeat is not None:
                 self.on_heartbeat(body, latency)
             return _json(
@@ -210,6 +218,17 @@ class HeartbeatReceiver(resource.Resource):
         # executions take a while.
         return threads.deferToThread(self.metrics.render).addCallback(text)
 
+    def _failed(self, request: Request, exc: BaseException) -> bytes:
+        if isinstance(exc, StoreUnavailable):  # a database another process holds, or down
+            self.outage.refused_because(exc)
+            request.setHeader(b"Retry-After", b"1")
+            return _error(request, 503, f"{exc}; try again")
+        logger.error("receiver: unexpected error", exc_info=exc)  # never a 500 with a traceback
+        return _json(request, 503, {"status": "error", "message": "try again later"})
+
+    def _failed_late(self, failure: Failure, request: Request) -> bytes:
+        return self._failed(request, failure.value or Exception(failure.getErrorMessage()))
+
     def _page(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         request.setHeader(
@@ -217,6 +236,15 @@ class HeartbeatReceiver(resource.Resource):
             b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
         )
         return self._dashboard
+
+
+def _say_trimmed(request: Request, trimmed: Trimmed) -> None:
+    """Tell the client what of its progress was not stored; nothing when
+    all of it was."""
+    if trimmed.dropped:
+        request.setHeader(b"Heartbeat-Progress-Dropped", b"%d" % trimmed.dropped)
+    if trimmed.truncated:
+        request.setHeader(b"Heartbeat-Progress-Truncated", ",".join(trimmed.truncated).encode())
 
 
 def _json(request: Request, code: int, payload: dict[str, Any]) -> bytes:
@@ -227,20 +255,3 @@ def _json(request: Request, code: int, payload: dict[str, Any]) -> bytes:
 
 def _error(request: Request, code: int, message: str) -> bytes:
     return _json(request, code, {"status": "error", "message": message})
-
-
-def _failed(request: Request, exc: BaseException) -> bytes:
-    if isinstance(exc, StoreUnavailable):  # a database another process holds, or down
-        return _busy(request, exc)
-    logger.error("receiver: unexpected error", exc_info=exc)  # never a 500 with a traceback
-    return _json(request, 503, {"status": "error", "message": "try again later"})
-
-
-def _failed_late(failure: Failure, request: Request) -> bytes:
-    return _failed(request, failure.value or Exception(failure.getErrorMessage()))
-
-
-def _busy(request: Request, exc: StoreUnavailable) -> bytes:
-    logger.warning("receiver: %s", exc)
-    request.setHeader(b"Retry-After", b"1")
-    return _error(request, 503, f"{exc}; try again")

@@ -1,10 +1,11 @@
 """``scrapy-heartbeat serve``: the receiver put together from the parsed
-command line (:func:`serve`), and the argument types its options use. The
-options themselves are :mod:`scrapy_heartbeat.cli`'s."""
+command line (:func:`serve`). The options are :mod:`scrapy_heartbeat.cli`'s,
+their types and ranges :mod:`.options`'."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -12,12 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.error import CannotListenError
+
 from scrapy_heartbeat._compat import twisted_reactor
 from scrapy_heartbeat.payload import HEARTBEAT_PATH
 from scrapy_heartbeat.redact import printable, redact_url
 from scrapy_heartbeat.server.alerts import WebhookAlerts
 from scrapy_heartbeat.server.backends import open_store
-from scrapy_heartbeat.server.liveness import STATES, LivenessRules
+from scrapy_heartbeat.server.liveness import LivenessRules
 from scrapy_heartbeat.server.resource import HeartbeatReceiver
 from scrapy_heartbeat.server.store import StoreUnavailable
 from scrapy_heartbeat.server.transport import listen
@@ -45,18 +48,13 @@ def serve(args: argparse.Namespace) -> int:
     metrics = _metrics(args.db, rules)
     receiver = HeartbeatReceiver(store, args.token, args.max_body, on_beat, metrics)
     reactor = twisted_reactor()
-    port = listen(
-        receiver,
-        args.host,
-        args.port,
-        max_body=args.max_body,
-        on_refused=None if metrics is None else metrics.beat_answered,
-        request_timeout=args.request_timeout,
-        max_connections=args.max_connections,
-    )
+    port = _listen(args, receiver, metrics)
+    if port is None:
+        store.close()
+        return EXIT_UNUSABLE
     alerts = None
     if args.webhook:
-        alerts = WebhookAlerts(args.webhook, args.alert_on, attempts=1 + max(0, args.alert_retries))
+        alerts = WebhookAlerts(args.webhook, args.alert_on, attempts=1 + args.alert_retries)
     upkeep = Upkeep(
         store,
         alerts,
@@ -78,6 +76,44 @@ def serve(args: argparse.Namespace) -> int:
         alerts.close()
     store.close()
     return EXIT_STOPPED
+
+
+def _listen(args: argparse.Namespace, receiver: HeartbeatReceiver, metrics: Any) -> Any:
+    """The listening port, or None once the reason was printed."""
+    try:
+        return listen(
+            receiver,
+            args.host,
+            args.port,
+            max_body=args.max_body,
+            on_refused=None if metrics is None else metrics.beat_answered,
+            request_timeout=args.request_timeout,
+            max_connections=args.max_connections,
+        )
+    except CannotListenError as exc:
+        reason = cannot_listen(args.host, args.port, exc)
+        print(f"scrapy-heartbeat serve: {reason}", file=sys.stderr)
+        return None
+
+
+def cannot_listen(host: str, port: int, exc: CannotListenError) -> str:
+    """One line naming the option to change, for a failed ``listen``."""
+    reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+    code = getattr(exc.socketError, "errno", None)
+    if code == errno.EADDRINUSE:
+        return (
+            f"--port {port}: {host}:{port} is already in use ({reason}); "
+            "stop what listens there or give another port (0: any free one)"
+        )
+    if code == errno.EACCES:
+        return (
+            f"--port {port}: this user may not listen on it ({reason}); "
+            "give a port above 1023, or run with the right to bind it"
+        )
+    return (
+        f"--host {printable(host)[:100]}: cannot listen there ({reason}); "
+        "give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+    )
 
 
 def _metrics(db: str, rules: LivenessRules) -> Any:
@@ -119,33 +155,3 @@ def print_heartbeat(body: dict[str, Any], latency: float) -> None:
         f"errors {p.get('error_count', 0)}, latency {latency:g}s | {stage}",
         flush=True,
     )
-
-
-def seconds(text: str) -> float:
-    """An argument type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
-    return value
-
-
-def positive(text: str) -> float:
-    """An argument type: a finite number > 0."""
-    value = seconds(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
-    return value
-
-
-def states(text: str) -> tuple[str, ...]:
-    """An argument type: a comma-separated list of liveness states."""
-    found = tuple(s.strip() for s in text.split(",") if s.strip())
-    unknown = [s for s in found if s not in STATES]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown state {unknown[0]!r}; use a comma-separated list of {','.join(STATES)}"
-        )
-    return found

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -62,6 +63,37 @@ def _unavailable_as_such() -> Iterator[None]:
         raise StoreUnavailable.because(exc) from None
 
 
+@contextlib.contextmanager
+def _opened_as_such(path: str) -> Iterator[None]:
+    """A file that cannot be opened as the receiver's database, said in
+    one line with the fix."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            raise StoreUnavailable(
+                "is not a SQLite database; give the receiver's database or a new file"
+            ) from None
+        raise StoreUnavailable(
+            f"cannot be opened ({describe(exc)}); give a file this user can read and write, "
+            "in a directory it can write"
+        ) from None
+
+
+def _opened(path: str) -> sqlite3.Connection:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise StoreUnavailable(
+            f"directory {folder} does not exist; create it or give a path in an existing one"
+        )
+    if not os.access(folder, os.W_OK):  # SQLite writes its -wal and -shm beside the file
+        raise StoreUnavailable(f"directory {folder} is not writable by this user")
+    with _opened_as_such(path):
+        return sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+        )
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -81,13 +113,12 @@ class HeartbeatStore:
         self.path = path
         self.rules = rules or LivenessRules()
         self._start_listening()
-        self.db = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
-        )
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(schema.SCHEMA)
-        self._migrate()
+        self.db = _opened(path)
+        with _opened_as_such(path):
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(schema.SCHEMA)
+            self._migrate()
 
     def _start_listening(self) -> None:
         #: Since when this receiver could hear every beat: its start, or the

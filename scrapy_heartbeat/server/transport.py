@@ -3,6 +3,15 @@ guards that keep hostile and careless clients from holding the reactor. A
 body is refused by its headers before it is read (:class:`_GuardedRequest`),
 a request must arrive whole within a deadline (:class:`_Deadline`), and
 open connections are capped (:class:`_Guard`).
+
+A refused body is answered at once, but the connection is not closed
+while the client may still be sending: closing a socket with unread data
+makes the kernel send a reset, and a client that writes its whole body
+before reading (urllib, requests) would see that reset, never the 413 or
+415. So the connection lingers, as nginx's ``lingering_close`` does: our
+side is shut for writing after the answer, and what the client still
+sends is read and discarded, never kept, until it stops, or for at most
+:data:`LINGER_SECONDS` or :data:`LINGER_BYTES`.
 """
 
 from __future__ import annotations
@@ -35,6 +44,13 @@ REQUEST_TIMEOUT = 10.0
 #: never sends on a connection we are closing.
 IDLE_TIMEOUT = 90.0
 MAX_CONNECTIONS = 512
+#: After a refusal, what the client still sends is discarded for at most
+#: this many seconds, and this many bytes, then the connection is closed.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 32 * 1024 * 1024
+#: ... or as soon as the client has sent nothing for this long: it has sent
+#: its body and is reading the answer.
+LINGER_IDLE = 1.0
 _BEAT_PATH = HEARTBEAT_PATH.encode()
 
 #: Told the reply code of a beat refused, and the seconds it took (None:
@@ -96,30 +112,66 @@ class _GuardedRequest(server.Request):
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
         body = json.dumps({"status": "error", "message": message}).encode()
         reason = {413: b"Content Too Large", 415: b"Unsupported Media Type"}[code]
-        transport: Any = self.channel.transport
+        transport: Any = self.channel.transport  # the connection's _Deadline
         transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n%s" % (code, reason, len(body), body)
         )
-        transport.loseConnection()
+        transport.linger()
 
 
 class _Deadline(policies.ProtocolWrapper):
     """Closes a connection whose request has not arrived whole (headers and
     body) ``request_timeout`` seconds after it began, or after it opened:
-    a client trickling a byte at a time (slowloris) holds it no longer."""
+    a client trickling a byte at a time (slowloris) holds it no longer.
+    After a refusal it lingers (:meth:`linger`)."""
 
     factory: _Guard
-    _timer: Any = None
+
+    def __init__(self, factory: Any, wrapped: Any) -> None:
+        super().__init__(factory, wrapped)
+        self._timer: Any = None
+        self._lingering: Any = None  # the timer that ends lingering
+        self._linger_until = 0.0
+        self._discarded = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._arm()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._lingering is not None:
+            self._discard(len(data))
+            return
         if self._timer is None:  # a new request begins
             self._arm()
         super().dataReceived(data)
+
+    def linger(self) -> None:
+        """The answer is written: shut our side once it is sent, pass
+        nothing more to the request, and discard what still comes."""
+        self._disarm()
+        clock = self.factory.clock
+        self._linger_until = clock.seconds() + LINGER_SECONDS
+        self._lingering = clock.callLater(LINGER_IDLE, self._stop_lingering)
+        transport: Any = self.transport
+        transport.loseWriteConnection()
+
+    def _discard(self, size: int) -> None:
+        self._discarded += size
+        left = self._linger_until - self.factory.clock.seconds()
+        if self._discarded > LINGER_BYTES or left <= 0:
+            self._stop_lingering()
+        else:
+            self._lingering.reset(min(LINGER_IDLE, left))
+
+    def _stop_lingering(self) -> None:
+        if self._lingering.active():
+            self._lingering.cancel()
+        # Data the client sends from now on is unread: the kernel answers it
+        # with a reset, which a client still sending has earned.
+        transport: Any = self.transport
+        transport.loseConnection()
 
     def write(self, data: bytes) -> None:
         self._disarm()  # the request is in: we are answering it
@@ -131,6 +183,8 @@ class _Deadline(policies.ProtocolWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
+        if self._lingering is not None and self._lingering.active():
+            self._lingering.cancel()
         super().connectionLost(reason)
 
     def _arm(self) -> None:

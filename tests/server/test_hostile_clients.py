@@ -131,14 +131,14 @@ def test_a_large_form_upload_does_not_stall_other_clients(receiver: Serve) -> No
                 timeout=30,
             )
             outcome.append(response.status_code)
-        except requests.ConnectionError as exc:  # refused before we finished sending
+        except requests.ConnectionError as exc:
             outcome.append(type(exc).__name__)
 
     thread = threading.Thread(target=upload)
     thread.start()
     assert receiver.post(beat(), headers=AUTH).status_code == 200
     thread.join(30)
-    assert outcome in ([415], ["ConnectionError"])
+    assert outcome == [415]  # seen by the client: the connection lingers
     assert receiver.rows() == 1
 
 
