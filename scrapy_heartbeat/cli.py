@@ -1,5 +1,6 @@
 """``scrapy-heartbeat``: ``serve`` the reference receiver, ``send`` one
-heartbeat from a shell, or run the end-to-end ``demo``."""
+heartbeat from a shell, print an execution's ``token``, or run the
+end-to-end ``demo``."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.payload import COUNTER_FIELDS, STATUSES
 from scrapy_heartbeat.redact import printable, utf8_text
 
 #: What ``--help`` says first: plain text, as a terminal shows it.
 DESCRIPTION = (
     "Report Scrapy crawls to a control platform: 'serve' runs the reference "
-    "receiver, 'send' sends one heartbeat from a shell, 'demo' runs a crawl "
-    "against a local receiver, end to end."
+    "receiver, 'send' sends one heartbeat from a shell, 'token' prints an "
+    "execution's token for 'serve --signing-key', 'demo' runs a crawl against "
+    "a local receiver, end to end."
 )
 
 #: ``send``'s exit codes; 2 is argparse's, for bad usage.
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     _add_serve_parser(commands)
     _add_send_parser(commands)
+    _add_token_parser(commands)
     _add_demo_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "send":
         return _send(args, parser)
+    if args.command == "token":
+        return _token(args)
     from scrapy_heartbeat.demo import run_demo
 
     return run_demo(keep_open=args.keep_open, project=args.project, interval=args.interval)
@@ -88,11 +94,7 @@ def _add_serving_options(serve: argparse.ArgumentParser) -> None:
         help="SQLite file, or postgresql://user@host/db to share one database between "
         f"receivers (default {backends.DEFAULT_DB})",
     )
-    serve.add_argument(
-        "--token",
-        default=os.environ.get("HEARTBEAT_TOKEN"),
-        help="require 'Authorization: Bearer TOKEN' (env HEARTBEAT_TOKEN)",
-    )
+    _add_credential_options(serve)
     serve.add_argument(
         "--max-body",
         type=options.bounded_int(*options.MAX_BODY_RANGE),
@@ -111,6 +113,28 @@ def _add_serving_options(serve: argparse.ArgumentParser) -> None:
         type=options.bounded_int(*options.MAX_CONNECTIONS_RANGE),
         default=transport.MAX_CONNECTIONS,
         help=f"open connections at most (default {transport.MAX_CONNECTIONS})",
+    )
+
+
+def _add_credential_options(serve: argparse.ArgumentParser) -> None:
+    """Who may write and read (``scrapy_heartbeat.server.credentials``);
+    each option's environment variable is read there, to be named in errors."""
+    serve.add_argument(
+        "--token",
+        help="simple mode: one token, 'Authorization: Bearer TOKEN', for beats, reads and "
+        "/metrics (env HEARTBEAT_TOKEN)",
+    )
+    serve.add_argument(
+        "--signing-key",
+        metavar="KEY",
+        help="scoped mode: a beat takes only its execution's token, derived from KEY "
+        "(scrapy-heartbeat token EXECUTION_ID); with --read-token (env HEARTBEAT_SIGNING_KEY)",
+    )
+    serve.add_argument(
+        "--read-token",
+        metavar="TOKEN",
+        help="scoped mode: the token of the read API, the dashboard and /metrics, which "
+        "never writes (env HEARTBEAT_READ_TOKEN)",
     )
 
 
@@ -209,6 +233,21 @@ def _add_send_parser(commands: Any) -> None:
     send.add_argument("--insecure", action="store_true", help="skip TLS verification")
 
 
+def _add_token_parser(commands: Any) -> None:
+    token = commands.add_parser(
+        "token",
+        help="print the token that lets a crawler send beats for EXECUTION_ID to "
+        "'serve --signing-key'",
+    )
+    token.add_argument("execution_id", metavar="EXECUTION_ID")
+    token.add_argument(
+        "--signing-key",
+        metavar="KEY",
+        help="the receiver's signing key (env HEARTBEAT_SIGNING_KEY, better: a command line "
+        "is visible to every user of the host)",
+    )
+
+
 def _add_demo_parser(commands: Any) -> None:
     from scrapy_heartbeat.demo import INTERVAL
 
@@ -224,7 +263,7 @@ def _add_demo_parser(commands: Any) -> None:
 
 def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from scrapy_heartbeat.client import HeartbeatClient
-    from scrapy_heartbeat.settings import ConfigError, container_id
+    from scrapy_heartbeat.settings import container_id, crawler_token
 
     if not args.api_base_url:
         parser.error("set --api-base-url or the API_BASE_URL environment variable")
@@ -232,9 +271,10 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("set --execution-id or the EXECUTION_ID environment variable")
     problems: list[str] = []
     container = container_id(args.container_id, os.environ, problems, "--container-id")
-    for problem in problems:
-        print(f"scrapy-heartbeat send: {problem}", file=sys.stderr)
     try:
+        # From the environment only: a command line is visible to every
+        # user of the host.
+        token = crawler_token(None, os.environ, problems)
         client = HeartbeatClient(
             utf8_text(args.api_base_url),
             utf8_text(args.execution_id),
@@ -242,9 +282,17 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             timeout=args.timeout,
             headers=_headers(args.header, parser),
             verify=not args.insecure,
+            token=token,
         )
     except ConfigError as exc:
         parser.error(printable(exc))
+    if client.header_authorization_ignored:
+        problems.append(
+            "HEARTBEAT_TOKEN and --header 'Authorization: ...' are both set; "
+            "the token is sent, the header is not"
+        )
+    for problem in problems:
+        print(f"scrapy-heartbeat send: {problem}", file=sys.stderr)
     with client:
         result = client.send(args.status, _progress(args, parser) or None)
     if result.ok:
@@ -252,6 +300,26 @@ def _send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_ACCEPTED
     print(f"heartbeat {result.outcome}: {printable(result.message)}", file=sys.stderr)
     return EXIT_REJECTED if result.outcome == "rejected" else EXIT_FAILED
+
+
+def _token(args: argparse.Namespace) -> int:
+    """Print an execution's token; one line and exit 2 when it cannot."""
+    from scrapy_heartbeat.tokens import check_signing_key, execution_token
+
+    name = "--signing-key" if args.signing_key is not None else "HEARTBEAT_SIGNING_KEY"
+    key = args.signing_key if args.signing_key is not None else os.environ.get(name)
+    try:
+        if key is None:
+            raise ConfigError(
+                "set the HEARTBEAT_SIGNING_KEY environment variable (or --signing-key) to the "
+                "receiver's signing key"
+            )
+        token = execution_token(check_signing_key(key, name), args.execution_id)
+    except ConfigError as exc:
+        print(f"scrapy-heartbeat token: {printable(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(token)
+    return EXIT_ACCEPTED
 
 
 def _progress(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:

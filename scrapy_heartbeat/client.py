@@ -34,6 +34,7 @@ from scrapy_heartbeat.ids import check_execution_id
 from scrapy_heartbeat.payload import HEARTBEAT_PATH, heartbeat_body
 from scrapy_heartbeat.redact import redact_url, split_credentials
 from scrapy_heartbeat.settings import MAX_TIMEOUT, check_base_url, check_headers
+from scrapy_heartbeat.tokens import check_token
 
 if TYPE_CHECKING:
     from scrapy_heartbeat.payload import Progress
@@ -79,9 +80,12 @@ class HeartbeatResult:
 class HeartbeatClient:
     """Posts heartbeats to ``{api_base_url}/api/v1/monitoring/heartbeat``.
 
-    Credentials in the URL (``https://user:pass@host``) become an
-    ``Authorization: Basic`` header, unless ``headers`` has an
-    ``Authorization`` of its own, which then wins (``url_credentials_ignored``).
+    ``token`` is sent as ``Authorization: Bearer <token>``; an
+    ``Authorization`` in ``headers`` is then not sent
+    (``header_authorization_ignored``). Credentials in the URL
+    (``https://user:pass@host``) become an ``Authorization: Basic`` header,
+    unless ``token`` or ``headers`` give one, which then wins
+    (``url_credentials_ignored``).
     ``proxy``: None (the default) goes direct, whatever ``HTTP(S)_PROXY`` says;
     a proxy URL; or ``"env"`` for the environment's ``HTTP(S)_PROXY`` and
     ``NO_PROXY``. Raises :class:`ConfigError` for settings that cannot work.
@@ -98,11 +102,19 @@ class HeartbeatClient:
             headers=config.headers,
             verify=config.tls_verify,
             proxy=config.proxy,
+            token=config.token,
         )
-        if client.url_credentials_ignored:
+        if client.header_authorization_ignored:
             logger.warning(
-                "scrapy-heartbeat: HEARTBEAT_API_BASE_URL has credentials and HEARTBEAT_HEADERS "
-                "an Authorization header; the header is sent, the URL's credentials are not"
+                "scrapy-heartbeat: HEARTBEAT_TOKEN and an Authorization header in "
+                "HEARTBEAT_HEADERS are both set; the token is sent, the header is not"
+            )
+        if client.url_credentials_ignored:
+            given = "HEARTBEAT_TOKEN" if config.token else "HEARTBEAT_HEADERS' Authorization"
+            logger.warning(
+                "scrapy-heartbeat: HEARTBEAT_API_BASE_URL has credentials, and %s wins; "
+                "the URL's credentials are not sent",
+                given,
             )
         return client
 
@@ -117,6 +129,7 @@ class HeartbeatClient:
         verify: bool | str = True,
         session: requests.Session | None = None,
         proxy: str | None = None,
+        token: str | None = None,
     ) -> None:
         base, user, password = split_credentials(check_base_url(api_base_url, "api_base_url"))
         self.api_base_url = base
@@ -131,19 +144,7 @@ class HeartbeatClient:
         self.timeout = float(timeout)
         self.verify = verify
         own = check_headers(headers or {}, "headers")
-        self.url_credentials_ignored = False
-        secrets = [v for v in own.values() if v]
-        if user is not None:
-            pair = f"{user}:{password or ''}"
-            basic = base64.b64encode(pair.encode("utf-8")).decode("ascii")
-            secrets += [pair, basic, password or ""]
-            if any(k.lower() == "authorization" for k in own):
-                self.url_credentials_ignored = True
-            else:
-                own["Authorization"] = f"Basic {basic}"
-        # A token alone ("Bearer T", "Basic B64") is a secret too; longest first.
-        secrets += [v.split(None, 1)[1] for v in list(secrets) if len(v.split(None, 1)) == 2]
-        self._secrets = sorted({x for x in secrets if len(x) >= 4}, key=len, reverse=True)
+        self._authorize(own, token, user, password)
         self.proxy = proxy
         self._adapter: _CuttableAdapter | None = None
         if session is None:
@@ -159,6 +160,34 @@ class HeartbeatClient:
         self.session.trust_env = proxy == "env"  # no HTTP(S)_PROXY, no .netrc unless asked
         if proxy and proxy != "env":
             self.session.proxies = {"http": proxy, "https": proxy}
+
+    def _authorize(
+        self, own: dict[str, str], token: str | None, user: str | None, password: str | None
+    ) -> None:
+        """Leave one ``Authorization`` in ``own``: ``token``'s, else the
+        headers' own, else the URL's credentials; note every secret seen,
+        sent or not, so that no message ever shows one."""
+        self.url_credentials_ignored = False
+        self.header_authorization_ignored = False
+        secrets = [v for v in own.values() if v]  # a header not sent is a secret still
+        if token is not None:
+            overridden = [k for k in own if k.lower() == "authorization"]
+            self.header_authorization_ignored = bool(overridden)
+            for name in overridden:
+                del own[name]
+            own["Authorization"] = f"Bearer {check_token(token, 'token')}"
+            secrets.append(own["Authorization"])
+        if user is not None:
+            pair = f"{user}:{password or ''}"
+            basic = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+            secrets += [pair, basic, password or ""]
+            if any(k.lower() == "authorization" for k in own):
+                self.url_credentials_ignored = True
+            else:
+                own["Authorization"] = f"Basic {basic}"
+        # A token alone ("Bearer T", "Basic B64") is a secret too; longest first.
+        secrets += [v.split(None, 1)[1] for v in list(secrets) if len(v.split(None, 1)) == 2]
+        self._secrets = sorted({x for x in secrets if len(x) >= 4}, key=len, reverse=True)
 
     def send(
         self,

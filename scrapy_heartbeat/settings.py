@@ -24,6 +24,7 @@ from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.ids import check_execution_id
 from scrapy_heartbeat.payload import MAX_CONTAINER_ID
 from scrapy_heartbeat.redact import redact_url, utf8_text
+from scrapy_heartbeat.tokens import check_token
 
 __all__ = ["DEFAULTS", "ConfigError", "HeartbeatConfig", "MissingBaseUrl", "load_config"]
 
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_SHUTDOWN_TIMEOUT": 5.0,  # the close's budget after SIGTERM/SIGINT
     "HEARTBEAT_RETRY_TIMES": 3,
     "HEARTBEAT_RETRY_DELAY": 5.0,
+    "HEARTBEAT_TOKEN": None,  # else env HEARTBEAT_TOKEN
     "HEARTBEAT_HEADERS": {},
     "HEARTBEAT_TLS_VERIFY": True,
     "HEARTBEAT_DEBUG": None,  # else env DEBUG == "true"
@@ -91,6 +93,7 @@ class HeartbeatConfig:
     retry_times: int
     retry_delay: float
     headers: dict[str, str] = field(default_factory=dict)
+    token: str | None = None  # sent as Authorization: Bearer
     tls_verify: bool | str = True
     debug: bool = False
     completed_reasons: frozenset[str] = frozenset()
@@ -340,18 +343,15 @@ def load_config(
     read = _Reader(get, problems)
     if not read.boolean("HEARTBEAT_ENABLED"):
         return None
-    base_url = get("HEARTBEAT_API_BASE_URL") or env.get("API_BASE_URL")
-    if not base_url:
-        raise MissingBaseUrl(
-            "neither HEARTBEAT_API_BASE_URL nor the API_BASE_URL environment "
-            "variable is set; set one to the platform's base URL to send heartbeats"
-        )
+    base_url = _base_url(get, env)
     execution_id = get("HEARTBEAT_EXECUTION_ID") or env.get("EXECUTION_ID") or None
     redis_given = get("HEARTBEAT_REDIS_URL")
     redis_url = _check_redis_url(redis_given, problems)
     numbers = {name: read.number(name, low, high) for name, low, high in _NUMBERS}
+    warnings: list[str] = []
+    token = crawler_token(get("HEARTBEAT_TOKEN"), env, warnings)
     config = HeartbeatConfig(
-        api_base_url=check_base_url(base_url),
+        api_base_url=base_url,
         container_id=container_id(get("HEARTBEAT_CONTAINER_ID"), env, problems),
         interval=_interval(read),
         timeout=numbers["HEARTBEAT_TIMEOUT"],
@@ -360,6 +360,7 @@ def load_config(
         retry_times=int(numbers["HEARTBEAT_RETRY_TIMES"]),
         retry_delay=numbers["HEARTBEAT_RETRY_DELAY"],
         headers=check_headers(get("HEARTBEAT_HEADERS")),
+        token=token,
         tls_verify=_check_tls_verify(read.raw("HEARTBEAT_TLS_VERIFY"), problems),
         debug=_debug(read, env),
         completed_reasons=_completed_reasons(read.raw("HEARTBEAT_COMPLETED_REASONS"), problems),
@@ -382,7 +383,45 @@ def load_config(
     )
     for problem in problems:
         logger.error("scrapy-heartbeat: %s", problem)
+    for warning in warnings:
+        logger.warning("scrapy-heartbeat: %s", warning)
     return config
+
+
+def crawler_token(value: Any, env: Mapping[str, str], warnings: list[str]) -> str | None:
+    """``HEARTBEAT_TOKEN``: the setting, else the environment variable. An
+    empty or blank value counts as not set (an unset ``${SECRET}`` in a
+    compose file gives one), noted in ``warnings`` when no token results;
+    one HTTP cannot carry raises :class:`ConfigError`."""
+    sources = (
+        ("the HEARTBEAT_TOKEN setting", value),
+        ("the HEARTBEAT_TOKEN environment variable", env.get("HEARTBEAT_TOKEN")),
+    )
+    empty = []
+    for name, given in sources:
+        if given is None:
+            continue
+        if isinstance(given, str) and not given.strip():
+            empty.append(name)
+            continue
+        return check_token(given, name)
+    if empty:
+        warnings.append(
+            f"{' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty (is the secret "
+            "it comes from unset?); sending beats without a token"
+        )
+    return None
+
+
+def _base_url(get: Callable[[str], Any], env: Mapping[str, str]) -> str:
+    """``HEARTBEAT_API_BASE_URL``, else ``API_BASE_URL``, checked."""
+    base_url = get("HEARTBEAT_API_BASE_URL") or env.get("API_BASE_URL")
+    if not base_url:
+        raise MissingBaseUrl(
+            "neither HEARTBEAT_API_BASE_URL nor the API_BASE_URL environment "
+            "variable is set; set one to the platform's base URL to send heartbeats"
+        )
+    return check_base_url(base_url)
 
 
 def _interval(read: _Reader) -> float:

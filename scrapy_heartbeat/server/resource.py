@@ -11,7 +11,6 @@ to Prometheus (:mod:`.metrics`); ``GET /`` is a dashboard. Bad input gets a
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -26,6 +25,12 @@ from twisted.web import resource, server
 from scrapy_heartbeat._compat import twisted_reactor
 from scrapy_heartbeat.payload import HEARTBEAT_PATH, STATUSES, canonical_uuid
 from scrapy_heartbeat.server.batches import BatchWriter
+from scrapy_heartbeat.server.credentials import (
+    WRONG_BEAT_TOKEN,
+    WRONG_READ_TOKEN,
+    WRONG_TOKEN,
+    Credentials,
+)
 from scrapy_heartbeat.server.liveness import CONCLUDED
 from scrapy_heartbeat.server.outage import Outage
 from scrapy_heartbeat.server.progress import Trimmed, kept_progress
@@ -53,16 +58,20 @@ class HeartbeatReceiver(resource.Resource):
     def __init__(
         self,
         store: HeartbeatStore,
-        token: str | None = None,
+        credentials: Credentials | str | None = None,
         max_body: int = MAX_BODY,
         on_heartbeat: OnHeartbeat | None = None,
         metrics: Any = None,
     ) -> None:
-        """``metrics``: a :class:`.metrics.ReceiverMetrics`, or None when
-        ``prometheus_client`` is not installed (``/metrics`` answers 501)."""
+        """``credentials``: who may write and read (a string is the simple
+        mode's one token; None: anyone). ``metrics``: a
+        :class:`.metrics.ReceiverMetrics`, or None when ``prometheus_client``
+        is not installed (``/metrics`` answers 501)."""
         super().__init__()
         self.store = store
-        self.token = token
+        if isinstance(credentials, str):
+            credentials = Credentials(token=credentials.encode("utf-8"))
+        self.credentials = credentials or Credentials()
         self.max_body = max_body
         self.on_heartbeat = on_heartbeat
         self.metrics = metrics
@@ -115,11 +124,13 @@ class HeartbeatReceiver(resource.Resource):
             return self._only(request, method, "GET") or self._page(request)
         if not (path in (HEARTBEAT_PATH, METRICS_PATH) or path.startswith(EXECUTIONS_PATH)):
             return _error(request, 404, f"no such path: {path[:100]}")
-        if self.token is not None and not self._authorized(request):
-            request.setHeader(b"WWW-Authenticate", b'Bearer realm="heartbeat"')
-            return _error(request, 401, "missing or wrong Authorization: Bearer token")
+        auth = request.getHeader(b"authorization")
         if path == HEARTBEAT_PATH:
+            if not self.credentials.may_post(auth):
+                return self._unauthorized(request, WRONG_TOKEN)
             return self._only(request, method, "POST") or self._heartbeat(request)
+        if not self.credentials.may_read(auth):
+            return self._unauthorized(request, WRONG_READ_TOKEN)
         denied = self._only(request, method, "GET")
         if denied:
             return denied
@@ -138,11 +149,11 @@ class HeartbeatReceiver(resource.Resource):
         request.setHeader(b"Allow", allowed.encode())
         return _error(request, 405, f"method {method[:10]} not allowed; use {allowed}")
 
-    def _authorized(self, request: Request) -> bool:
-        scheme, _, given = (request.getHeader(b"authorization") or b"").strip().partition(b" ")
-        expected = (self.token or "").encode()
-        # The scheme is case-insensitive (RFC 7235); the token is not.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), expected)
+    def _unauthorized(self, request: Request, message: str) -> bytes:
+        if self.credentials.mode == "simple":
+            message = WRONG_TOKEN  # one token: nothing more to say
+        request.setHeader(b"WWW-Authenticate", b'Bearer realm="heartbeat"')
+        return _error(request, 401, message)
 
     def _heartbeat(self, request: Request) -> Reply:
         if not is_json(request):
@@ -152,6 +163,12 @@ class HeartbeatReceiver(resource.Resource):
         if len(raw) > self.max_body:
             return _error(request, 413, f"body larger than {self.max_body} bytes")
         body, problem = parse_body(raw)
+        # Whose beat it is decides which token it takes: checked before
+        # anything else about the body is looked at.
+        execution_id = canonical_uuid(body.get("execution_id")) if isinstance(body, dict) else None
+        auth = request.getHeader(b"authorization")
+        if execution_id is not None and not self.credentials.may_beat(auth, execution_id):
+            return self._unauthorized(request, WRONG_BEAT_TOKEN)
         if problem is None:
             problem = validate_body(body)
         if problem is not None:

@@ -16,10 +16,12 @@ from typing import Any
 from twisted.internet.error import CannotListenError
 
 from scrapy_heartbeat._compat import twisted_reactor
+from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.payload import HEARTBEAT_PATH
 from scrapy_heartbeat.redact import printable, redact_url
 from scrapy_heartbeat.server.alerts import WebhookAlerts
 from scrapy_heartbeat.server.backends import open_store
+from scrapy_heartbeat.server.credentials import credentials_from
 from scrapy_heartbeat.server.liveness import LivenessRules
 from scrapy_heartbeat.server.resource import HeartbeatReceiver
 from scrapy_heartbeat.server.store import StoreUnavailable
@@ -38,6 +40,11 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
+    try:
+        credentials = credentials_from(args.token, args.signing_key, args.read_token, os.environ)
+    except ConfigError as exc:
+        print(f"scrapy-heartbeat serve: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
     rules = LivenessRules(lost_after=args.lost_after, stall_after=args.stall_after)
     try:
         store = open_store(args.db, rules)
@@ -46,12 +53,13 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     on_beat = print_heartbeat if args.print_beats else None
     metrics = _metrics(args.db, rules)
-    receiver = HeartbeatReceiver(store, args.token, args.max_body, on_beat, metrics)
+    receiver = HeartbeatReceiver(store, credentials, args.max_body, on_beat, metrics)
     reactor = twisted_reactor()
     port = _listen(args, receiver, metrics)
     if port is None:
         store.close()
         return EXIT_UNUSABLE
+    logger.info("%s", credentials.describe())
     alerts = None
     if args.webhook:
         alerts = WebhookAlerts(args.webhook, args.alert_on, attempts=1 + args.alert_retries)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
+from scrapy_heartbeat import execution_token
 from scrapy_heartbeat.server import open_store
 from tests.server.beats import beat
 from tests.server.serving import Serve
@@ -124,6 +125,28 @@ def test_with_a_token_the_dashboard_asks_for_it(serve: Callable[..., Serve]) -> 
     ]
     assert with_token.get_element_by_id("summary").text_content().startswith("1 executions")
     assert "token was refused" in wrong.get_element_by_id("summary").text_content()
+
+
+def test_with_scoped_credentials_the_dashboard_takes_the_read_token(
+    serve: Callable[..., Serve],
+) -> None:
+    """The page stays usable with the read token (the list and one
+    execution's page); a crawler's token, which writes, shows nothing."""
+    key, read = "dashboard-test-signing-key-0123456789", "dashboard-read-token"
+    receiver = serve("--signing-key", key, "--read-token", read)
+    crawler = execution_token(key, beat()["execution_id"])
+    assert receiver.post(beat(), headers={"Authorization": f"Bearer {crawler}"}).status_code == 200
+    listed = render(receiver.url + f"/#token={read}")
+    one = render(receiver.url + f"/?execution={beat()['execution_id']}#token={read}")
+    refused = render(receiver.url + f"/#token={crawler}")
+    assert [tr.get("data-execution-id") for tr in listed.cssselect("#rows tr")] == [
+        beat()["execution_id"]
+    ]
+    assert listed.get_element_by_id("token-form").get("hidden") is not None
+    assert one.get_element_by_id("title").text_content() == f"Execution {beat()['execution_id']}"
+    assert "token was refused" in refused.get_element_by_id("summary").text_content()
+    assert "serve --read-token" in refused.get_element_by_id("summary").text_content()
+    assert not refused.cssselect("#rows tr")
 
 
 def test_the_page_of_one_execution(receiver: Serve) -> None:
