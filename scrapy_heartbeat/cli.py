@@ -105,8 +105,8 @@ def _add_serving_options(serve: argparse.ArgumentParser) -> None:
 
 def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
     """What ``serve`` concludes about senders, whom it alerts, what it keeps."""
-    from scrapy_heartbeat.server import alerts, liveness, upkeep
-    from scrapy_heartbeat.server.serve import positive, seconds, states
+    from scrapy_heartbeat.server import alerts, listing, liveness, upkeep
+    from scrapy_heartbeat.server.serve import count, positive, seconds, states
 
     serve.add_argument(
         "--lost-after",
@@ -150,6 +150,13 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
         default=upkeep.KEEP_DAYS,
         help="delete history older than this many days; 0 keeps it all "
         f"(default {upkeep.KEEP_DAYS:g})",
+    )
+    serve.add_argument(
+        "--metrics-max-executions",
+        type=count,
+        default=listing.MAX_EXPORTED,
+        help="unfinished executions given series of their own on /metrics at most, the newest "
+        f"first; the others are only counted (default {listing.MAX_EXPORTED})",
     )
     serve.add_argument(
         "--check-every",

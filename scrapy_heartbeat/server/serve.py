@@ -15,11 +15,12 @@ from typing import Any
 from scrapy_heartbeat._compat import twisted_reactor
 from scrapy_heartbeat.payload import HEARTBEAT_PATH
 from scrapy_heartbeat.redact import printable, redact_url
+from scrapy_heartbeat.server import listing
 from scrapy_heartbeat.server.alerts import WebhookAlerts
 from scrapy_heartbeat.server.backends import open_store
 from scrapy_heartbeat.server.liveness import STATES, LivenessRules
 from scrapy_heartbeat.server.resource import HeartbeatReceiver
-from scrapy_heartbeat.server.store import StoreUnavailable
+from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 from scrapy_heartbeat.server.transport import listen
 from scrapy_heartbeat.server.upkeep import Upkeep
 
@@ -42,7 +43,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"scrapy-heartbeat serve: --db {redact_url(args.db)}: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     on_beat = print_heartbeat if args.print_beats else None
-    metrics = _metrics(args.db, rules)
+    metrics = _metrics(store, args.metrics_max_executions)
     receiver = HeartbeatReceiver(store, args.token, args.max_body, on_beat, metrics)
     reactor = twisted_reactor()
     port = listen(
@@ -79,9 +80,10 @@ def serve(args: argparse.Namespace) -> int:
     return EXIT_STOPPED
 
 
-def _metrics(db: str, rules: LivenessRules) -> Any:
+def _metrics(store: HeartbeatStore, cap: int) -> Any:
     """``/metrics``, when ``prometheus_client`` is installed (the
-    ``[server]`` extra); each scrape reads with a connection of its own."""
+    ``[server]`` extra); each scrape reads through the receiver's store,
+    which migrated once, at start."""
     try:
         from scrapy_heartbeat.server.metrics import ReceiverMetrics
     except ImportError:
@@ -90,14 +92,11 @@ def _metrics(db: str, rules: LivenessRules) -> Any:
         )
         return None
 
-    def executions(seen_since: float) -> list[dict[str, Any]]:
-        reader = open_store(db, rules)
-        try:
-            return reader.executions(seen_since=seen_since)
-        finally:
-            reader.close()
+    def read(seen_since: float) -> tuple[dict[tuple[str, str], int], list[dict[str, Any]], int]:
+        found, left_out = listing.unfinished(store, seen_since, cap)
+        return listing.count_by_state(store), found, left_out
 
-    return ReceiverMetrics(executions)
+    return ReceiverMetrics(read)
 
 
 def _write_port(path: str, port: int) -> None:
@@ -136,6 +135,17 @@ def positive(text: str) -> float:
     value = seconds(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
+    return value
+
+
+def count(text: str) -> int:
+    """An argument type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
     return value
 
 
