@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +55,7 @@ def seed_statements(backend: str, executions: int, history: int, now: float) -> 
     hid = ids.format(n=f"(n % {executions})")
     state = (
         f"SELECT <id>, <container>CASE WHEN n % 10 = 0 THEN 'completed' ELSE 'running' END, "
-        f"'{PROGRESS}', {now - 7200}, {now} - (n % 3600), 240, '500/1500', {now} - 600, 239, "
+        f"'{PROGRESS}', {now - 7200}, {now} - (n % 3600), 240, '500/1500', {now} - 60, 239, "
         f"{239 * 30.0}, CASE WHEN n % 10 = 0 THEN 'completed' WHEN n % 3600 < 60 THEN 'running' "
         "WHEN n % 3600 < 300 THEN 'late' ELSE 'lost' END FROM s"
     )
@@ -182,6 +183,7 @@ def report(
     pages, filtered, scrapes = seen["pages"], seen["filtered"], seen["scrapes"]
     return {
         "backend": args.backend,
+        "serve_args": args.serve_arg,
         "executions_seeded": args.executions,
         "history_rows_seeded": args.history,
         "target_rate": args.rate,
@@ -212,6 +214,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--warm-up", type=float, default=10.0, help="seconds before the load")
     parser.add_argument("--save", help="save the report as bench/results/NAME.json")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an argument for serve, e.g. --serve-arg=--check-every=3600 (repeatable)",
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         db = str(Path(stack.enter_context(tempfile.TemporaryDirectory()), "scale.sqlite3"))
@@ -222,7 +230,7 @@ def main() -> int:
             stack.callback(postgres.stop)
             db = postgres.database()
         seeded = seed(db, args.backend, args.executions, args.history)
-        server, url = spawn_receiver(db)
+        server, url = spawn_receiver(db, *args.serve_arg, stderr=subprocess.DEVNULL)
         time.sleep(args.warm_up)  # its first liveness check, over every execution
         try:
             found = asyncio.run(run(int(url.rsplit(":", 1)[1]), server.pid, args))

@@ -73,6 +73,7 @@ def page(
     status: str | None = None,
     limit: int = DEFAULT_LIMIT,
     after: Cursor | None = None,
+    *,
     now: float | None = None,
     budget: int = SCAN_BUDGET,
 ) -> Page:

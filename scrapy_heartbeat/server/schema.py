@@ -217,10 +217,12 @@ COUNT_HEARTBEATS = "SELECT COUNT(*) FROM heartbeats"
 Statement = tuple[str, tuple[Any, ...]]
 
 #: Indexes that keep the read API's pages and ``/metrics`` bounded: newest
-#: first, overall and by status. Each is ``(name, table, columns)``.
+#: first, overall and by status; the counts by state read only an index.
+#: Each is ``(name, table, columns)``.
 INDEXES = (
     ("executions_by_last_seen", "executions", "last_seen, execution_id"),
     ("executions_by_status", "executions", "status, last_seen, execution_id"),
+    ("executions_by_state", "executions", "status, liveness"),
 )
 
 
