@@ -140,7 +140,7 @@ def _add_credential_options(serve: argparse.ArgumentParser) -> None:
 
 def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
     """What ``serve`` concludes about senders, whom it alerts, what it keeps."""
-    from scrapy_heartbeat.server import alerts, liveness, options, upkeep
+    from scrapy_heartbeat.server import alerts, listing, liveness, options, upkeep
 
     silence = options.bounded(*options.SILENCE_RANGE)
 
@@ -194,6 +194,13 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
         default=upkeep.THIN_AFTER_DAYS,
         help="keep one beat per container per 5 minutes of history older than this "
         f"many days; 0 thins nothing (default {upkeep.THIN_AFTER_DAYS:g})",
+    )
+    serve.add_argument(
+        "--metrics-max-executions",
+        type=options.bounded_int(*options.METRICS_EXECUTIONS_RANGE),
+        default=listing.MAX_EXPORTED,
+        help="unfinished executions given series of their own on /metrics at most, the newest "
+        f"first; the others are only counted (default {listing.MAX_EXPORTED})",
     )
     serve.add_argument(
         "--check-every",

@@ -1,15 +1,17 @@
 """``GET /metrics`` of the reference receiver, in Prometheus' text format,
 written by ``prometheus_client`` (``pip install 'scrapy-heartbeat[server]'``).
 
-Receiver-wide: beats accepted, beats rejected by reason, and a histogram of
-the time to answer a beat. Per execution, for those that beat within the
-last hour (active ones, and those finished or lost recently, so that the
-number of series stays bounded): the progress counters, percentage,
-liveness, containers and seconds since the last beat.
+Receiver-wide: beats accepted, beats rejected by reason, a histogram of
+the time to answer a beat, and every execution counted by status and
+liveness. Per execution, only for unfinished ones that beat within the last
+hour, the newest first up to a cap (``serve --metrics-max-executions``),
+with a gauge of how many were left out: the progress counters, percentage,
+liveness, containers and seconds since the last beat. So a scrape has a
+bounded number of series, whatever the fleet.
 
 Each receiver has a registry of its own: two in one process never mix. The
-per-execution series are read from the database when scraped, on a thread
-with a connection of its own, so a scrape never holds the reactor.
+executions are read from the receiver's store when scraped, on a thread of
+the reactor's pool, so a scrape never holds the reactor.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-#: Executions that last beat within this many seconds are exported.
+#: Unfinished executions that last beat within this many seconds are exported.
 RECENT = 3600.0
 #: Reply times, seconds: a beat is answered in about a millisecond on an idle
 #: receiver; the spec's client gives up at 10 s.
@@ -48,13 +50,14 @@ REJECTED_REASONS = {
     503: "unavailable",
 }
 
-Executions = Callable[[float], list[dict[str, Any]]]
+#: ``read(seen_since)``: executions counted by (status, liveness), the
+#: unfinished executions to export one by one, and how many were left out.
+Read = Callable[[float], tuple[dict[tuple[str, str], int], list[dict[str, Any]], int]]
 
 
 class ReceiverMetrics:
-    def __init__(self, executions: Executions) -> None:
-        """``executions(seen_since)``: the executions to export, read on
-        the scraping thread."""
+    def __init__(self, read: Read) -> None:
+        """``read`` is called on the scraping thread."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.accepted = Counter(
             "heartbeat_receiver_beats_accepted", "Heartbeats stored", registry=self.registry
@@ -73,7 +76,7 @@ class ReceiverMetrics:
             buckets=REPLY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_ExecutionCollector(executions))
+        self.registry.register(_ExecutionCollector(read))
 
     def beat_answered(self, code: int, seconds: float | None = None) -> None:
         if code == 200:
@@ -88,44 +91,65 @@ class ReceiverMetrics:
 
 
 class _ExecutionCollector:
-    def __init__(self, executions: Executions) -> None:
-        self.executions = executions
+    def __init__(self, read: Read) -> None:
+        self.read = read
 
     def describe(self) -> list[Any]:
         return []  # read at each scrape: nothing to describe in advance
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        found = self.executions(time.time() - RECENT)
-        labels = ["execution_id"]
-        gauges = {
-            field: GaugeMetricFamily(f"heartbeat_execution_{field}", text, labels=labels)
-            for field, text in PROGRESS_GAUGES
-        }
-        silent = GaugeMetricFamily(
-            "heartbeat_execution_seconds_since_last_beat",
-            "Seconds since any container of the execution beat",
-            labels=labels,
-        )
-        containers = GaugeMetricFamily(
-            "heartbeat_execution_containers", "Containers that beat for it", labels=labels
-        )
-        liveness = GaugeMetricFamily(
-            "heartbeat_execution_liveness",
-            "1 for the execution's liveness: running, late, lost, stalled, paused, "
-            "completed or failed",
-            labels=["execution_id", "liveness"],
-        )
-        for execution in found:
-            eid = execution["execution_id"]
-            progress = execution["progress"] or {}
-            for field, gauge in gauges.items():
-                value = progress.get(field)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    gauge.add_metric([eid], value)
-            silent.add_metric([eid], execution["seconds_since_last_beat"])
-            containers.add_metric([eid], execution["container_count"])
-            liveness.add_metric([eid, execution["liveness"]], 1)
-        yield from gauges.values()
-        yield silent
-        yield containers
-        yield liveness
+        counts, found, left_out = self.read(time.time() - RECENT)
+        yield from _aggregates(counts, left_out)
+        yield from _per_execution(found)
+
+
+def _aggregates(counts: dict[tuple[str, str], int], left_out: int) -> Iterator[GaugeMetricFamily]:
+    by_state = GaugeMetricFamily(
+        "heartbeat_executions",
+        "Executions by client status and liveness (as of the last liveness check)",
+        labels=["status", "liveness"],
+    )
+    for (status, liveness), count in sorted(counts.items()):
+        by_state.add_metric([status, liveness], count)
+    yield by_state
+    yield GaugeMetricFamily(
+        "heartbeat_executions_not_exported",
+        "Unfinished executions that beat within the hour but have no series of their own "
+        "(over --metrics-max-executions)",
+        value=left_out,
+    )
+
+
+def _per_execution(found: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    labels = ["execution_id"]
+    gauges = {
+        field: GaugeMetricFamily(f"heartbeat_execution_{field}", text, labels=labels)
+        for field, text in PROGRESS_GAUGES
+    }
+    silent = GaugeMetricFamily(
+        "heartbeat_execution_seconds_since_last_beat",
+        "Seconds since any container of the execution beat",
+        labels=labels,
+    )
+    containers = GaugeMetricFamily(
+        "heartbeat_execution_containers", "Containers that beat for it", labels=labels
+    )
+    liveness = GaugeMetricFamily(
+        "heartbeat_execution_liveness",
+        "1 for the execution's liveness: running, late, lost, stalled or paused",
+        labels=["execution_id", "liveness"],
+    )
+    for execution in found:
+        eid = execution["execution_id"]
+        progress = execution["progress"] or {}
+        for field, gauge in gauges.items():
+            value = progress.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                gauge.add_metric([eid], value)
+        silent.add_metric([eid], execution["seconds_since_last_beat"])
+        containers.add_metric([eid], execution["container_count"])
+        liveness.add_metric([eid, execution["liveness"]], 1)
+    yield from gauges.values()
+    yield silent
+    yield containers
+    yield liveness

@@ -29,6 +29,7 @@ SILENCE_RANGE = (0.1, 30 * 86400.0)
 #: 0 keeps all history; at most a century.
 KEEP_DAYS_RANGE = (0.0, 36500.0)
 ALERT_RETRIES_RANGE = (0, 10)
+METRICS_EXECUTIONS_RANGE = (0, 100_000)
 
 
 def _parsed(text: str, integer: bool) -> float | None:

@@ -16,6 +16,7 @@ client's own 10 s timeout.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -50,6 +51,43 @@ def _unavailable_as_such() -> Iterator[None]:
         raise StoreUnavailable.because(exc) from None
 
 
+def _missing(db: psycopg.Connection[Any]) -> list[str]:
+    """The DDL that creates what the database lacks, read from the catalog
+    first: ``CREATE ... IF NOT EXISTS`` and ``ADD COLUMN IF NOT EXISTS``
+    lock their table (``ALTER``: against every reader and writer) even when
+    there is nothing to do, so a receiver starting beside others that are
+    serving runs none of it."""
+    names = {r[0] for r in db.execute(_CATALOG_NAMES).fetchall()}
+    columns = set(db.execute(_CATALOG_COLUMNS).fetchall())
+    wanted = [s.strip() for s in _dialect(schema.SCHEMA).split(";") if s.strip()]
+    wanted += [schema.create_index(*index) for index in schema.INDEXES]
+    missing = [s for s in wanted if _created(s) not in names]
+    for table in schema.MIGRATED_TABLES:
+        for column in schema.ADDED_COLUMNS:
+            if (table, column.split()[0]) not in columns:
+                missing.append(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_dialect(column)}")
+    return missing
+
+
+#: The name of what a ``CREATE TABLE`` or ``CREATE INDEX`` creates.
+_CREATED = re.compile(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)")
+
+
+def _created(statement: str) -> str:
+    found = _CREATED.match(statement)
+    return found[1] if found else statement
+
+
+_CATALOG_NAMES = (
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema()"
+)
+_CATALOG_COLUMNS = (
+    "SELECT table_name, column_name FROM information_schema.columns "
+    "WHERE table_schema = current_schema()"
+)
+
+
 def _together(statements: Sequence[schema.Statement]) -> schema.Statement:
     """Statements as one, so one round trip and one transaction: each but
     the last becomes a data-modifying ``WITH`` query (they write different
@@ -73,12 +111,8 @@ class PostgresStore(HeartbeatStore):
         with self._connection() as db, db.transaction():
             # One receiver at a time creates or migrates the tables.
             db.execute("SELECT pg_advisory_xact_lock(7361)")
-            for statement in _dialect(schema.SCHEMA).split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            for table in schema.MIGRATED_TABLES:
-                for column in schema.ADDED_COLUMNS:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_dialect(column)}")
+            for statement in _missing(db):
+                db.execute(statement)
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -2,9 +2,11 @@
 reads the request, calls the store once, and answers.
 
 ``POST /api/v1/monitoring/heartbeat`` validates (:mod:`.validation`) and
-stores a heartbeat; ``GET /api/v1/monitoring/executions[?status=]`` and
+stores a heartbeat; ``GET /api/v1/monitoring/executions[?status=&limit=&cursor=]``
+(a page, :mod:`.listing`), ``GET /api/v1/monitoring/summary`` (counts) and
 ``GET /api/v1/monitoring/executions/<execution_id>`` read them back, with the
-receiver's own conclusions (:mod:`.liveness`); ``GET /metrics`` exports them
+receiver's own conclusions (:mod:`.liveness`), each on a thread of the
+reactor's pool, so that no read delays a beat; ``GET /metrics`` exports them
 to Prometheus (:mod:`.metrics`); ``GET /`` is a dashboard. Bad input gets a
 4xx with the spec's error body; no input gets a 500.
 """
@@ -24,6 +26,7 @@ from twisted.web import resource, server
 
 from scrapy_heartbeat._compat import twisted_reactor
 from scrapy_heartbeat.payload import HEARTBEAT_PATH, STATUSES, canonical_uuid
+from scrapy_heartbeat.server import listing
 from scrapy_heartbeat.server.batches import BatchWriter
 from scrapy_heartbeat.server.credentials import (
     WRONG_BEAT_TOKEN,
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EXECUTIONS_PATH = "/api/v1/monitoring/executions"
+SUMMARY_PATH = "/api/v1/monitoring/summary"
 METRICS_PATH = "/metrics"
 _BEAT_PATH = HEARTBEAT_PATH.encode()
 #: What ``?status=`` takes besides the client statuses.
@@ -112,9 +116,8 @@ class HeartbeatReceiver(resource.Resource):
         return self._writer
 
     def _call(self, then: Callable[[Any], bytes], fn: Callable[..., Any], *args: Any) -> Reply:
-        """``then(fn(*args))``, on a thread when the store blocks."""
-        if not self.store.blocking:
-            return then(fn(*args))
+        """``then(fn(*args))``, ``fn`` on a thread: a read may take long,
+        and beats are answered meanwhile."""
         return threads.deferToThread(fn, *args).addCallback(then)
 
     def _route(self, request: Request) -> Reply:
@@ -122,7 +125,9 @@ class HeartbeatReceiver(resource.Resource):
         method = request.method.decode("ascii", "replace") if request.method else ""
         if path == "/":
             return self._only(request, method, "GET") or self._page(request)
-        if not (path in (HEARTBEAT_PATH, METRICS_PATH) or path.startswith(EXECUTIONS_PATH)):
+        if not (
+            path in (HEARTBEAT_PATH, METRICS_PATH, SUMMARY_PATH) or path.startswith(EXECUTIONS_PATH)
+        ):
             return _error(request, 404, f"no such path: {path[:100]}")
         auth = request.getHeader(b"authorization")
         if path == HEARTBEAT_PATH:
@@ -138,6 +143,10 @@ class HeartbeatReceiver(resource.Resource):
             return self._metrics(request)
         if path == EXECUTIONS_PATH:
             return self._executions(request)
+        if path == SUMMARY_PATH:
+            return self._call(
+                lambda counts: _json(request, 200, counts), listing.summary, self.store
+            )
         execution_id = path[len(EXECUTIONS_PATH) + 1 :]
         if "/" in execution_id or not path.startswith(EXECUTIONS_PATH + "/"):
             return _error(request, 404, f"no such path: {path[:100]}")
@@ -195,15 +204,35 @@ class HeartbeatReceiver(resource.Resource):
         return stored(self.store.add(body, now))
 
     def _executions(self, request: Request) -> Reply:
-        raw = (request.args or {}).get(b"status", [None])[0]
-        status = raw.decode("utf-8", "replace") if raw else None
+        args = request.args or {}
+        status = _query(args, b"status")
         if status is not None and status not in STATUS_FILTERS:
             allowed = ", ".join(STATUS_FILTERS)
             return _error(request, 400, f"query 'status' must be one of {allowed}")
+        limit = _limit(_query(args, b"limit"))
+        if limit is None:
+            return _error(
+                request, 400, f"query 'limit' must be a whole number from 1 to {listing.MAX_LIMIT}"
+            )
+        cursor = _query(args, b"cursor")
+        try:
+            after = None if cursor is None else listing.decode_cursor(cursor)
+        except ValueError:
+            return _error(
+                request,
+                400,
+                "query 'cursor' must be a next_cursor this receiver returned; "
+                "leave it out to start from the newest",
+            )
         return self._call(
-            lambda found: _json(request, 200, {"executions": found}),
-            self.store.executions,
+            lambda found: _json(
+                request, 200, {"executions": found.executions, "next_cursor": found.next_cursor}
+            ),
+            listing.page,
+            self.store,
             status,
+            limit,
+            after,
         )
 
     def _execution(self, request: Request, given: str) -> Reply:
@@ -262,6 +291,23 @@ def _say_trimmed(request: Request, trimmed: Trimmed) -> None:
         request.setHeader(b"Heartbeat-Progress-Dropped", b"%d" % trimmed.dropped)
     if trimmed.truncated:
         request.setHeader(b"Heartbeat-Progress-Truncated", ",".join(trimmed.truncated).encode())
+
+
+def _query(args: dict[bytes, list[bytes]], name: bytes) -> str | None:
+    """The first value of a query argument; None when absent or empty."""
+    raw = args.get(name, [b""])[0]
+    return raw.decode("utf-8", "replace") if raw else None
+
+
+def _limit(given: str | None) -> int | None:
+    """``?limit=``: the default when absent; None when not a whole number
+    from 1 to :data:`.listing.MAX_LIMIT`."""
+    if given is None:
+        return listing.DEFAULT_LIMIT
+    if not (given.isascii() and given.isdigit() and len(given) <= 6):
+        return None
+    value = int(given)
+    return value if 1 <= value <= listing.MAX_LIMIT else None
 
 
 def _json(request: Request, code: int, payload: dict[str, Any]) -> bytes:

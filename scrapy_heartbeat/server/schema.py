@@ -312,3 +312,37 @@ NEXT_HISTORY_ROW = "SELECT id, received_at FROM heartbeats WHERE id > ? ORDER BY
 COUNT_HEARTBEATS = "SELECT COUNT(*) FROM heartbeats"
 
 Statement = tuple[str, tuple[Any, ...]]
+
+#: Indexes that keep the read API's pages and ``/metrics`` bounded: newest
+#: first, overall and by status; the counts by state read only an index.
+#: Each is ``(name, table, columns)``.
+INDEXES = (
+    ("executions_by_last_seen", "executions", "last_seen, execution_id"),
+    ("executions_by_status", "executions", "status, last_seen, execution_id"),
+    ("executions_by_state", "executions", "status, liveness"),
+)
+
+
+def create_index(name: str, table: str, columns: str) -> str:
+    return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})"
+
+
+#: The newest executions after a keyset cursor (``last_seen``,
+#: ``execution_id``), at most a given number; read as :class:`ExecutionRow`.
+#: ``{where}`` is more conditions (``AND ...``), or nothing.
+SELECT_PAGE = (
+    SELECT_EXECUTIONS
+    + " WHERE (e.last_seen < ? OR (e.last_seen = ? AND e.execution_id < ?)){where}"
+    " ORDER BY e.last_seen DESC, e.execution_id DESC LIMIT ?"
+)
+
+#: Executions by client status and settled liveness (NULL until the first
+#: check after their first beat): ``(status, liveness, count)`` rows.
+COUNT_BY_STATE = (
+    "SELECT status, COALESCE(liveness, status), COUNT(*) FROM executions GROUP BY status, 2"
+)
+
+#: Unfinished executions that beat since a time.
+COUNT_UNFINISHED_SINCE = (
+    "SELECT COUNT(*) FROM executions WHERE status NOT IN ('completed', 'failed') AND last_seen >= ?"
+)

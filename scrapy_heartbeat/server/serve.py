@@ -19,12 +19,13 @@ from scrapy_heartbeat._compat import twisted_reactor
 from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.payload import HEARTBEAT_PATH
 from scrapy_heartbeat.redact import printable, redact_url
+from scrapy_heartbeat.server import listing
 from scrapy_heartbeat.server.alerts import WebhookAlerts
 from scrapy_heartbeat.server.backends import open_store
 from scrapy_heartbeat.server.credentials import credentials_from
 from scrapy_heartbeat.server.liveness import LivenessRules
 from scrapy_heartbeat.server.resource import HeartbeatReceiver
-from scrapy_heartbeat.server.store import StoreUnavailable
+from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 from scrapy_heartbeat.server.transport import listen
 from scrapy_heartbeat.server.upkeep import Upkeep
 
@@ -52,7 +53,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"scrapy-heartbeat serve: --db {redact_url(args.db)}: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     on_beat = print_heartbeat if args.print_beats else None
-    metrics = _metrics(args.db, rules)
+    metrics = _metrics(store, args.metrics_max_executions)
     receiver = HeartbeatReceiver(store, credentials, args.max_body, on_beat, metrics)
     reactor = twisted_reactor()
     port = _listen(args, receiver, metrics)
@@ -124,9 +125,10 @@ def cannot_listen(host: str, port: int, exc: CannotListenError) -> str:
     )
 
 
-def _metrics(db: str, rules: LivenessRules) -> Any:
+def _metrics(store: HeartbeatStore, cap: int) -> Any:
     """``/metrics``, when ``prometheus_client`` is installed (the
-    ``[server]`` extra); each scrape reads with a connection of its own."""
+    ``[server]`` extra); each scrape reads through the receiver's store,
+    which migrated once, at start."""
     try:
         from scrapy_heartbeat.server.metrics import ReceiverMetrics
     except ImportError:
@@ -135,14 +137,11 @@ def _metrics(db: str, rules: LivenessRules) -> Any:
         )
         return None
 
-    def executions(seen_since: float) -> list[dict[str, Any]]:
-        reader = open_store(db, rules)
-        try:
-            return reader.executions(seen_since=seen_since)
-        finally:
-            reader.close()
+    def read(seen_since: float) -> tuple[dict[tuple[str, str], int], list[dict[str, Any]], int]:
+        found, left_out = listing.unfinished(store, seen_since, cap)
+        return listing.count_by_state(store), found, left_out
 
-    return ReceiverMetrics(executions)
+    return ReceiverMetrics(read)
 
 
 def _write_port(path: str, port: int) -> None:

@@ -2,12 +2,16 @@
 which :class:`.pgstore.PostgresStore` is on PostgreSQL. The tables and
 queries are :mod:`.schema`'s.
 
-Used from one thread (the receiver's reactor thread). Writes are small and
+Written from one thread (the receiver's reactor thread). Writes are small and
 ``synchronous=NORMAL`` makes a commit cost no fsync, so a write takes tens of
 microseconds: cheaper than handing it to another thread. A database that
 another process holds locked must not stall that thread: SQLite waits at most
 :data:`BUSY_TIMEOUT` for it, and then :class:`StoreUnavailable` is raised
 (the receiver answers 503, and the client retries its final beat).
+
+Reads from any other thread (the receiver's reads of the API and
+``/metrics``, which may take long) use a connection of that thread's own:
+in WAL mode they neither wait for the writes nor make them wait.
 
 :meth:`HeartbeatStore.settle` claims each liveness transition with a
 conditional update, so that it happens once however many receivers share
@@ -20,6 +24,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -33,6 +38,9 @@ from scrapy_heartbeat.server.schema import ContainerRow, ExecutionRow, HistoryRo
 #: The longest SQLite waits for a lock another process holds, seconds: the
 #: reactor thread waits that long, every other client with it.
 BUSY_TIMEOUT = 0.05
+#: The longest a read on another thread waits for a lock, seconds: no
+#: client waits on that thread but the reader's own.
+READ_BUSY_TIMEOUT = 5.0
 #: Executions read per step of :meth:`HeartbeatStore.settle`: a few
 #: milliseconds of the reactor thread each.
 SETTLE_BATCH = 100
@@ -119,6 +127,12 @@ class HeartbeatStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(schema.SCHEMA)
             self._migrate()
+            for index in schema.INDEXES:
+                self.db.execute(schema.create_index(*index))
+        self._writer_thread = threading.get_ident()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     def _start_listening(self) -> None:
         #: Since when this receiver could hear every beat: its start, or the
@@ -161,9 +175,29 @@ class HeartbeatStore:
 
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with _unavailable_as_such():
-            return self.db.execute(query, args).fetchall()
+            return self._reader().execute(query, args).fetchall()
+
+    def _reader(self) -> sqlite3.Connection:
+        """The writing connection on the thread that writes; elsewhere a
+        connection of the calling thread's own, made once."""
+        if threading.get_ident() == self._writer_thread or self.path == ":memory:":
+            return self.db
+        reader: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if reader is None:
+            reader = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=READ_BUSY_TIMEOUT
+            )
+            reader.execute("PRAGMA query_only=ON")
+            self._local.db = reader
+            with self._readers_lock:
+                self._readers.append(reader)
+        return reader
 
     def close(self) -> None:
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
         self.db.close()
 
     def add(self, body: dict[str, Any], received_at: float | None = None) -> float:
@@ -374,6 +408,16 @@ class HeartbeatStore:
 
     def count(self) -> int:
         return int(self._read(schema.COUNT_HEARTBEATS)[0][0])
+
+    def read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """The rows of one read-only query of :mod:`.schema` (``?``
+        placeholders); from a thread other than the writer's, on a
+        connection of that thread's own."""
+        return self._read(query, args)
+
+    def described(self, row: ExecutionRow, now: float | None = None) -> dict[str, Any]:
+        """One row of ``SELECT_EXECUTIONS`` as the read API shows it."""
+        return self._execution(row, now)
 
     def _execution_rows(self, query: str, args: tuple[Any, ...]) -> list[ExecutionRow]:
         return [ExecutionRow._make(row) for row in self._read(query, args)]

@@ -34,7 +34,8 @@ def chromium() -> None:
 
 @pytest.fixture
 def receiver(serve: Callable[..., Serve]) -> Serve:
-    return serve()
+    # The counts are as of the last liveness check: checked often here.
+    return serve("--check-every", "0.2")
 
 
 def render(url: str) -> lxml_html.HtmlElement:
@@ -203,8 +204,22 @@ def test_the_list_filters_by_liveness(serve: Callable[..., Serve]) -> None:
     everything = render(receiver.url + "/")
     assert [tr.get("data-execution-id") for tr in lost.cssselect("#rows tr")] == [quiet]
     assert lost.cssselect(".lost-badge")[0].text_content() == "lost"
-    assert lost.get_element_by_id("summary").text_content().startswith("1 executions (lost)")
+    assert "; 1 lost shown;" in lost.get_element_by_id("summary").text_content()
     assert {tr.get("data-execution-id") for tr in everything.cssselect("#rows tr")} == {quiet, busy}
+
+
+def test_the_list_is_one_page_and_the_counts_the_whole_fleet(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    store = open_store(str(tmp_path / "hb.sqlite3"))
+    now = time.time()
+    for n in range(130):
+        store.add(beat(execution_id=str(uuid.uuid4())), now - n / 10)
+    store.close()
+    page = render(serve().url + "/")
+    assert len(page.cssselect("#rows tr")) == 100
+    summary = page.get_element_by_id("summary").text_content()
+    assert summary.startswith("130 executions, 130 active, 0 stale; the newest 100 shown;")
 
 
 def test_pages_per_minute_from_two_interleaved_containers(

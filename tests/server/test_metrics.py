@@ -76,3 +76,26 @@ def test_metrics_need_the_token_when_there_is_one(serve: Callable[..., Serve], d
     reply = s.get("/metrics", headers={"Authorization": "Bearer s3cret"})
     assert reply.status_code == 200
     assert "heartbeat_receiver_beats_accepted_total 0.0" in reply.text
+
+
+def test_series_are_bounded_by_the_cap(serve: Callable[..., Serve], db: str) -> None:
+    """Per-execution series for the newest unfinished executions up to
+    ``--metrics-max-executions``; every execution counted by state."""
+    now = time.time()
+    running = [str(uuid.uuid4()) for _ in range(5)]
+    store = open_store(db)
+    for n, eid in enumerate(running):
+        store.add(worker_beat(eid), now - n)
+    for _ in range(2):
+        store.add(worker_beat(str(uuid.uuid4()), "completed"), now)
+    store.close()
+    s = serve("--metrics-max-executions", "3", db=db)
+    found = families(s.get("/metrics").text)
+    exported = {x.labels["execution_id"] for x in found["heartbeat_execution_liveness"].samples}
+    assert exported == set(running[:3])
+    assert samples(found["heartbeat_executions_not_exported"]) == [2.0]
+    by_state = {
+        (x.labels["status"], x.labels["liveness"]): x.value
+        for x in found["heartbeat_executions"].samples
+    }
+    assert by_state == {("running", "running"): 5.0, ("completed", "completed"): 2.0}
