@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: system-deps demo docs test bench-full valgrind test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet bench-contention clean
+.PHONY: system-deps demo docs test test-dist bench-full valgrind test-compat test-matrix lint unit bench bench-instructions bench-receiver bench-fleet bench-contention clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ test-compat: $(STAMP)
 	$(VENV)/bin/tox run -e oldest,reactorless
 
 test-matrix: lint unit test-compat
+
+# The sdist and the wheel as a release builds them (tests/dist_check.py): the
+# wheel alone in a fresh virtualenv runs --help, serve with send, the demo and
+# crawls with the extension and the add-on; the unpacked sdist's tests
+# collect, and a few of their modules pass, with its [test] extra. About 3
+# minutes, most of it installing into the fresh virtualenv.
+test-dist: $(STAMP) system-deps
+	$(PY) tests/dist_check.py
 
 # A quick profile of every benchmark (under 15 minutes here): each figure
 # beside its A/A control and its target, saying when it does not resolve.

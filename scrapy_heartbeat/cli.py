@@ -264,7 +264,11 @@ def _add_demo_parser(commands: Any) -> None:
         action="store_true",
         help="keep the receiver and its dashboard running afterwards",
     )
-    demo.add_argument("--project", help="path of example_project (found automatically)")
+    demo.add_argument(
+        "--project",
+        metavar="PATH",
+        help="a copy of the demo project to crawl (default: the one in the package)",
+    )
     demo.add_argument("--interval", type=float, default=INTERVAL, help="heartbeat interval, s")
 
 

@@ -1,12 +1,14 @@
-"""The whole system on one machine: the reference receiver, the example
-project's bundled site, and the example spider reporting to the receiver,
-each in a process of its own as in production."""
+"""The whole system on one machine: the reference receiver, the demo
+project's bookshop site, and its spider reporting to the receiver, each in a
+process of its own as in production. The demo project (``demo_project/``)
+ships inside the package."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,8 @@ from scrapy_heartbeat.payload import HEARTBEAT_PATH
 INTERVAL = 0.5
 #: How long a receiver may take to start listening, seconds.
 START_TIMEOUT = 60.0
+#: The bookshop site the demo serves, inside the project.
+SITE = Path("bookshop", "site")
 
 
 def spawn_receiver(
@@ -50,18 +54,23 @@ def spawn_receiver(
 
 
 def find_project(project: str | None) -> Path:
-    candidates = (
-        [Path(project)]
-        if project
-        else [
-            Path.cwd() / "example_project",
-            Path(__file__).resolve().parent.parent / "example_project",
-        ]
-    )
-    for candidate in candidates:
-        if (candidate / "scrapy.cfg").is_file():
-            return candidate.resolve()
-    raise SystemExit("example_project not found; run from a clone or pass --project PATH")
+    """The Scrapy project the demo crawls: ``--project PATH``, else the one
+    shipped inside this package, so that an installed wheel runs the demo
+    without a clone."""
+    candidate = Path(project) if project else Path(__file__).resolve().parent / "demo_project"
+    if not (candidate / "scrapy.cfg").is_file() or not (candidate / SITE).is_dir():
+        raise SystemExit(
+            f"--project {candidate}: not a copy of the demo project (it needs scrapy.cfg "
+            f"and {SITE.as_posix()}/); leave --project out to use the packaged one"
+        )
+    return candidate.resolve()
+
+
+def working_copy(project_dir: Path, workdir: Path) -> Path:
+    """A copy of the project in the demo's own directory: the crawl then runs
+    and writes nowhere near the installed package, which may be read-only."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.py[co]", ".scrapy")
+    return Path(shutil.copytree(project_dir, workdir / "project", ignore=ignore))
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -86,16 +95,17 @@ def _relay(stream: IO[str], prefix: str) -> None:
 def run_demo(
     keep_open: bool = False, project: str | None = None, interval: float = INTERVAL
 ) -> int:
-    project_dir = find_project(project)
+    source = find_project(project)
     workdir = Path(tempfile.mkdtemp(prefix="scrapy-heartbeat-demo-"))
+    project_dir = source if project else working_copy(source, workdir)
     db = workdir / "heartbeats.sqlite3"
     receiver, api = spawn_receiver(db, "--print")
     try:
         assert receiver.stdout is not None
         print(f"1. receiver: receiving heartbeats at {api}{HEARTBEAT_PATH}")
-        site = serve_site(project_dir / "bookshop" / "site")
+        site = serve_site(project_dir / SITE)
         site_url = f"http://127.0.0.1:{site.server_address[1]}"
-        print(f"2. site: the example project's bundled bookshop at {site_url}/")
+        print(f"2. site: the demo project's bookshop at {site_url}/ (project: {project_dir})")
         threading.Thread(target=_relay, args=(receiver.stdout, "   "), daemon=True).start()
 
         execution_id = str(uuid.uuid4())
@@ -136,7 +146,7 @@ def run_demo(
 def _crawl(
     project_dir: Path, site: str, api: str, *, execution_id: str, interval: float, log: Path
 ) -> subprocess.CompletedProcess[bytes]:
-    """``scrapy crawl books`` of the example project, reporting to ``api``."""
+    """``scrapy crawl books`` of the demo project, reporting to ``api``."""
     env = {**os.environ, "API_BASE_URL": api, "EXECUTION_ID": execution_id}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project_dir), env.get("PYTHONPATH")]))
     return subprocess.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,21 @@ def test_demo_runs_end_to_end() -> None:
     # the bundled site: 44 logical URLs, 3 of them 404s, 36 book pages
     assert "completed, 44/44 URLs (41 ok, 3 failed), 36 items, 0 errors" in out
     assert "--keep-open" in out
+    # the packaged project, crawled from a copy in the demo's own directory
+    project = re.search(r"\(project: (.+)\)$", out, re.MULTILINE)
+    assert project, out
+    assert Path(project[1]).name == "project"
+    assert Path(project[1]).parent.name.startswith("scrapy-heartbeat-demo-")
+
+
+def test_demo_refuses_a_project_that_is_not_the_demo_s_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "scrapy.cfg").write_text("[settings]\ndefault = shop.settings\n")
+    result = cli("demo", "--project", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"--project {tmp_path}: not a copy of the demo project (it needs scrapy.cfg and "
+        "bookshop/site/); leave --project out to use the packaged one\n"
+    )
 
 
 def test_send_refuses_what_cannot_work_in_one_line() -> None:

@@ -206,3 +206,26 @@ def test_there_are_examples_of_each_kind() -> None:
     assert len(doctest_blocks()) >= 2
     assert len(code_blocks("shell")) >= 3
     assert len(code_blocks("json")) >= 2
+
+
+# -- wording ----------------------------------------------------------------
+
+#: The tracker's numbers ("#28", "issue 14"): history, which docs never cite.
+ISSUE_NUMBER = re.compile(r"#\d|\bissues? \d", re.IGNORECASE)
+#: A calendar date, as lab notes carry ("measured 2026-12-03").
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
+
+
+def test_the_docs_cite_no_issue_numbers() -> None:
+    for document in [*DOCUMENTS, ROOT / "CHANGELOG.rst"]:
+        lines = document.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, start=1):
+            assert not ISSUE_NUMBER.search(line), f"{document.name}:{number}: {line.strip()}"
+
+
+def test_the_readme_performance_table_reads_as_a_reference() -> None:
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    section = readme.split("\nPerformance\n===========\n", 1)[1].split("\nDevelopment\n", 1)[0]
+    assert ".. list-table::" in section
+    assert "A/A" not in section, "the README's table says what was measured, not the method"
+    assert not DATE.search(section)

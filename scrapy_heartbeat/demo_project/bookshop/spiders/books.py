@@ -25,4 +25,4 @@ class BooksSpider(scrapy.Spider):
                 "price": response.css(".price::text").get(),
                 "url": response.url,
             }
-        yield from response.follow_all(css="a", callback=self.parse)
+        yield from response.follow_all(response.css("a::attr(href)").getall(), callback=self.parse)
