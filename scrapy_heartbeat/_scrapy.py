@@ -295,8 +295,24 @@ def scrapy_command(argv: list[str]) -> str | None:
     return next((arg for arg in rest if not arg.startswith("-")), None)
 
 
+def command_running() -> str | None:
+    """The Scrapy command whose ``run`` is on the call stack, else None:
+    a command started from code (``scrapy.cmdline.execute(["scrapy",
+    "fetch", url])`` in a script) leaves no trace in the command line."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "run":
+            path = Path(code.co_filename)
+            if path.parent.name == "commands" and path.parent.parent.name == "scrapy":
+                return path.stem
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
 def not_a_crawl() -> str | None:
     """The Scrapy command this process runs when it is not a crawl
-    (``fetch``, ``shell`` ...), else None."""
-    command = scrapy_command(getattr(sys, "orig_argv", []))
+    (``fetch``, ``shell`` ...), else None: from the interpreter's command
+    line, or else from the call stack."""
+    command = scrapy_command(getattr(sys, "orig_argv", [])) or command_running()
     return command if command in DEBUGGING_COMMANDS else None

@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from scrapy_heartbeat.connect import connect_within
+from scrapy_heartbeat.connect import Resolver, connect_within
 from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.ids import check_execution_id
 from scrapy_heartbeat.payload import HEARTBEAT_PATH, heartbeat_body
@@ -474,9 +474,11 @@ def _tracking_pools(
     request's deadline and report it (one adapter's own: nothing is shared
     between clients)."""
 
+    resolver = Resolver()
+
     def new_conn(conn: Any, connect: Callable[[], socket.socket]) -> socket.socket:
         until = deadline()
-        sock = connect() if until is None else connect_within(conn, until, cutting)
+        sock = connect() if until is None else connect_within(conn, until, cutting, resolver)
         opened(sock)
         return sock
 
@@ -548,6 +550,8 @@ def describe_exception(exc: requests.exceptions.RequestException, timeout: float
             )
         return "TLS error"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
+        if "name resolution" in text:
+            return f"host name not resolved within {timeout:g}s"
         return f"connect timeout after {timeout:g}s"
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return timed_out(timeout)

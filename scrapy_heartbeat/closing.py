@@ -177,7 +177,7 @@ class FleetEnding:
             reason=reason,
             local_queued=local_queued,
             render=lambda s, view, lbl: report.execution(s, view, lbl, progress),
-            labels=(label, label or finished),
+            labels=(label, finished),
             # At most two exchanges: the final beat keeps half the budget.
             redis_within=budget.for_sender / 4,
         )

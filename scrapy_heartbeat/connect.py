@@ -36,7 +36,9 @@ class _CutOff(OSError):
     """The request was cut off while connecting."""
 
 
-def connect_within(conn: Any, deadline: float, cutting: Callable[[], bool]) -> socket.socket:
+def connect_within(
+    conn: Any, deadline: float, cutting: Callable[[], bool], resolver: Resolver
+) -> socket.socket:
     """A connected socket for urllib3's connection ``conn`` (its host, port,
     socket options, source address and timeout), by ``deadline`` (a
     ``time.monotonic()`` value) at the latest. Raises what urllib3's own
@@ -44,16 +46,22 @@ def connect_within(conn: Any, deadline: float, cutting: Callable[[], bool]) -> s
     ``NewConnectionError`` for anything else."""
     host = str(conn._dns_host).strip("[]")
     try:
-        infos = _resolve(host, conn.port, deadline, cutting)
+        infos = resolver.resolve(host, conn.port, deadline, cutting)
     except TimeoutError:
         raise ConnectTimeoutError(conn, f"name resolution of {conn.host} timed out") from None
     except OSError as exc:  # socket.gaierror: "Name or service not known" ...
         raise NewConnectionError(conn, f"Failed to resolve {conn.host!r}: {exc}") from None
     timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
     error: OSError = OSError("no address to connect to")
-    for info in infos:
-        # Each address gets the connect timeout, as in urllib3, all of them the deadline.
-        until = deadline if timeout is None else min(deadline, time.monotonic() + timeout)
+    for index, info in enumerate(infos):
+        # Each address gets an even share of what is left (urllib3 gives
+        # the first the whole timeout: one that drops packets, an IPv6
+        # route down, would leave none for the next), the connect timeout
+        # at most, and all of them the deadline.
+        now = time.monotonic()
+        until = now + (deadline - now) / (len(infos) - index)
+        if timeout is not None:
+            until = min(until, now + timeout)
         try:
             sock = _connect(info, conn, until, cutting)
         except OSError as exc:
@@ -70,35 +78,68 @@ def connect_within(conn: Any, deadline: float, cutting: Callable[[], bool]) -> s
     raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
 
 
-def _resolve(
-    host: str, port: int, deadline: float, cutting: Callable[[], bool]
-) -> list[AddressInfo]:
-    """``getaddrinfo`` by ``deadline``; an address needs no lookup. The
-    helper thread of a lookup given up on ends when the resolver does."""
-    family = allowed_gai_family()
-    with contextlib.suppress(socket.gaierror):
-        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-    found: list[list[AddressInfo]] = []
-    failed: list[Exception] = []
-    done = threading.Event()
+class Resolver:
+    """Name lookups on helper threads, one at a time per name and port:
+    while a stalled resolver holds one, later requests wait on that one
+    rather than start a thread each."""
 
-    def lookup() -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int], _Lookup] = {}
+
+    def resolve(
+        self, host: str, port: int, deadline: float, cutting: Callable[[], bool]
+    ) -> list[AddressInfo]:
+        """``getaddrinfo`` by ``deadline``; an address needs no lookup."""
+        family = allowed_gai_family()
+        with contextlib.suppress(socket.gaierror):
+            flags = socket.AI_NUMERICHOST
+            return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, flags)
+        key = (host, port)
+        with self._lock:
+            lookup = self._pending.get(key)
+            if lookup is None:
+                lookup = self._pending[key] = _Lookup(host, port, family)
+                name = "scrapy-heartbeat-resolve"
+                thread = threading.Thread(target=self._run, args=(key, lookup), name=name)
+                thread.daemon = True
+                thread.start()
+        return lookup.wait(deadline, cutting)
+
+    def _run(self, key: tuple[str, int], lookup: _Lookup) -> None:
+        lookup.run()
+        with self._lock:
+            if self._pending.get(key) is lookup:
+                del self._pending[key]
+
+
+class _Lookup:
+    """One ``getaddrinfo`` call, which any number of requests may wait on."""
+
+    def __init__(self, host: str, port: int, family: int) -> None:
+        self.query = (host, port, family)
+        self.found: list[AddressInfo] = []
+        self.failed: Exception | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        host, port, family = self.query
         try:
-            found.append(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
+            self.found = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
         except Exception as exc:  # gaierror, UnicodeError for a bad name
-            failed.append(exc)
-        done.set()
+            self.failed = exc
+        self.done.set()
 
-    threading.Thread(target=lookup, name="scrapy-heartbeat-resolve", daemon=True).start()
-    while not done.wait(min(_POLL, max(0.0, deadline - time.monotonic()))):
-        if cutting():
-            raise _CutOff("cut off while resolving the host name")
-        if time.monotonic() >= deadline:
-            raise TimeoutError("name resolution timed out")
-    if failed:
-        error = failed[0]
-        raise error if isinstance(error, OSError) else OSError(str(error))
-    return found[0]
+    def wait(self, deadline: float, cutting: Callable[[], bool]) -> list[AddressInfo]:
+        while not self.done.wait(min(_POLL, max(0.0, deadline - time.monotonic()))):
+            if cutting():
+                raise _CutOff("cut off while resolving the host name")
+            if time.monotonic() >= deadline:
+                raise TimeoutError("name resolution timed out")
+        if self.failed is not None:
+            error = self.failed
+            raise error if isinstance(error, OSError) else OSError(str(error))
+        return self.found
 
 
 def _connect(

@@ -177,17 +177,26 @@ class HeartbeatExtension:
 
     def spider_closed(self, spider: Spider, reason: str) -> Coroutine[Any, Any, None] | None:
         """Stop beating and send the final beat, then return what waits for
-        it (Scrapy awaits it). Not ``async def``: a crawl that never reported
+        it (Scrapy awaits it). Not ``async def``: a crawl that never reported,
+        or a signal sent by hand with the synchronous ``send_catch_log``,
         leaves no coroutine unawaited."""
         if self.sender is None or self.closing is not None:
-            return None  # never reported, or closed already (a signal sent by hand)
+            return None  # never reported, or closed already
+        if not engine_closing(self.crawler):
+            # Sent by hand while the crawl goes on: its true final state is
+            # known only when the engine closes it.
+            logger.warning(
+                "scrapy-heartbeat: spider_closed was sent while the crawl runs; the final "
+                "heartbeat is sent when Scrapy closes the spider",
+                extra={"crawler": self.crawler},
+            )
+            return None
         budget = CloseBudget.for_reason(self.config, reason)
         status, future = self._close(reason, budget)
-        if budget.waits and engine_closing(self.crawler):
+        if budget.waits:
             return self._finish(status, budget, future)
-        # Nothing waits: HEARTBEAT_CLOSE_TIMEOUT = 0, or the signal was sent by
-        # hand with the synchronous send_catch_log. The fate is recorded when
-        # the beat ends; the exit guard holds the process for it meanwhile.
+        # HEARTBEAT_CLOSE_TIMEOUT = 0: nothing waits. The fate is recorded
+        # when the beat ends; the exit guard holds the process for it meanwhile.
         call = loop_thread_caller()
         future.add_done_callback(lambda done: call(lambda: self._finished(status, done)))
         return None

@@ -168,6 +168,16 @@ def check_base_url(value: Any, name: str = "HEARTBEAT_API_BASE_URL") -> str:
     url = value.strip().rstrip("/")
     # Never quoted: credentials, nor a query (it may hold a token).
     shown = redact_url(url.split("?", 1)[0].split("#", 1)[0])
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        # Bytes that are not UTF-8 (an environment variable, read as U+DCxx):
+        # the API would answer 404 at every beat and never name the setting.
+        shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise ConfigError(
+            f"{name}={shown!r} has bytes that are not UTF-8; write it in UTF-8 or "
+            f"percent-encoded, {example}"
+        ) from None
     parts = _split(url)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(

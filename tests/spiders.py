@@ -300,6 +300,6 @@ class HandClosedSpider(PagesSpider):
         if not getattr(self, "sent", False):
             self.sent = True
             self.crawler.signals.send_catch_log(
-                signal=scrapy.signals.spider_closed, spider=self, reason="finished"
+                signal=scrapy.signals.spider_closed, spider=self, reason="cancelled"
             )
         yield from super().parse(response)

@@ -104,6 +104,26 @@ def test_other_commands_send_nothing(
     assert heartbeat_server.bodies() == []
 
 
+@pytest.mark.parametrize("command", ["fetch", "parse", "crawl"])
+def test_a_command_started_from_code_is_known(
+    project: Path, pages_site: SiteServer, heartbeat_server: HeartbeatServer, command: str
+) -> None:
+    """``scrapy.cmdline.execute([...])`` in a script: the interpreter's
+    command line says nothing of the command; the call stack does."""
+    args = {
+        "fetch": ["fetch", "--nolog", f"{pages_site.url}/page/1"],
+        "parse": ["parse", "--spider", "pages", f"{pages_site.url}/page/1"],
+        "crawl": ["crawl", "pages", "-a", f"site={pages_site.url}"],
+    }[command]
+    script = f"from scrapy.cmdline import execute; execute({['scrapy', *args]!r})"
+    result = _run(project, heartbeat_server, sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if command == "crawl":
+        assert heartbeat_server.bodies()[-1]["status"] == "completed"
+    else:
+        assert heartbeat_server.bodies() == []
+
+
 @pytest.mark.parametrize("how", ["crawl", "own command"])
 def test_a_crawl_reports(
     project: Path, pages_site: SiteServer, heartbeat_server: HeartbeatServer, how: str

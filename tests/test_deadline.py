@@ -14,6 +14,7 @@ import pytest
 
 from scrapy_heartbeat import HeartbeatClient, HeartbeatResult
 from tests.conftest import EXECUTION_ID
+from tests.servers import HeartbeatServer
 from tests.trickle import HEADS, Blackhole, TrickleServer, timed
 
 TIMEOUT = 1.0
@@ -87,7 +88,8 @@ def test_resolving_and_connecting_end_at_the_timeout(
     assert isinstance(result, HeartbeatResult)
     assert result.outcome == "failed", result
     # Whichever ends it first: the connect's own deadline or the watchdog.
-    assert result.message in ("connect timeout after 1s", "no complete reply within 1s"), result
+    own = "host name not resolved within" if host == "stalled.test" else "connect timeout after"
+    assert result.message in (f"{own} 1s", "no complete reply within 1s"), result
     assert took < TIMEOUT + 0.5, took
 
 
@@ -107,3 +109,27 @@ def test_a_name_that_does_not_resolve_says_so() -> None:
         result = client.send("running", {})
     assert result.outcome == "failed"
     assert result.message in ("host name not found", "connection failed"), result
+
+
+def test_an_address_that_drops_packets_leaves_time_for_the_next(
+    monkeypatch: pytest.MonkeyPatch, blackholes: list[Blackhole], heartbeat_server: HeartbeatServer
+) -> None:
+    """A dual-stack receiver whose first address drops every packet."""
+    ports = [blackholes[0].port, heartbeat_server.port]
+    monkeypatch.setattr(socket, "getaddrinfo", _Resolver(ports, 4.0))
+    url = f"http://many.test:{heartbeat_server.port}"
+    with HeartbeatClient(url, EXECUTION_ID, "box", timeout=3) as client:
+        result = client.send("running", {})
+    assert result.outcome == "ok", result
+    assert len(heartbeat_server.bodies()) == 1
+
+
+def test_a_stalled_resolver_holds_one_thread_per_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beats every few seconds against a resolver that never answers: the
+    lookups wait on the one under way, not on a thread each."""
+    monkeypatch.setattr(socket, "getaddrinfo", _Resolver([], 3.0))
+    with HeartbeatClient("http://stalled.test:9", EXECUTION_ID, "box", timeout=0.3) as client:
+        for _ in range(5):
+            assert client.send("running", {}).outcome == "failed"
+        names = [t.name for t in threading.enumerate()]
+    assert names.count("scrapy-heartbeat-resolve") == 1, names

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from scrapy_heartbeat.settings import DEFAULTS, ConfigError, HeartbeatConfig, load_config
+from scrapy_heartbeat.settings import (
+    DEFAULTS,
+    ConfigError,
+    HeartbeatConfig,
+    check_base_url,
+    load_config,
+)
 from tests.conftest import EXECUTION_ID
 from tests.crawl import run_crawl
 from tests.servers import HeartbeatServer, SiteServer
@@ -296,3 +302,13 @@ def test_shared_counter_settings(caplog: pytest.LogCaptureFixture) -> None:
     assert any("HEARTBEAT_REDIS_URL='http://***@r:6379'" in line for line in lines), lines
     assert any("HEARTBEAT_REDIS_TTL=-1" in line for line in lines), lines
     assert not any("pw" in line for line in lines)
+
+
+def test_a_base_url_with_bytes_that_are_not_utf8_is_refused_in_one_line() -> None:
+    """As an environment variable holding byte 0xff reads."""
+    with pytest.raises(ConfigError) as caught:
+        check_base_url("http://127.0.0.1:8000/\udcff")
+    message = str(caught.value)
+    assert "HEARTBEAT_API_BASE_URL" in message and "not UTF-8" in message
+    assert "\n" not in message
+    assert check_base_url("http://bücher.example:8000") == "http://bücher.example:8000"
