@@ -490,6 +490,13 @@ def _tracking_pools(
         def _new_conn(self) -> socket.socket:
             return new_conn(self, super()._new_conn)
 
+        def connect(self) -> None:
+            try:
+                super().connect()
+            except BaseException as exc:
+                _close_orphan_tls_socket(exc)
+                raise
+
         def _tunnel(self) -> None:
             super()._tunnel()
             # A proxy's CONNECT answer cut short reads as a complete one
@@ -515,6 +522,24 @@ def _tracking_pools(
         ConnectionCls = ReportingHTTPS
 
     return {"http": Tracking, "https": TrackingHTTPS}
+
+
+def _close_orphan_tls_socket(exc: BaseException) -> None:
+    """Close the TLS socket CPython's ``SSLSocket._create`` made and then
+    left open as it raised: it finds a connection cut just before the
+    handshake (our cut) gone, and raises from ``getpeername`` or ``recv``
+    without closing the socket that now owns the descriptor. Left to the
+    garbage collector, it is closed whenever that runs, with a
+    ResourceWarning."""
+    trace = exc.__traceback__
+    while trace is not None:
+        frame = trace.tb_frame
+        if frame.f_code.co_name == "_create":
+            orphan = frame.f_locals.get("self")
+            if isinstance(orphan, ssl.SSLSocket):
+                with contextlib.suppress(OSError):
+                    orphan.close()
+        trace = trace.tb_next
 
 
 def retry_after(value: str | None) -> float | None:

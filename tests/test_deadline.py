@@ -4,17 +4,20 @@ timeout, through the one HTTP path the extension and ``send`` share."""
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scrapy_heartbeat import HeartbeatClient, HeartbeatResult
 from tests.conftest import EXECUTION_ID
-from tests.servers import HeartbeatServer
+from tests.servers import HeartbeatServer, self_signed_certificate
 from tests.trickle import HEADS, Blackhole, TrickleServer, timed
 
 TIMEOUT = 1.0
@@ -133,3 +136,21 @@ def test_a_stalled_resolver_holds_one_thread_per_name(monkeypatch: pytest.Monkey
             assert client.send("running", {}).outcome == "failed"
         names = [t.name for t in threading.enumerate()]
     assert names.count("scrapy-heartbeat-resolve") == 1, names
+
+
+def test_a_cut_before_the_tls_handshake_leaves_no_socket_open(tmp_path: Path) -> None:
+    """Cut at every moment of a TLS connection's making: no socket is left
+    for the garbage collector to close (CPython's SSLSocket leaves one open
+    when it finds the connection gone before its handshake)."""
+    server = HeartbeatServer(certificate=self_signed_certificate(tmp_path)[0])
+    timeouts = [0.002, 0.005, 0.01, 0.02, 0.05] * 40
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            for timeout in timeouts:
+                with HeartbeatClient(server.url, EXECUTION_ID, "box", timeout=timeout) as client:
+                    assert client.send("running", {}).outcome == "failed"
+                gc.collect()
+    finally:
+        server.stop()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
