@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import html as lxml_html
@@ -20,7 +22,7 @@ from lxml import html as lxml_html
 from scrapy_heartbeat import execution_token
 from scrapy_heartbeat.server import open_store
 from tests.server.beats import beat
-from tests.server.browser import evaluate
+from tests.server.browser import evaluate, screenshot
 from tests.server.serving import Serve
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -377,3 +379,79 @@ def test_a_long_url_stage_or_container_keeps_its_row_one_line_high(receiver: Ser
     assert detail[container]["height"] <= detail["worker-1"]["height"] + 4, detail
     assert detail[container]["cut"] and url in detail[container]["titles"]
     assert container in detail[container]["titles"]
+
+
+#: The documentation's screenshots, remade by every run of this test.
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "_static"
+#: Small enough for the docs; wide enough for the list's columns.
+SHOT_SIZE = (1600, 400)
+
+
+def fleet_beat(eid: str, container: str, status: str, crawled: int, at: float) -> dict[str, Any]:
+    body = beat(execution_id=eid, container_id=container, status=status, timestamp=int(at))
+    body["progress"].update(
+        total_urls=1200,
+        crawled_urls=crawled,
+        successful_urls=crawled - crawled // 40,
+        failed_urls=crawled // 40,
+        data_items=crawled * 3,
+        error_count=crawled // 300,
+        percentage=round(crawled / 12, 2),
+        current_stage=f"crawling ({crawled}/1200)",
+        current_url=f"https://books.example/catalogue/page-{crawled}.html",
+        runtime_seconds=30 * crawled // 40,
+        start_time=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at - 30 * crawled // 40)),
+    )
+    return body
+
+
+def fill_fleet(db: str, finished: bool) -> str:
+    """Three executions over the last 20 minutes: one of three containers
+    (the third killed 8 minutes ago), one stuck, one small; all ended when
+    ``finished``. Returns the first one's id."""
+    store = open_store(db)
+    now = time.time()
+    big, stuck, small = (str(uuid.uuid4()) for _ in range(3))
+    for i in range(40):  # 20 minutes at 30 s
+        at = now - 1200 + 30 * i
+        for n, container in enumerate(("books-a", "books-b", "books-c")):
+            if container != "books-c" or at < now - 480:
+                store.add(
+                    fleet_beat(big, container, "running", 20 * i + i * i // 4, at + n), at + n
+                )
+        store.add(fleet_beat(stuck, "news-1", "running", min(300, 20 * i), at), at + 0.3)
+        store.add(fleet_beat(small, "quotes-1", "running", 10 * i, at), at + 0.6)
+    if finished:
+        for eid, status, crawled in ((big, "completed", 1200), (stuck, "failed", 300)):
+            store.add(
+                fleet_beat(eid, "books-a" if eid == big else "news-1", status, crawled, now), now
+            )
+        store.add(fleet_beat(small, "quotes-1", "completed", 400, now), now)
+    store.close()
+    return big
+
+
+def test_screenshots_of_each_state_for_the_docs(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    """The docs show these: an empty receiver, a running fleet (its list and
+    one execution's page) and a finished one. A picture that differs from
+    the committed one is no failure: it is the new picture."""
+    empty = serve(db=str(tmp_path / "empty.sqlite3"))
+    big = fill_fleet(str(tmp_path / "running.sqlite3"), finished=False)
+    running = serve("--check-every", "0.2", db=str(tmp_path / "running.sqlite3"))
+    fill_fleet(str(tmp_path / "finished.sqlite3"), finished=True)
+    finished = serve("--check-every", "0.2", db=str(tmp_path / "finished.sqlite3"))
+    time.sleep(0.5)  # the summary's counts are as of the last check
+    SHOTS.mkdir(exist_ok=True)
+    shots = {
+        "dashboard-empty.png": (empty.url + "/", (900, 330)),
+        "dashboard-running.png": (running.url + "/", SHOT_SIZE),
+        "dashboard-execution.png": (running.url + f"/?execution={big}", (1440, 520)),
+        "dashboard-finished.png": (finished.url + "/", SHOT_SIZE),
+    }
+    for name, (url, (width, height)) in shots.items():
+        screenshot(url, SHOTS / name, width, height)
+        png = (SHOTS / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+        assert struct.unpack(">II", png[16:24]) == (width, height), name  # the IHDR chunk
