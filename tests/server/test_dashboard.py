@@ -289,7 +289,9 @@ def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
         body = beat(execution_id=garbled, timestamp=int(at))
         body["progress"].update(start_time="yesterday-ish", runtime_seconds=None)
         store.add(body, at + 0.4)
-    store.add(beat(execution_id=slow, timestamp=int(now) - 7), int(now) + 0.2)  # 7.2 s on the way
+    huge = beat(execution_id=slow, timestamp=int(now) - 7)
+    huge["progress"].update(runtime_seconds=1e300, start_time="9" * 64)  # no time, no runtime
+    store.add(huge, int(now) + 0.2)  # 7.2 s on the way
     store.close()
     page = render(serve().url + "/")
     rows = {tr.get("data-execution-id"): tr for tr in page.cssselect("#rows tr")}
@@ -311,6 +313,8 @@ def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
     assert cells[garbled]["runtime"] == "30 min"  # from its first beat to its last
     assert cells[own]["latency"] == "< 1 s"  # under a second: the timestamp's rounding
     assert cells[slow]["latency"] == "7 s"
+    assert cells[slow]["runtime"] == "0.0 s"  # one beat: no time between its first and last
+    assert cells[slow]["started"] == time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(now) + 0.2))
     assert not re.search(r"\d\.\d+ s$", " ".join(c["latency"] for c in cells.values()))
 
 
