@@ -370,7 +370,8 @@ def test_a_long_url_stage_or_container_keeps_its_row_one_line_high(receiver: Ser
     short, long = str(uuid.uuid4()), str(uuid.uuid4())
     url = "https://example.com/" + "a" * 1500 + "?" + "&".join(f"k{n}=v" for n in range(60))
     stage, container = "stage " * 150, "c" * 255
-    assert receiver.post(beat(execution_id=short)).status_code == 200
+    for worker in ("worker-1", "worker-2"):  # two containers each, both listed
+        assert receiver.post(beat(execution_id=short, container_id=worker)).status_code == 200
     body = beat(execution_id=long, container_id=container)
     body["progress"].update(current_url=url, current_stage=stage)
     assert receiver.post(beat(execution_id=long, container_id="worker-1")).status_code == 200
