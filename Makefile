@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m scrapy_heartbeat demo
+	$(PY) -m scrapy_heartbeat demo $(DEMO_ARGS)
 
 test: system-deps lint unit
 

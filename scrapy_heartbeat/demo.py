@@ -102,7 +102,7 @@ def run_demo(
     receiver, api = spawn_receiver(db, "--print")
     try:
         assert receiver.stdout is not None
-        print(f"1. receiver: receiving heartbeats at {api}{HEARTBEAT_PATH}")
+        print(f"1. receiver: receiving heartbeats at {api}{HEARTBEAT_PATH}; dashboard at {api}/")
         site = serve_site(project_dir / SITE)
         site_url = f"http://127.0.0.1:{site.server_address[1]}"
         print(f"2. site: the demo project's bookshop at {site_url}/ (project: {project_dir})")
@@ -129,18 +129,30 @@ def run_demo(
         )
         print(f"   crawl log: {crawl_log}")
         if keep_open:
-            print(
-                f"5. Dashboard: {api}/   database: {db}: the dashboard stays open; Ctrl-C to stop."
-            )
+            print(f"5. dashboard: open {api}/ in a browser; it stays open until Ctrl-C.")
             with contextlib.suppress(KeyboardInterrupt):
                 receiver.wait()
         else:
-            print("   (run `scrapy-heartbeat demo --keep-open` to keep the dashboard open)")
+            # The receiver stops with the demo; its database stays, to be seen.
+            print("5. dashboard: to see this crawl there, run")
+            print(f"      {_command()} serve --db {db}")
+            print("   and open http://127.0.0.1:8000/ in a browser (or rerun the demo with")
+            print("   --keep-open, `make demo DEMO_ARGS=--keep-open`, to keep its receiver open)")
         return 0 if crawl.returncode == 0 and execution["status"] == "completed" else 1
     finally:
         if receiver.poll() is None:
             receiver.terminate()
             receiver.wait(10)
+
+
+def _command() -> str:
+    """How to run this package's command line from here: its script when
+    that is on PATH, else through this interpreter (``make demo`` runs
+    without the virtualenv's ``bin`` on PATH)."""
+    script = shutil.which("scrapy-heartbeat")
+    if script and Path(script).parent == Path(sys.executable).parent:
+        return "scrapy-heartbeat"
+    return f"{sys.executable} -m scrapy_heartbeat"
 
 
 def _crawl(

@@ -119,7 +119,14 @@ def test_demo_runs_end_to_end() -> None:
     assert "heartbeat " in out and " completed " in out
     # the bundled site: 44 logical URLs, 3 of them 404s, 36 book pages
     assert "completed, 44/44 URLs (41 ok, 3 failed), 36 items, 0 errors" in out
-    assert "--keep-open" in out
+    # It ends pointing at the dashboard: the command that shows this crawl there.
+    assert re.search(r"dashboard at http://127\.0\.0\.1:\d+/$", out, re.MULTILINE), out
+    end = out[out.index("5. dashboard: to see this crawl there, run") :].splitlines()
+    shown = re.fullmatch(r" +(.+) serve --db (.+)", end[1])
+    assert shown, end
+    assert Path(shown[2]).is_file() and shown[2].endswith("heartbeats.sqlite3")
+    assert "http://127.0.0.1:8000/" in end[2]
+    assert "--keep-open" in end[3]
     # the packaged project, crawled from a copy in the demo's own directory
     project = re.search(r"\(project: (.+)\)$", out, re.MULTILINE)
     assert project, out

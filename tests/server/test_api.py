@@ -4,9 +4,11 @@ process of its own, on 127.0.0.1 port 0."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,3 +226,33 @@ def test_crawl_against_serve_stores_the_final_numbers(
     assert p["total_urls"] == p["crawled_urls"] == p["successful_urls"] == 25
     assert p["data_items"] == result.stats["item_scraped_count"] == 25
     assert stored["beats"] == result.stats["heartbeat/ok"] == receiver.rows()
+
+
+def test_the_docs_name_every_field_the_read_api_answers(receiver: Serve) -> None:
+    """docs/receiver.rst's reference of the read API: each field of an
+    execution, a container, a beat of the history and the summary has a
+    row of its own there."""
+    for container in ("worker-1", "worker-2"):
+        assert receiver.post(beat(container_id=container)).status_code == 200
+    one = receiver.get(f"{EXECUTIONS}/{EXECUTION_ID}").json()
+    listed = receiver.get(EXECUTIONS).json()
+    summary = receiver.get("/api/v1/monitoring/summary").json()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "receiver.rst").read_text("utf-8")
+    reference = docs[docs.index("\nThe read API\n") : docs.index("\nWhat it refuses\n")]
+    tables = reference.split(".. list-table:: ")[1:]
+    titles = [table.splitlines()[0] for table in tables]
+    assert [t.split(" (")[0] for t in titles] == [
+        "An execution",
+        "A container",
+        "A beat of the history",
+        "The summary",
+    ]
+    answered = [one, one["containers"][0], one["history"][0], summary]
+    for table, fields, title in zip(tables, answered, titles, strict=True):
+        documented = set(re.findall(r"``(\w+)``", "\n".join(
+            line for line in table.splitlines() if line.startswith("   * - ")
+            or line.startswith("       ``")
+        )))  # fmt: skip
+        assert set(fields) <= documented, (title, set(fields) - documented)
+    assert set(listed) == {"executions", "next_cursor"}
+    assert set(listed["executions"][0]) == set(one) - {"containers", "history"}

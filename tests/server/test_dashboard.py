@@ -4,13 +4,17 @@ inert text."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import html as lxml_html
@@ -18,6 +22,7 @@ from lxml import html as lxml_html
 from scrapy_heartbeat import execution_token
 from scrapy_heartbeat.server import open_store
 from tests.server.beats import beat
+from tests.server.browser import evaluate, screenshot
 from tests.server.serving import Serve
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,6 +62,7 @@ def render(url: str) -> lxml_html.HtmlElement:
                 "--dump-dom",
                 url,
             ],
+            env={**os.environ, "TZ": "UTC"},  # times shown in the browser's zone
             capture_output=True,
             text=True,
             timeout=90,
@@ -86,8 +92,10 @@ def test_dashboard_rows_stale_and_inert_markup(receiver: Serve) -> None:
     assert set(rows) == {stale_id, hostile_id, beat()["execution_id"]}
     assert rows[stale_id].get("class") == "stale"
     assert rows[stale_id].cssselect(".late-badge")[0].text_content() == "late"
-    assert rows[stale_id].cssselect("a")[0].get("href") == f"?execution={stale_id}"
-    assert rows[stale_id].cssselect("td")[9].text_content().endswith(" s ago")
+    link = rows[stale_id].cssselect("a")[0]
+    assert link.get("href") == f"?execution={stale_id}" and link.get("title") == stale_id
+    assert link.text_content() == stale_id[:8]
+    assert rows[stale_id].cssselect("td")[11].text_content().endswith(" s ago")
     assert rows[hostile_id].get("class") in (None, "")
     cells = [td.text_content() for td in rows[hostile_id].cssselect("td")]
     assert INJECTED_URL in cells
@@ -124,7 +132,7 @@ def test_with_a_token_the_dashboard_asks_for_it(serve: Callable[..., Serve]) -> 
     assert [tr.get("data-execution-id") for tr in with_token.cssselect("#rows tr")] == [
         beat()["execution_id"]
     ]
-    assert with_token.get_element_by_id("summary").text_content().startswith("1 executions")
+    assert with_token.get_element_by_id("summary").text_content().startswith("1 execution,")
     assert "token was refused" in wrong.get_element_by_id("summary").text_content()
 
 
@@ -167,14 +175,32 @@ def test_the_page_of_one_execution(receiver: Serve) -> None:
     assert page.get_element_by_id("list").get("hidden") is not None
     assert page.get_element_by_id("title").text_content() == f"Execution {eid}"
     state = page.get_element_by_id("detail-state").text_content()
-    assert "50 / 100 URLs (42 ok, 3 failed), 15 items, 1 errors; last beat " in state
+    assert "50 / 100 URLs (42 ok, 3 failed), 15 items, 1 error; started " in state
     assert "; 12 beats" in state
+    assert "; started 2024-01-01 10:00, runtime 30 min; stage: " + INJECTED_STAGE in state
     crawled = page.cssselect("#chart-crawled polyline")[0].get("points").split()
     assert len(crawled) == 12  # one point per beat
-    # Per minute: a history of a second has no whole minute yet.
-    assert not page.cssselect("#chart-rate polyline")
+    caption = page.get_element_by_id("caption-crawled").text_content()
+    assert re.fullmatch(r"URLs crawled over time \(max 50, over 0\.\d s\)", caption), caption
+    # No whole minute yet: the average from the first beat to the last.
     rate = page.get_element_by_id("caption-rate").text_content()
-    assert rate == "pages per minute over time: not enough beats yet"
+    found = re.fullmatch(
+        r"pages per minute: (\d+) on average over (\d\.\d) s "
+        r"\(per minute once two minutes have passed\)",
+        rate,
+    )
+    assert found, rate
+    assert int(found[1]) == pytest.approx(50 * 60 / float(found[2]), rel=0.2)
+    assert len(page.cssselect("#chart-rate polyline")[0].get("points").split()) == 2
+    for chart, unit in (("#chart-crawled", "URLs crawled"), ("#chart-rate", "pages per minute")):
+        assert [t.text for t in page.cssselect(chart + " .y-title")] == [unit]
+        assert [t.text for t in page.cssselect(chart + " .x-title")] == [
+            "time since the first beat"
+        ]
+        assert [t.text for t in page.cssselect(chart + " .x-tick")] == ["0", "1 s"]
+        assert page.cssselect(chart + " .y-tick")[0].text == "0"
+    assert [t.text for t in page.cssselect("#chart-crawled .y-tick")] == ["0", "25", "50"]
+    assert "over 0 min" not in page.text_content()
     rows = {tr.get("data-container-id"): tr for tr in page.cssselect("#containers tr")}
     assert set(rows) == {"worker-a", INJECTED_CONTAINER}
     cells = [td.text_content() for td in rows["worker-a"].cssselect("td")]
@@ -242,3 +268,195 @@ def test_pages_per_minute_from_two_interleaved_containers(
     assert caption == "pages per minute over time (max 120, over 8 min)"  # minute 1 to 9
     points = page.cssselect("#chart-rate polyline")[0].get("points").split()
     assert len(points) == 9  # one per whole minute
+    ticks = [t.text for t in page.cssselect("#chart-rate .x-tick")]
+    assert ticks == ["0", "2 min", "4 min", "6 min", "8 min"]
+    assert [t.text for t in page.cssselect("#chart-rate .y-tick")] == ["0", "100", "200"]
+    crawled = [t.text for t in page.cssselect("#chart-crawled .x-tick")]
+    assert crawled == ["0", "2 min", "4 min", "6 min", "8 min"]  # 9.5 min of beats
+
+
+def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    """From the beat's own ``start_time`` and ``runtime_seconds``, else from
+    when its first and last beats arrived; latency from whole-second
+    timestamps shown without its noise."""
+    own, garbled, slow = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    store = open_store(str(tmp_path / "hb.sqlite3"))
+    now = time.time()
+    store.add(beat(execution_id=own), now)  # start_time 2024-01-01T10:00:00, 1800 s
+    for at in (now - 5400, now - 3600):  # no runtime, a start_time that is no time
+        body = beat(execution_id=garbled, timestamp=int(at))
+        body["progress"].update(start_time="yesterday-ish", runtime_seconds=None)
+        store.add(body, at + 0.4)
+    huge = beat(execution_id=slow, timestamp=int(now) - 7)
+    huge["progress"].update(runtime_seconds=1e300, start_time="9" * 64)  # no time, no runtime
+    store.add(huge, int(now) + 0.2)  # 7.2 s on the way
+    store.close()
+    page = render(serve().url + "/")
+    rows = {tr.get("data-execution-id"): tr for tr in page.cssselect("#rows tr")}
+    headers = [th.text_content() for th in page.cssselect("#list-table th")]
+    cells = {
+        eid: dict(zip(headers, (td.text_content() for td in tr.cssselect("td")), strict=True))
+        for eid, tr in rows.items()
+    }
+    assert cells[own]["started"] == "2024-01-01 10:00"
+    assert rows[own].cssselect("td")[headers.index("started")].get("title") == (
+        "start_time 2024-01-01T10:00:00"
+    )
+    assert cells[own]["runtime"] == "30 min"
+    assert cells[own]["stage"] == "爬取中 (45/100)"
+    assert cells[own]["items"] == "1250" and cells[own]["errors"] == "0"
+    assert cells[own]["URLs (ok / failed)"] == "45 / 100 (42 / 3)"
+    first_beat = time.strftime("%Y-%m-%d %H:%M", time.gmtime(now - 5400 + 0.4))
+    assert cells[garbled]["started"] == first_beat  # the first beat's arrival, in UTC here
+    assert cells[garbled]["runtime"] == "30 min"  # from its first beat to its last
+    assert cells[own]["latency"] == "< 1 s"  # under a second: the timestamp's rounding
+    assert cells[slow]["latency"] == "7 s"
+    assert cells[slow]["runtime"] == "0.0 s"  # one beat: no time between its first and last
+    assert cells[slow]["started"] == time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(now) + 0.2))
+    assert not re.search(r"\d\.\d+ s$", " ".join(c["latency"] for c in cells.values()))
+
+
+def test_the_words_agree_with_their_numbers(receiver: Serve) -> None:
+    body = beat()
+    body["progress"].update(data_items=1, error_count=1)
+    assert receiver.post(body).status_code == 200
+    listed = render(receiver.url + "/")
+    one = render(receiver.url + f"/?execution={beat()['execution_id']}")
+    summary = listed.get_element_by_id("summary").text_content()
+    assert summary.startswith("1 execution, 1 active, 0 stale; updated ")
+    state = one.get_element_by_id("detail-state").text_content()
+    assert "1 item, 1 error;" in state and state.endswith("; 1 beat")
+    assert one.get_element_by_id("summary").text_content().startswith("1 container; updated ")
+
+
+def test_an_empty_receiver_says_how_to_point_a_crawler_at_it(
+    tmp_path: Path, receiver: Serve, serve: Callable[..., Serve]
+) -> None:
+    page = render(receiver.url + "/")
+    assert page.get_element_by_id("empty").get("hidden") is None
+    assert page.get_element_by_id("list-table").get("hidden") is not None
+    settings = page.get_element_by_id("empty-settings").text_content()
+    assert settings == (
+        'EXTENSIONS = {"scrapy_heartbeat.HeartbeatExtension": 500}\n'
+        f'HEARTBEAT_API_BASE_URL = "{receiver.url}"'
+    )
+    hint = page.get_element_by_id("empty").text_content()
+    assert 'ADDONS = {"scrapy_heartbeat.HeartbeatAddon": 0}' in hint
+    assert page.get_element_by_id("empty-token").get("hidden") is not None
+    assert receiver.post(beat()).status_code == 200
+    time.sleep(0.5)  # the summary's counts are as of the last check
+    filled = render(receiver.url + "/")
+    assert filled.get_element_by_id("empty").get("hidden") is not None
+    # With credentials the crawler needs its token too.
+    guarded = serve("--token", "s3cret-token", db=str(tmp_path / "guarded.sqlite3"))
+    with_token = render(guarded.url + "/#token=s3cret-token")
+    assert with_token.get_element_by_id("empty-token").get("hidden") is None
+    assert "HEARTBEAT_TOKEN" in with_token.get_element_by_id("empty-token").text_content()
+
+
+ROW_HEIGHTS = """[...document.querySelectorAll("#rows tr, #containers tr")].map(tr => ({
+  id: tr.dataset.executionId || tr.dataset.containerId,
+  height: tr.getBoundingClientRect().height,
+  titles: [...tr.querySelectorAll("[title]")].map(e => e.title),
+  cut: [...tr.querySelectorAll(".clip")].some(e => e.scrollWidth > e.clientWidth),
+}))"""
+
+
+def test_a_long_url_stage_or_container_keeps_its_row_one_line_high(receiver: Serve) -> None:
+    """Cut with an ellipsis, whole in a title, in the list and on the
+    execution's page (measured as laid out by Chromium)."""
+    short, long = str(uuid.uuid4()), str(uuid.uuid4())
+    url = "https://example.com/" + "a" * 1500 + "?" + "&".join(f"k{n}=v" for n in range(60))
+    stage, container = "stage " * 150, "c" * 255
+    for worker in ("worker-1", "worker-2"):  # two containers each, both listed
+        assert receiver.post(beat(execution_id=short, container_id=worker)).status_code == 200
+    body = beat(execution_id=long, container_id=container)
+    body["progress"].update(current_url=url, current_stage=stage)
+    assert receiver.post(beat(execution_id=long, container_id="worker-1")).status_code == 200
+    assert receiver.post(body).status_code == 200  # the execution's last
+    listed = {row["id"]: row for row in evaluate(receiver.url + "/", ROW_HEIGHTS)}
+    assert listed[long]["height"] <= listed[short]["height"] + 4, listed
+    assert listed[long]["cut"]
+    assert url in listed[long]["titles"] and stage in listed[long]["titles"]
+    detail = {row["id"]: row for row in evaluate(receiver.url + f"/?execution={long}", ROW_HEIGHTS)}
+    assert detail[container]["height"] <= detail["worker-1"]["height"] + 4, detail
+    assert detail[container]["cut"] and url in detail[container]["titles"]
+    assert container in detail[container]["titles"]
+
+
+#: The documentation's screenshots, remade by every run of this test.
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "_static"
+#: Small enough for the docs; wide enough for the list's columns.
+SHOT_SIZE = (1600, 400)
+
+
+def fleet_beat(eid: str, container: str, status: str, crawled: int, at: float) -> dict[str, Any]:
+    body = beat(execution_id=eid, container_id=container, status=status, timestamp=int(at))
+    body["progress"].update(
+        total_urls=1200,
+        crawled_urls=crawled,
+        successful_urls=crawled - crawled // 40,
+        failed_urls=crawled // 40,
+        data_items=crawled * 3,
+        error_count=crawled // 300,
+        percentage=round(crawled / 12, 2),
+        current_stage=f"crawling ({crawled}/1200)",
+        current_url=f"https://books.example/catalogue/page-{crawled}.html",
+        runtime_seconds=30 * crawled // 40,
+        start_time=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at - 30 * crawled // 40)),
+    )
+    return body
+
+
+def fill_fleet(db: str, finished: bool) -> str:
+    """Three executions over the last 20 minutes: one of three containers
+    (the third killed 8 minutes ago), one stuck, one small; all ended when
+    ``finished``. Returns the first one's id."""
+    store = open_store(db)
+    now = time.time()
+    big, stuck, small = (str(uuid.uuid4()) for _ in range(3))
+    for i in range(40):  # 20 minutes at 30 s
+        at = now - 1200 + 30 * i
+        for n, container in enumerate(("books-a", "books-b", "books-c")):
+            if container != "books-c" or at < now - 480:
+                store.add(
+                    fleet_beat(big, container, "running", 20 * i + i * i // 4, at + n), at + n
+                )
+        store.add(fleet_beat(stuck, "news-1", "running", min(300, 20 * i), at), at + 0.3)
+        store.add(fleet_beat(small, "quotes-1", "running", 10 * i, at), at + 0.6)
+    if finished:
+        for eid, status, crawled in ((big, "completed", 1200), (stuck, "failed", 300)):
+            store.add(
+                fleet_beat(eid, "books-a" if eid == big else "news-1", status, crawled, now), now
+            )
+        store.add(fleet_beat(small, "quotes-1", "completed", 400, now), now)
+    store.close()
+    return big
+
+
+def test_screenshots_of_each_state_for_the_docs(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    """The docs show these: an empty receiver, a running fleet (its list and
+    one execution's page) and a finished one. A picture that differs from
+    the committed one is no failure: it is the new picture."""
+    empty = serve(db=str(tmp_path / "empty.sqlite3"))
+    big = fill_fleet(str(tmp_path / "running.sqlite3"), finished=False)
+    running = serve("--check-every", "0.2", db=str(tmp_path / "running.sqlite3"))
+    fill_fleet(str(tmp_path / "finished.sqlite3"), finished=True)
+    finished = serve("--check-every", "0.2", db=str(tmp_path / "finished.sqlite3"))
+    time.sleep(0.5)  # the summary's counts are as of the last check
+    SHOTS.mkdir(exist_ok=True)
+    shots = {
+        "dashboard-empty.png": (empty.url + "/", (900, 330)),
+        "dashboard-running.png": (running.url + "/", SHOT_SIZE),
+        "dashboard-execution.png": (running.url + f"/?execution={big}", (1440, 520)),
+        "dashboard-finished.png": (finished.url + "/", SHOT_SIZE),
+    }
+    for name, (url, (width, height)) in shots.items():
+        screenshot(url, SHOTS / name, width, height)
+        png = (SHOTS / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+        assert struct.unpack(">II", png[16:24]) == (width, height), name  # the IHDR chunk
