@@ -66,8 +66,9 @@ class HeartbeatServer(_Running):
     ``hang``, ``slow:<seconds>``, ``invalid_json``, ``reset``, ``alternate``
     (ok, then 500, then ok, ...), ``huge:<bytes>``, ``endless[:<code>]`` (a
     chunked reply without end, 200 or that code), ``endless_head`` (headers
-    without end), ``moved:<code>:<location>`` (a redirect), ``retry_after:<code>:<value>`` (that code with
-    Retry-After once, then ok), ``first_final:<code>[:<retry-after>]`` (the
+    without end), ``moved:<code>:<location>`` (a redirect),
+    ``retry_after:<code>:<value>`` (that code with Retry-After once, then
+    ok), ``first_final:<code>[:<retry-after>]`` (the
     final beat's first attempt gets that code), ``redirect:<location>``, ``no_content`` (204),
     ``echo_secret`` (a 401 quoting our Authorization), ``trickle_head:<s>``
     and ``trickle_body:<s>`` (a reply whose headers, or body, come one byte

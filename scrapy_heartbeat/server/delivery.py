@@ -190,14 +190,14 @@ class _Hook:
                 logger.info("alerts to %s delivered again", self.shown)
             return self._call(self.store.alert_delivered, row.id, now)
         failed = row.attempts + 1
-        if not self.failing:
-            self.failing = True
-            logger.warning(
-                "alert to %s failed: %s; retried until delivered or %g s old",
-                self.shown, outcome.problem, self.rules.max_age,
-            )  # fmt: skip
         at = self.rules.next_attempt(failed, row.created_at, now) if outcome.retry else None
         if at is not None:
+            if not self.failing:  # once until one is delivered: not a line per attempt
+                self.failing = True
+                logger.warning(
+                    "alert to %s failed: %s; retried until delivered or %g s old",
+                    self.shown, outcome.problem, self.rules.max_age,
+                )  # fmt: skip
             logger.debug(
                 "alert %d to %s: %s; next at %.1f", row.id, self.shown, outcome.problem, at
             )
