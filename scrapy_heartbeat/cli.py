@@ -139,8 +139,8 @@ def _add_credential_options(serve: argparse.ArgumentParser) -> None:
 
 
 def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
-    """What ``serve`` concludes about senders, whom it alerts, what it keeps."""
-    from scrapy_heartbeat.server import alerts, listing, liveness, options, upkeep
+    """What ``serve`` concludes about senders and what it keeps."""
+    from scrapy_heartbeat.server import listing, liveness, options, upkeep
 
     silence = options.bounded(*options.SILENCE_RANGE)
 
@@ -158,21 +158,6 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
         default=liveness.STALL_AFTER,
         help="seconds without crawled_urls or data_items moving after which a beating "
         f"execution is 'stalled' (default {liveness.STALL_AFTER:g})",
-    )
-    serve.add_argument(
-        "--webhook",
-        action="append",
-        type=options.webhook_url,
-        default=[],
-        metavar="URL",
-        help="POST a JSON event here on each liveness transition in --alert-on (repeatable)",
-    )
-    serve.add_argument(
-        "--alert-on",
-        type=options.states,
-        default=",".join(alerts.ALERT_ON),
-        help=f"comma-separated states to alert on (default {','.join(alerts.ALERT_ON)}; "
-        f"any of {','.join(liveness.STATES)})",
     )
     _add_delivery_options(serve)
     serve.add_argument(
@@ -206,9 +191,25 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
 
 
 def _add_delivery_options(serve: argparse.ArgumentParser) -> None:
-    """How alerts are delivered from the outbox (see the receiver's docs)."""
-    from scrapy_heartbeat.server import delivery, options
+    """Whom ``serve`` alerts, on what, and how alerts are delivered from
+    the outbox (see the receiver's docs)."""
+    from scrapy_heartbeat.server import alerts, delivery, liveness, options
 
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        type=options.webhook_url,
+        default=[],
+        metavar="URL",
+        help="POST a JSON event here on each liveness transition in --alert-on (repeatable)",
+    )
+    serve.add_argument(
+        "--alert-on",
+        type=options.states,
+        default=",".join(alerts.ALERT_ON),
+        help=f"comma-separated states to alert on (default {','.join(alerts.ALERT_ON)}; "
+        f"any of {','.join(liveness.STATES)})",
+    )
     serve.add_argument(
         "--alert-retries",
         type=options.bounded_int(*options.ALERT_RETRIES_RANGE),
