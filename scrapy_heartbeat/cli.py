@@ -139,8 +139,8 @@ def _add_credential_options(serve: argparse.ArgumentParser) -> None:
 
 
 def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
-    """What ``serve`` concludes about senders, whom it alerts, what it keeps."""
-    from scrapy_heartbeat.server import alerts, listing, liveness, options, upkeep
+    """What ``serve`` concludes about senders and what it keeps."""
+    from scrapy_heartbeat.server import listing, liveness, options, upkeep
 
     silence = options.bounded(*options.SILENCE_RANGE)
 
@@ -159,28 +159,7 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
         help="seconds without crawled_urls or data_items moving after which a beating "
         f"execution is 'stalled' (default {liveness.STALL_AFTER:g})",
     )
-    serve.add_argument(
-        "--webhook",
-        action="append",
-        type=options.webhook_url,
-        default=[],
-        metavar="URL",
-        help="POST a JSON event here on each liveness transition in --alert-on (repeatable)",
-    )
-    serve.add_argument(
-        "--alert-on",
-        type=options.states,
-        default=",".join(alerts.ALERT_ON),
-        help=f"comma-separated states to alert on (default {','.join(alerts.ALERT_ON)}; "
-        f"any of {','.join(liveness.STATES)})",
-    )
-    serve.add_argument(
-        "--alert-retries",
-        type=options.bounded_int(*options.ALERT_RETRIES_RANGE),
-        default=alerts.RETRIES,
-        help="attempts after the first to deliver an event, 1 s, 2 s, 4 s ... apart "
-        f"(default {alerts.RETRIES})",
-    )
+    _add_delivery_options(serve)
     serve.add_argument(
         "--keep-days",
         type=options.bounded(*options.KEEP_DAYS_RANGE),
@@ -208,6 +187,68 @@ def _add_upkeep_options(serve: argparse.ArgumentParser) -> None:
         default=upkeep.CHECK_EVERY,
         help="seconds between liveness checks, which raise the alerts "
         f"(default {upkeep.CHECK_EVERY:g})",
+    )
+
+
+def _add_delivery_options(serve: argparse.ArgumentParser) -> None:
+    """Whom ``serve`` alerts, on what, and how alerts are delivered from
+    the outbox (see the receiver's docs)."""
+    from scrapy_heartbeat.server import alerts, delivery, liveness, options
+
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        type=options.webhook_url,
+        default=[],
+        metavar="URL",
+        help="POST a JSON event here on each liveness transition in --alert-on (repeatable)",
+    )
+    serve.add_argument(
+        "--alert-on",
+        type=options.states,
+        default=",".join(alerts.ALERT_ON),
+        help=f"comma-separated states to alert on (default {','.join(alerts.ALERT_ON)}; "
+        f"any of {','.join(liveness.STATES)})",
+    )
+    serve.add_argument(
+        "--alert-retries",
+        type=options.bounded_int(*options.ALERT_RETRIES_RANGE),
+        default=None,
+        help="attempts after the first to deliver an event at most (default: as many as "
+        "--alert-max-age allows)",
+    )
+    serve.add_argument(
+        "--alert-max-age",
+        type=options.bounded(*options.ALERT_MAX_AGE_RANGE),
+        default=delivery.MAX_AGE,
+        help="seconds after which an event not delivered is given up, with one WARNING "
+        f"(default {delivery.MAX_AGE:g})",
+    )
+    serve.add_argument(
+        "--alert-timeout",
+        type=options.bounded(*options.ALERT_TIMEOUT_RANGE),
+        default=delivery.TIMEOUT,
+        help=f"seconds an attempt may take in all (default {delivery.TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--alert-lease",
+        type=options.bounded(*options.ALERT_LEASE_RANGE),
+        default=delivery.LEASE,
+        help="seconds a claimed event is this receiver's; then another may send it; more "
+        f"than --alert-timeout (default {delivery.LEASE:g})",
+    )
+    serve.add_argument(
+        "--alert-backoff",
+        type=options.bounded(*options.ALERT_BACKOFF_RANGE),
+        default=delivery.BACKOFF,
+        help="seconds before the first retry; each next waits twice as long, at most "
+        f"{delivery.MAX_BACKOFF:g} (default {delivery.BACKOFF:g})",
+    )
+    serve.add_argument(
+        "--alert-concurrency",
+        type=options.bounded_int(*options.ALERT_CONCURRENCY_RANGE),
+        default=delivery.CONCURRENCY,
+        help=f"attempts at once per webhook (default {delivery.CONCURRENCY})",
     )
 
 

@@ -32,6 +32,24 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}***@{rest[at + 1 :]}"
 
 
+def url_origin(url: str) -> str:
+    """Only ``scheme://host[:port]`` of ``url``, and ``/…`` when it has
+    more: a webhook's secret may be in its path (Slack's are), its query or
+    its userinfo, none of which is shown. Text that is not a URL with a host
+    (a relative redirect) is shown as ``…``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "…"
+    if not parts.scheme or not parts.hostname:
+        return "…"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    shown = printable(f"{parts.scheme}://{host}{'' if port is None else f':{port}'}")
+    more = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{shown}/…" if more else shown
+
+
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     """``url`` without ``user:password@``, and the user and password
     (percent-decoded), for a client that sends them as a header instead."""

@@ -64,9 +64,11 @@ class Received:
 class HeartbeatServer(_Running):
     """``behaviour`` is one of: ``ok``, ``status_error``, ``http:<code>``,
     ``hang``, ``slow:<seconds>``, ``invalid_json``, ``reset``, ``alternate``
-    (ok, then 500, then ok, ...), ``huge:<bytes>``, ``endless`` (a chunked
-    reply without end), ``retry_after:<code>:<value>`` (that code with
-    Retry-After once, then ok), ``first_final:<code>[:<retry-after>]`` (the
+    (ok, then 500, then ok, ...), ``huge:<bytes>``, ``endless[:<code>]`` (a
+    chunked reply without end, 200 or that code), ``endless_head`` (headers
+    without end), ``moved:<code>:<location>`` (a redirect),
+    ``retry_after:<code>:<value>`` (that code with Retry-After once, then
+    ok), ``first_final:<code>[:<retry-after>]`` (the
     final beat's first attempt gets that code), ``redirect:<location>``, ``no_content`` (204),
     ``echo_secret`` (a 401 quoting our Authorization), ``trickle_head:<s>``
     and ``trickle_body:<s>`` (a reply whose headers, or body, come one byte
@@ -223,7 +225,7 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
         self._reply(200, b"x" * int(beat.arg))
 
     def _endless(self, beat: _Beat) -> None:  # a chunked reply that never ends
-        self.send_response(200)
+        self.send_response(int(beat.arg or 200))
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         chunk = b"x" * 65536
@@ -232,6 +234,16 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         except OSError:
             pass
+
+    def _endless_head(self, beat: _Beat) -> None:  # a status line, then headers without end
+        line = b"X-More: " + b"x" * 1000 + b"\r\n"
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(1_000_000):  # bounded: ~1 GB at most, never read that far
+                self.wfile.write(line)
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _retry_after(self, beat: _Beat) -> None:  # that code with Retry-After, then ok
         code, after = beat.arg.split(":")
@@ -260,6 +272,10 @@ class _HeartbeatHandler(BaseHTTPRequestHandler):
 
     def _redirect(self, beat: _Beat) -> None:
         self._reply(301, b"", {"Location": beat.arg})
+
+    def _moved(self, beat: _Beat) -> None:  # moved:<code>:<location>
+        code, _, location = beat.arg.partition(":")
+        self._reply(int(code), b"", {"Location": location})
 
     def _no_content(self, beat: _Beat) -> None:
         self.send_response(204)
@@ -297,6 +313,8 @@ _BEHAVIOURS: dict[str, Callable[[_HeartbeatHandler, _Beat], None]] = {
     "reset": _HeartbeatHandler._reset,
     "huge": _HeartbeatHandler._huge,
     "endless": _HeartbeatHandler._endless,
+    "endless_head": _HeartbeatHandler._endless_head,
+    "moved": _HeartbeatHandler._moved,
     "retry_after": _HeartbeatHandler._retry_after,
     "first_final": _HeartbeatHandler._first_final,
     "redirect": _HeartbeatHandler._redirect,

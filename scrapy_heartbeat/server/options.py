@@ -29,6 +29,13 @@ SILENCE_RANGE = (0.1, 30 * 86400.0)
 #: 0 keeps all history; at most a century.
 KEEP_DAYS_RANGE = (0.0, 36500.0)
 ALERT_RETRIES_RANGE = (0, 10)
+#: Seconds: an attempt's whole deadline; a lease, which must exceed it.
+ALERT_TIMEOUT_RANGE = (0.1, 300.0)
+ALERT_LEASE_RANGE = (0.2, 86400.0)
+ALERT_BACKOFF_RANGE = (0.01, 3600.0)
+#: Seconds: from one (tests) to 30 days.
+ALERT_MAX_AGE_RANGE = (1.0, 30 * 86400.0)
+ALERT_CONCURRENCY_RANGE = (1, 64)
 METRICS_EXECUTIONS_RANGE = (0, 100_000)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -130,9 +130,12 @@ class PostgresStore(HeartbeatStore):
                     self._connections.append(db)
             yield db
 
-    def _write(self, *statements: schema.Statement) -> list[int]:
+    _skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Callable[[str, tuple[Any, ...]], Any]]:
         with self._connection() as db, _unavailable_as_such(), db.transaction():
-            return [db.execute(_placeholders(q), args).rowcount for q, args in statements]
+            yield lambda query, args: db.execute(_placeholders(query), args)
 
     def _write_together(self, *statements: schema.Statement) -> None:
         query, args = _together(statements)

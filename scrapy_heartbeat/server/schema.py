@@ -3,6 +3,10 @@ written once with ``?`` placeholders for SQLite and PostgreSQL alike
 (:mod:`.pgstore` translates the dialect), beside the shape of the rows each
 query reads.
 
+``alert_outbox`` holds one row per alert and webhook, written in the
+transaction that claims the transition, until it is delivered or given up
+(see :mod:`.delivery`).
+
 ``heartbeats`` keeps every accepted beat; ``executions`` one row per
 execution with its latest state, ``containers`` one row per (execution,
 container) with that container's. Besides what clients sent, each state row
@@ -59,6 +63,21 @@ CREATE TABLE IF NOT EXISTS containers (
     container_id TEXT NOT NULL,{_STATE_COLUMNS},
     PRIMARY KEY (execution_id, container_id)
 );
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL,
+    owner TEXT,
+    delivered_at REAL,
+    given_up_at REAL
+);
+CREATE INDEX IF NOT EXISTS alert_outbox_waiting ON alert_outbox (webhook, id)
+    WHERE delivered_at IS NULL AND given_up_at IS NULL;
 """
 
 #: The tables whose columns grew since 0.1.0, and the columns added, for
@@ -345,4 +364,77 @@ COUNT_BY_STATE = (
 #: Unfinished executions that beat since a time.
 COUNT_UNFINISHED_SINCE = (
     "SELECT COUNT(*) FROM executions WHERE status NOT IN ('completed', 'failed') AND last_seen >= ?"
+)
+
+
+#: One alert for one webhook (its key: a hash of the URL, never the URL,
+#: whose credentials stay out of the database). Arguments: the event id,
+#: the key, the JSON payload, its creation time, twice.
+INSERT_ALERT = (
+    "INSERT INTO alert_outbox (event_id, webhook, payload, created_at, next_attempt_at) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+
+#: Leases up to a number of a webhook's alerts that are due and not leased
+#: (or whose lease ran out: a receiver that stopped or crashed) to one
+#: receiver, oldest first; read as :class:`AlertRow`. ``{lock}`` is empty
+#: on SQLite (one writer at a time makes the update atomic) and ``FOR
+#: UPDATE SKIP LOCKED`` on PostgreSQL, so that receivers claiming together
+#: take different rows and wait for none. Arguments: the lease's end, the
+#: owner, the key, now, now, the number.
+CLAIM_ALERTS = """
+UPDATE alert_outbox SET lease_until = ?, owner = ?
+WHERE id IN (SELECT id FROM alert_outbox
+    WHERE webhook = ? AND delivered_at IS NULL AND given_up_at IS NULL
+        AND (lease_until IS NULL OR lease_until < ?) AND next_attempt_at <= ?
+    ORDER BY id LIMIT ?{lock})
+RETURNING id, payload, created_at, attempts
+"""
+
+
+class AlertRow(NamedTuple):
+    id: int
+    payload: str
+    created_at: float
+    attempts: int
+
+
+#: Delivered whoever holds the lease now: the webhook said 2xx.
+#: Arguments: now, the id.
+ALERT_DELIVERED = (
+    "UPDATE alert_outbox SET delivered_at = ?, lease_until = NULL "
+    "WHERE id = ? AND delivered_at IS NULL"
+)
+
+#: Another attempt later, by whichever receiver claims it then; only by the
+#: lease's holder. Arguments: when, the id, the owner.
+ALERT_RETRY = (
+    "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt_at = ?, "
+    "lease_until = NULL, owner = NULL "
+    "WHERE id = ? AND owner = ? AND delivered_at IS NULL AND given_up_at IS NULL"
+)
+
+#: Given up, by the lease's holder only, so that one receiver logs it.
+#: Arguments: now, the id, the owner.
+ALERT_GIVEN_UP = (
+    "UPDATE alert_outbox SET attempts = attempts + 1, given_up_at = ?, lease_until = NULL "
+    "WHERE id = ? AND owner = ? AND delivered_at IS NULL AND given_up_at IS NULL"
+)
+
+#: A stopping receiver's leases, handed back so that the next to claim (a
+#: restart) need not wait for them to run out. Arguments: the owner.
+RELEASE_ALERTS = (
+    "UPDATE alert_outbox SET lease_until = NULL, owner = NULL "
+    "WHERE owner = ? AND delivered_at IS NULL AND given_up_at IS NULL"
+)
+
+#: Up to a number of the oldest alerts delivered or given up before a time.
+PRUNE_ALERTS = (
+    "DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox "
+    "WHERE COALESCE(delivered_at, given_up_at) < ? ORDER BY id LIMIT ?)"
+)
+
+#: Alerts neither delivered nor given up.
+COUNT_WAITING_ALERTS = (
+    "SELECT COUNT(*) FROM alert_outbox WHERE delivered_at IS NULL AND given_up_at IS NULL"
 )

@@ -20,9 +20,10 @@ from scrapy_heartbeat.errors import ConfigError
 from scrapy_heartbeat.payload import HEARTBEAT_PATH
 from scrapy_heartbeat.redact import printable, redact_url
 from scrapy_heartbeat.server import listing
-from scrapy_heartbeat.server.alerts import WebhookAlerts
+from scrapy_heartbeat.server.alerts import Alerts
 from scrapy_heartbeat.server.backends import open_store
 from scrapy_heartbeat.server.credentials import credentials_from
+from scrapy_heartbeat.server.delivery import Deliveries, DeliveryRules
 from scrapy_heartbeat.server.liveness import LivenessRules
 from scrapy_heartbeat.server.resource import HeartbeatReceiver
 from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
@@ -46,6 +47,13 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"scrapy-heartbeat serve: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    if args.alert_lease <= args.alert_timeout:
+        print(
+            f"scrapy-heartbeat serve: --alert-lease {args.alert_lease:g} must be more than "
+            f"--alert-timeout {args.alert_timeout:g}, or an attempt could outlive its claim",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
     rules = LivenessRules(lost_after=args.lost_after, stall_after=args.stall_after)
     try:
         store = open_store(args.db, rules)
@@ -61,18 +69,19 @@ def serve(args: argparse.Namespace) -> int:
         store.close()
         return EXIT_UNUSABLE
     logger.info("%s", credentials.describe())
-    alerts = None
-    if args.webhook:
-        alerts = WebhookAlerts(args.webhook, args.alert_on, attempts=1 + args.alert_retries)
+    alerts, deliveries = _alerts(args, store, reactor)
     upkeep = Upkeep(
         store,
         alerts,
+        deliveries,
         clock=reactor,
         check_every=args.check_every,
         keep_days=args.keep_days or None,
         thin_after_days=args.thin_after or None,
     )
     upkeep.start()
+    if deliveries is not None:
+        deliveries.start()
     url = f"http://{args.host}:{port.getHost().port}"
     print(f"Receiving heartbeats at {url}{HEARTBEAT_PATH}", flush=True)
     print(f"Dashboard: {url}/   database: {redact_url(args.db)}", flush=True)
@@ -81,10 +90,30 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.run()
     upkeep.stop()
-    if alerts is not None:
-        alerts.close()
+    if deliveries is not None:
+        deliveries.stop()
     store.close()
     return EXIT_STOPPED
+
+
+def _alerts(
+    args: argparse.Namespace, store: HeartbeatStore, reactor: Any
+) -> tuple[Alerts | None, Deliveries | None]:
+    """What writes alerts to the outbox, and what delivers them: none
+    without a ``--webhook``."""
+    if not args.webhook:
+        return None, None
+    rules = DeliveryRules(
+        timeout=args.alert_timeout,
+        lease=args.alert_lease,
+        backoff=args.alert_backoff,
+        max_age=args.alert_max_age,
+        concurrency=args.alert_concurrency,
+        retries=args.alert_retries,
+    )
+    return Alerts(args.webhook, args.alert_on), Deliveries(
+        store, args.webhook, rules, reactor=reactor
+    )
 
 
 def _listen(args: argparse.Namespace, receiver: HeartbeatReceiver, metrics: Any) -> Any:

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -162,11 +162,37 @@ class HeartbeatStore:
                 if column.split()[0] not in have:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
-    def _write(self, *statements: schema.Statement) -> list[int]:
-        """Run ``statements`` in one transaction; their row counts."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Callable[[str, tuple[Any, ...]], Any]]:
+        """One transaction; what it yields runs a statement (``?``
+        placeholders) in it and returns the cursor."""
         with _unavailable_as_such(), self.db:
             self.db.execute("BEGIN")
-            return [self.db.execute(query, args).rowcount for query, args in statements]
+            yield self.db.execute
+
+    def _write(self, *statements: schema.Statement) -> list[int]:
+        """Run ``statements`` in one transaction; their row counts."""
+        with self._transaction() as execute:
+            return [execute(query, args).rowcount for query, args in statements]
+
+    def _claim_each(
+        self, claims: list[tuple[schema.Statement, list[schema.Statement]]]
+    ) -> list[int]:
+        """In one transaction, each claim, and the statements that follow
+        it when it claimed a row; the claims' row counts."""
+        counts = []
+        with self._transaction() as execute:
+            for (query, args), following in claims:
+                counts.append(execute(query, args).rowcount)
+                if counts[-1]:
+                    for then, then_args in following:
+                        execute(then, then_args)
+        return counts
+
+    def _write_rows(self, query: str, args: tuple[Any, ...]) -> list[Any]:
+        """The rows a writing statement returns (``RETURNING``), committed."""
+        with self._transaction() as execute:
+            return list(execute(query, args).fetchall())
 
     def _write_together(self, *statements: schema.Statement) -> None:
         """Like :meth:`_write`, for statements whose row counts nobody
@@ -312,13 +338,19 @@ class HeartbeatStore:
         ]
 
     def settle(
-        self, now: float | None = None, batch: int = SETTLE_BATCH
+        self,
+        now: float | None = None,
+        batch: int = SETTLE_BATCH,
+        then: Callable[[dict[str, Any], float], Sequence[schema.Statement]] | None = None,
     ) -> Iterator[dict[str, Any] | None]:
         """Decide each unsettled execution's liveness afresh and yield one
         transition event per execution whose liveness changed since last
         settled (old ``None`` for one never settled). The conditional
         update claims each transition: of receivers settling the same rows,
-        one yields it. Reads ``batch`` rows at a time, and yields None after
+        one yields it. ``then(event, moment)`` gives the statements (the
+        alerts to send) written in the transaction that claims it, only if
+        it does: a transition is never claimed without them, nor they
+        written twice. Reads ``batch`` rows at a time, and yields None after
         each batch: a caller can hand the thread back between them."""
         after = ""
         while True:
@@ -329,14 +361,17 @@ class HeartbeatStore:
             changed = self._changed(rows, moment)
             claims = [
                 (
-                    schema.CLAIM_TRANSITION,
-                    (e["liveness"], moment, e["execution_id"], e["old_liveness"] or ""),
+                    (
+                        schema.CLAIM_TRANSITION,
+                        (e["liveness"], moment, e["execution_id"], e["old_liveness"] or ""),
+                    ),
+                    list(then(e, moment)) if then is not None else [],
                 )
                 for e in changed
             ]
             # One transaction per batch: ten thousand new executions are not
             # ten thousand commits.
-            claimed = self._write(*claims) if claims else []
+            claimed = self._claim_each(claims) if claims else []
             for event, count in zip(changed, claimed, strict=True):
                 if count:
                     yield event
@@ -405,6 +440,41 @@ class HeartbeatStore:
         beyond = self._read(schema.NEXT_HISTORY_ROW, (end,))
         # A range that reaches rows too new yet is thinned again next time.
         return end if beyond and beyond[0][1] < before else None
+
+    def claim_alerts(
+        self, webhook: str, owner: str, now: float, lease: float, limit: int
+    ) -> list[schema.AlertRow]:
+        """Lease up to ``limit`` of the alerts due for ``webhook`` to
+        ``owner`` until ``now + lease``, oldest first."""
+        query = schema.CLAIM_ALERTS.format(lock=self._skip_locked)
+        rows = self._write_rows(query, (now + lease, owner, webhook, now, now, limit))
+        return sorted(map(schema.AlertRow._make, rows))
+
+    #: What makes receivers claiming at once take different alerts.
+    _skip_locked = ""
+
+    def alert_delivered(self, alert_id: int, now: float) -> None:
+        self._write((schema.ALERT_DELIVERED, (now, alert_id)))
+
+    def alert_retry(self, alert_id: int, owner: str, at: float) -> bool:
+        """Another attempt at ``at``; False when ``owner``'s lease was lost."""
+        return self._write((schema.ALERT_RETRY, (at, alert_id, owner))) == [1]
+
+    def alert_given_up(self, alert_id: int, owner: str, now: float) -> bool:
+        """Given up; False when ``owner``'s lease was lost (not by us)."""
+        return self._write((schema.ALERT_GIVEN_UP, (now, alert_id, owner))) == [1]
+
+    def release_alerts(self, owner: str) -> None:
+        self._write((schema.RELEASE_ALERTS, (owner,)))
+
+    def prune_alerts(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete up to ``batch`` alerts delivered or given up before
+        ``before``; how many."""
+        [deleted] = self._write((schema.PRUNE_ALERTS, (before, batch)))
+        return deleted
+
+    def waiting_alerts(self) -> int:
+        return int(self._read(schema.COUNT_WAITING_ALERTS)[0][0])
 
     def count(self) -> int:
         return int(self._read(schema.COUNT_HEARTBEATS)[0][0])

@@ -1,8 +1,10 @@
 """The reference receiver's work off the request path, on its reactor:
-every few seconds it settles each execution's liveness and hands the
-transitions to the alerts; every minute it thins history older than
+every few seconds it settles each execution's liveness, writing the alerts
+of each transition in the transaction that claims it (and then wakes the
+deliveries); every minute it thins history older than
 ``--thin-after`` days to one beat per container per five minutes, and
-deletes history older than ``--keep-days``. Both go in small steps (a batch of rows each) through
+deletes history older than ``--keep-days``, and alerts delivered or given
+up over an hour ago. Both go in small steps (a batch of rows each) through
 Twisted's cooperator, so that beats keep being answered meanwhile; with a
 store that waits on the network (PostgreSQL), on a thread instead.
 """
@@ -16,8 +18,9 @@ from typing import Any
 
 from twisted.internet import defer, task, threads
 
-from scrapy_heartbeat.server.alerts import WebhookAlerts, event
-from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable, iso
+from scrapy_heartbeat.server.alerts import Alerts
+from scrapy_heartbeat.server.delivery import Deliveries
+from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +28,10 @@ logger = logging.getLogger(__name__)
 CHECK_EVERY = 5.0
 #: How long history rows are kept by default (``serve --keep-days``).
 KEEP_DAYS = 14.0
-#: Seconds between two prunings of history.
+#: Seconds between two prunings of history and of the alert outbox.
 PRUNE_EVERY = 60.0
+#: Seconds an alert delivered or given up stays in the outbox.
+ALERTS_KEPT = 3600.0
 #: History older than this many days is thinned (``serve --thin-after``).
 THIN_AFTER_DAYS = 1.0
 #: Thinned history keeps one beat per container per this many seconds.
@@ -39,7 +44,8 @@ class Upkeep:
     def __init__(
         self,
         store: HeartbeatStore,
-        alerts: WebhookAlerts | None = None,
+        alerts: Alerts | None = None,
+        deliveries: Deliveries | None = None,
         *,
         clock: Any,
         check_every: float = CHECK_EVERY,
@@ -49,6 +55,7 @@ class Upkeep:
     ) -> None:
         self.store = store
         self.alerts = alerts
+        self.deliveries = deliveries
         self.keep_days = keep_days
         self.thin_after_days = thin_after_days
         self._thinned_to = 0  # the history id thinning goes on after
@@ -57,7 +64,10 @@ class Upkeep:
             terminationPredicateFactory=lambda: lambda: True,
             scheduler=lambda work: clock.callLater(0, work),
         )
-        self._jobs = [_Job(self._settle, check_every, clock, self._run)]
+        self._jobs = [
+            _Job(self._settle, check_every, clock, self._settled),
+            _Job(self._prune_alerts, prune_every, clock, self._run),
+        ]
         if keep_days is not None:
             self._jobs.append(_Job(self._prune, prune_every, clock, self._run))
         if thin_after_days is not None:
@@ -78,6 +88,13 @@ class Upkeep:
             return threads.deferToThread(lambda: list(self._guarded(steps())))
         return self._cooperator.coiterate(self._guarded(steps()))
 
+    def _settled(self, steps: Steps) -> defer.Deferred[Any]:
+        """A round of settling, then the alerts it wrote looked for."""
+        done = self._run(steps)
+        if self.deliveries is not None:
+            done.addBoth(_then, self.deliveries.wake)
+        return done
+
     def _guarded(self, steps: Iterator[None]) -> Iterator[None]:
         try:
             yield from steps
@@ -95,15 +112,14 @@ class Upkeep:
 
     def _settle(self) -> Iterator[None]:
         now = time.time()
-        for found in self.store.settle(now):
+        then = None if self.alerts is None else self.alerts.statements
+        for found in self.store.settle(now, then=then):
             if found is None:  # a batch read: let the reactor answer beats
                 yield None
                 continue
             old, new = found["old_liveness"], found["liveness"]
             log = logger.debug if old is None and new == "running" else logger.info
             log("execution %s: %s -> %s", found["execution_id"], old, new)
-            if self.alerts is not None and self.alerts.wants(new):
-                self.alerts.notify(event(found, iso(now)))
             yield None
 
     def _prune(self) -> Iterator[None]:
@@ -116,6 +132,12 @@ class Upkeep:
         if total:
             logger.info("receiver: deleted %d heartbeats older than %g days", total, self.keep_days)
 
+    def _prune_alerts(self) -> Iterator[None]:
+        """Alerts delivered or given up over :data:`ALERTS_KEPT` ago."""
+        before = time.time() - ALERTS_KEPT
+        while self.store.prune_alerts(before) > 0:
+            yield None
+
     def _thin(self) -> Iterator[None]:
         """Thin old history from where the last round stopped (from the
         start after a restart: ranges thinned already cost little)."""
@@ -124,6 +146,11 @@ class Upkeep:
         while (after := self.store.thin(self._thinned_to, before, THIN_BUCKET)) is not None:
             self._thinned_to = after
             yield None
+
+
+def _then(result: object, call: Callable[[], None]) -> object:
+    call()
+    return result
 
 
 class _Job:

@@ -60,6 +60,11 @@ def assert_refused(done: subprocess.CompletedProcess[str], option: str, *said: s
         ("--lost-after", "inf", "from 0.1 to 2592000"),
         ("--stall-after", "-600", "from 0.1 to 2592000"),
         ("--alert-retries", "-1", "from 0 to 10"),
+        ("--alert-timeout", "0", "from 0.1 to 300"),
+        ("--alert-lease", "inf", "from 0.2 to 86400"),
+        ("--alert-backoff", "-1", "from 0.01 to 3600"),
+        ("--alert-max-age", "nan", "from 1 to 2592000"),
+        ("--alert-concurrency", "0", "from 1 to 64"),
     ],
 )
 def test_a_number_out_of_range_is_refused(
