@@ -428,10 +428,15 @@ RELEASE_ALERTS = (
     "WHERE owner = ? AND delivered_at IS NULL AND given_up_at IS NULL"
 )
 
-#: Up to a number of the oldest alerts delivered or given up before a time.
+#: Up to a number of the oldest alerts delivered or given up before a
+#: time, or still waiting since before another: those of a webhook no
+#: receiver has any more (none gives them up). Arguments: both times, the
+#: number.
 PRUNE_ALERTS = (
     "DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox "
-    "WHERE COALESCE(delivered_at, given_up_at) < ? ORDER BY id LIMIT ?)"
+    "WHERE COALESCE(delivered_at, given_up_at) < ? "
+    "OR (delivered_at IS NULL AND given_up_at IS NULL AND created_at < ?) "
+    "ORDER BY id LIMIT ?)"
 )
 
 #: Alerts neither delivered nor given up.

@@ -467,10 +467,13 @@ class HeartbeatStore:
     def release_alerts(self, owner: str) -> None:
         self._write((schema.RELEASE_ALERTS, (owner,)))
 
-    def prune_alerts(self, before: float, batch: int = PRUNE_BATCH) -> int:
+    def prune_alerts(
+        self, before: float, orphaned_before: float = 0.0, batch: int = PRUNE_BATCH
+    ) -> int:
         """Delete up to ``batch`` alerts delivered or given up before
-        ``before``; how many."""
-        [deleted] = self._write((schema.PRUNE_ALERTS, (before, batch)))
+        ``before``, or still waiting since before ``orphaned_before``; how
+        many."""
+        [deleted] = self._write((schema.PRUNE_ALERTS, (before, orphaned_before, batch)))
         return deleted
 
     def waiting_alerts(self) -> int:

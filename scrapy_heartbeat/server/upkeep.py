@@ -20,6 +20,7 @@ from twisted.internet import defer, task, threads
 
 from scrapy_heartbeat.server.alerts import Alerts
 from scrapy_heartbeat.server.delivery import Deliveries
+from scrapy_heartbeat.server.options import ALERT_MAX_AGE_RANGE
 from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -133,9 +134,12 @@ class Upkeep:
             logger.info("receiver: deleted %d heartbeats older than %g days", total, self.keep_days)
 
     def _prune_alerts(self) -> Iterator[None]:
-        """Alerts delivered or given up over :data:`ALERTS_KEPT` ago."""
-        before = time.time() - ALERTS_KEPT
-        while self.store.prune_alerts(before) > 0:
+        """Alerts delivered or given up over :data:`ALERTS_KEPT` ago, and
+        those still waiting past any receiver's ``--alert-max-age``: their
+        webhook is no receiver's any more."""
+        now = time.time()
+        orphaned_before = now - ALERT_MAX_AGE_RANGE[1] - ALERTS_KEPT
+        while self.store.prune_alerts(now - ALERTS_KEPT, orphaned_before) > 0:
             yield None
 
     def _thin(self) -> Iterator[None]:

@@ -225,6 +225,8 @@ def test_delivered_and_given_up_alerts_are_pruned(serve: Callable[..., Serve], d
         store.alert_delivered(2, now - 60)  # an hour is not over
         store.claim_alerts("k", "gone", now, 60, 5)
         store.alert_given_up(3, "gone", now - 7200)
+        # Waiting for 40 days: a webhook no receiver has any more.
+        store._write((schema.INSERT_ALERT, ("e5", "k2", "{}", now - 40 * 86400, now)))
     finally:
         store.close()
     s = serve("--check-every", "0.2", db=db)
