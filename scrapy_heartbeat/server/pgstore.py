@@ -49,6 +49,11 @@ def _unavailable_as_such() -> Iterator[None]:
         yield
     except psycopg.OperationalError as exc:  # down, unreachable, timed out, full
         raise StoreUnavailable.because(exc) from None
+    except psycopg.ProgrammingError:  # a URL that cannot be parsed
+        # Not quoted: psycopg's message may hold part of the password.
+        raise StoreUnavailable(
+            "the URL cannot be parsed; check its percent-encoding and its options"
+        ) from None
 
 
 def _missing(db: psycopg.Connection[Any]) -> list[str]:

@@ -164,6 +164,10 @@ INSERT_HEARTBEAT = (
 #: delayed (two minutes) says the clock was set: that is learnt at once.
 _NEXT_OFFSET = """CASE WHEN {c}.clock_offset IS NULL OR {lat} < {c}.clock_offset + 0.1
             OR {lat} > {c}.clock_offset + 120 THEN {lat} ELSE {c}.clock_offset + 0.1 END"""
+#: The offset a beat is ordered by: the one known before it, never a clock
+#: set learnt from the beat itself, which a beat delayed for minutes would
+#: otherwise pass for (and reopen a final state). Arguments: its latency, twice.
+_ORDER_OFFSET = """CASE WHEN c.clock_offset + 0.1 < ? THEN c.clock_offset + 0.1 ELSE ? END"""
 
 #: Arguments: the inserted values, then ``SET``'s status. An execution's
 #: containers need not share a clock: its beats are ordered by when they
@@ -176,7 +180,7 @@ UPSERT_EXECUTION = (
     "INSERT INTO executions (execution_id, container_id, latency, status, progress, "
     "first_seen, last_seen, beats, progress_key, moved_at, client_ts) "
     "VALUES (?, ?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, "
-    f"? + COALESCE((SELECT {_NEXT_OFFSET.format(c='c', lat='?')} FROM containers c "
+    f"? + COALESCE((SELECT {_ORDER_OFFSET} FROM containers c "
     "WHERE c.execution_id = ? AND c.container_id = ?), ?)) "
     "ON CONFLICT (execution_id) DO UPDATE"
     + _upsert_state(
@@ -276,7 +280,7 @@ CLAIM_TRANSITION = (
 SELECT_CONTAINERS = f"""
 SELECT c.container_id, c.status, c.progress, c.first_seen, c.last_seen, c.beats,
     COALESCE(c.moved_at, c.first_seen), {_INTERVAL.format(t="c")}
-FROM containers c WHERE c.execution_id = ? ORDER BY c.last_seen DESC
+FROM containers c WHERE c.execution_id = ? ORDER BY c.last_seen DESC LIMIT ?
 """
 
 

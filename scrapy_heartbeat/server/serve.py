@@ -65,7 +65,9 @@ def serve(args: argparse.Namespace) -> int:
     receiver = HeartbeatReceiver(store, credentials, args.max_body, on_beat, metrics)
     reactor = twisted_reactor()
     port = _listen(args, receiver, metrics)
-    if port is None:
+    if port is None or (args.port_file and not _write_port(args.port_file, port.getHost().port)):
+        if port is not None:
+            port.stopListening()
         store.close()
         return EXIT_UNUSABLE
     logger.info("%s", credentials.describe())
@@ -82,11 +84,10 @@ def serve(args: argparse.Namespace) -> int:
     upkeep.start()
     if deliveries is not None:
         deliveries.start()
-    url = f"http://{args.host}:{port.getHost().port}"
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address
+    url = f"http://{host}:{port.getHost().port}"
     print(f"Receiving heartbeats at {url}{HEARTBEAT_PATH}", flush=True)
     print(f"Dashboard: {url}/   database: {redact_url(args.db)}", flush=True)
-    if args.port_file:
-        _write_port(args.port_file, port.getHost().port)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     reactor.run()
     upkeep.stop()
@@ -173,11 +174,22 @@ def _metrics(store: HeartbeatStore, cap: int) -> Any:
     return ReceiverMetrics(read)
 
 
-def _write_port(path: str, port: int) -> None:
-    """Whole or not at all: a reader waiting for the file never sees half."""
+def _write_port(path: str, port: int) -> bool:
+    """Whole or not at all: a reader waiting for the file never sees half.
+    False once the reason it cannot be written was printed."""
     partial = Path(f"{path}.partial")
-    partial.write_text(f"{port}\n", encoding="ascii")
-    os.replace(partial, path)
+    try:
+        partial.write_text(f"{port}\n", encoding="ascii")
+        os.replace(partial, path)
+    except OSError as exc:
+        shown = printable(path)[:200]
+        print(
+            f"scrapy-heartbeat serve: --port-file {shown}: cannot write it "
+            f"({exc.strerror or type(exc).__name__}); give a file path in a writable directory",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 def print_heartbeat(body: dict[str, Any], latency: float) -> None:

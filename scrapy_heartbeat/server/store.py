@@ -44,6 +44,11 @@ READ_BUSY_TIMEOUT = 5.0
 #: Executions read per step of :meth:`HeartbeatStore.settle`: a few
 #: milliseconds of the reactor thread each.
 SETTLE_BATCH = 100
+#: How bad a sender's liveness is, for the grace: a grace never improves one.
+_SEVERITY = {"running": 0, "stalled": 1, "late": 2, "lost": 3}
+#: Containers an execution's detail shows at most, the latest first: one
+#: execution's token must not make every reader's answer unbounded.
+MAX_CONTAINERS_SHOWN = 1000
 #: Rows deleted per statement when pruning, so that no delete holds the
 #: database (and the reactor thread) for long.
 PRUNE_BATCH = 1000
@@ -145,7 +150,8 @@ class HeartbeatStore:
 
     @contextlib.contextmanager
     def _listening(self) -> Iterator[None]:
-        """Around storing beats: notes when an outage ends."""
+        """Around storing beats and reading what to settle: notes when an
+        outage ends, before anything is concluded from the silence."""
         try:
             yield
         except StoreUnavailable:
@@ -260,7 +266,7 @@ class HeartbeatStore:
         # would stand against every later beat.
         ts = min(body["timestamp"], int(now) + MAX_AHEAD)
         beat = (eid, cid, status, body["timestamp"], now, latency, progress_json)
-        sent = (body["timestamp"], latency, latency, latency, eid, cid, latency)
+        sent = (body["timestamp"], latency, latency, eid, cid, latency)
         execution = (eid, cid, latency, status, progress_json, now, now, key, now, *sent, status)
         container = (eid, cid, status, progress_json, now, now, key, now, ts, latency, status)
         statements = [
@@ -309,7 +315,10 @@ class HeartbeatStore:
 
     def containers(self, execution_id: str, now: float | None = None) -> list[dict[str, Any]]:
         """The latest state of each container of an execution, latest first."""
-        rows = map(ContainerRow._make, self._read(schema.SELECT_CONTAINERS, (execution_id,)))
+        rows = map(
+            ContainerRow._make,
+            self._read(schema.SELECT_CONTAINERS, (execution_id, MAX_CONTAINERS_SHOWN)),
+        )
         return [
             {
                 "container_id": row.container_id,
@@ -355,9 +364,9 @@ class HeartbeatStore:
         after = ""
         while True:
             moment = time.time() if now is None else now
-            rows = [
-                LivenessRow._make(r) for r in self._read(schema.SELECT_UNSETTLED, (after, batch))
-            ]
+            with self._listening():
+                found = self._read(schema.SELECT_UNSETTLED, (after, batch))
+            rows = [LivenessRow._make(r) for r in found]
             changed = self._changed(rows, moment)
             claims = [
                 (
@@ -371,7 +380,8 @@ class HeartbeatStore:
             ]
             # One transaction per batch: ten thousand new executions are not
             # ten thousand commits.
-            claimed = self._claim_each(claims) if claims else []
+            with self._listening():
+                claimed = self._claim_each(claims) if claims else []
             for event, count in zip(changed, claimed, strict=True):
                 if count:
                     yield event
@@ -398,15 +408,20 @@ class HeartbeatStore:
 
     def _transition(self, row: ExecutionRow | LivenessRow, moment: float) -> bool:
         """Whether the execution's liveness differs from the one settled.
-        Not when only the grace after an outage makes it milder: another
-        receiver that heard all along may have settled it, rightly."""
+        While the grace after a start or an outage is all that differs
+        (the sender silent since before it), only a worse liveness counts:
+        the grace never makes a recovery, and what another receiver that
+        heard all along settled stands."""
         heard = self._decide(row.status, row.last_seen, row.interval, row.moved_at, moment)
-        if heard == row.settled_liveness:
+        settled = row.settled_liveness
+        if heard == settled:
             return False
         strict = self.rules.decide(
             row.status, moment - row.last_seen, row.interval, moment - row.moved_at
         )
-        return strict != row.settled_liveness or strict == heard
+        if heard == strict or settled is None:
+            return True
+        return _SEVERITY.get(heard, 0) > _SEVERITY.get(settled, 0)
 
     def _decide(
         self, status: str, last: float, interval: float | None, moved: float, moment: float

@@ -6,6 +6,7 @@ and the read API filtering by them, over real HTTP."""
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -335,3 +336,60 @@ def test_the_end_of_a_database_outage_gives_a_fresh_grace(tmp_path: Path) -> Non
         assert store.heard_since > before
     finally:
         store.close()
+
+
+def test_a_settle_after_an_outage_gives_the_grace_before_concluding(tmp_path: Path) -> None:
+    """The database locked for longer than lost_after: the first check once
+    it is back must not call lost what it could not hear."""
+    path = str(tmp_path / "hb.sqlite3")
+    store = open_store(path, LivenessRules(lost_after=6))
+    try:
+        now = time.time()
+        store.heard_since = now - 3600  # listening all along, until the outage
+        eid = str(uuid.uuid4())
+        for i in range(3):
+            store.add(beat(eid, crawled=i), now - 22 + i)
+        assert [e["liveness"] for e in store.settle(now - 19) if e] == ["running"]
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailable):
+            list(store.settle(now - 10))
+        locker.execute("COMMIT")
+        locker.close()
+        assert [e for e in store.settle() if e] == []  # not lost: silent through the outage
+        assert liveness(store, eid, time.time()) == "running"
+    finally:
+        store.close()
+
+
+def test_a_restart_makes_no_false_recovery(db: str) -> None:
+    """An execution a receiver settled late, silent since (lost by now, had
+    anyone heard): a receiver that starts afterwards yields no late ->
+    running, and lost once its own grace is over."""
+    eid = str(uuid.uuid4())
+    earlier = open_store(db)
+    start = earlier.heard_since
+    earlier.heard_since = start - 4000
+    try:
+        for i in range(3):
+            earlier.add(beat(eid, crawled=i), start - 500 + 30 * i)
+        assert [e["liveness"] for e in earlier.settle(start - 360) if e] == ["late"]
+    finally:
+        earlier.close()
+    later = open_store(db)
+    try:
+        assert [e for e in later.settle(later.heard_since + 1) if e] == []
+        lost = [e["liveness"] for e in later.settle(later.heard_since + 400) if e]
+        assert lost == ["lost"]
+    finally:
+        later.close()
+
+
+def test_an_execution_shows_its_latest_containers_only(store: HeartbeatStore) -> None:
+    eid = str(uuid.uuid4())
+    store.add_many([(beat(eid, f"c{n}"), T0 + n * 0.001) for n in range(1005)])
+    detail = store.detail(eid)
+    assert detail is not None
+    assert detail["container_count"] == 1005
+    assert len(detail["containers"]) == 1000
+    assert detail["containers"][0]["container_id"] == "c1004"

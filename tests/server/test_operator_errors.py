@@ -147,3 +147,16 @@ def test_values_at_the_bounds_start(tmp_path: Path) -> None:
         process.terminate()
         _, err = process.communicate(timeout=10)
     assert first.startswith("Receiving heartbeats at "), err
+
+
+@pytest.mark.parametrize("where", ["missing/port", "."], ids=["no directory", "a directory"])
+def test_a_port_file_that_cannot_be_written(tmp_path: Path, where: str) -> None:
+    done = serve(tmp_path, "--port-file", str(tmp_path / where))
+    assert_refused(done, "--port-file", "cannot write it")
+    assert "Receiving heartbeats" not in done.stdout
+
+
+def test_a_postgres_url_that_cannot_be_parsed(tmp_path: Path) -> None:
+    done = serve(tmp_path, "--db", "postgresql://u:p%zz@127.0.0.1:1/x")
+    assert_refused(done, "--db", "cannot be parsed")
+    assert "%zz" not in done.stderr

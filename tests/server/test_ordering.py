@@ -200,3 +200,17 @@ def test_the_interval_is_the_median_of_the_last_three_gaps(
     expected = None if not last else sorted(last)[len(last) // 2] if len(last) != 2 else max(last)
     [container] = store.containers(eid, at)
     assert container["interval_seconds"] == expected
+
+
+@pytest.mark.parametrize("container", ["c1", "c2"])
+def test_a_beat_delayed_for_minutes_does_not_reopen_a_final_one(
+    store: HeartbeatStore, container: str
+) -> None:
+    """Held by a buffering proxy for over two minutes: not taken for a clock
+    that was set, by the same container or another."""
+    eid = str(uuid.uuid4())
+    store.add(beat(eid, T0 - 30, "running", 90), T0 - 30)
+    store.add(beat(eid, T0 - 30, "running", 90, container="c2"), T0 - 30)
+    store.add(beat(eid, T0, "completed", 100), T0)
+    store.add(beat(eid, T0 - 200, "running", 95, container=container), T0 + 2)
+    assert state(store, eid) == ("completed", 100)
