@@ -137,7 +137,7 @@ def run_demo(
             print("5. dashboard: to see this crawl there, run")
             print(f"      {_command()} serve --db {db}")
             print("   and open http://127.0.0.1:8000/ in a browser (or rerun the demo with")
-            print("   --keep-open, `make demo DEMO_ARGS=--keep-open`, to keep its receiver open)")
+            print(f"   `{_command()} demo --keep-open` to keep its receiver open)")
         return 0 if crawl.returncode == 0 and execution["status"] == "completed" else 1
     finally:
         if receiver.poll() is None:

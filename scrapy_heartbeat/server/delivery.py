@@ -94,11 +94,19 @@ class Deliveries:
     ) -> None:
         self.store = store
         self.owner = uuid.uuid4().hex  # this receiver, while it runs
+        self._reactor = reactor
         self._hooks = [_Hook(store, url, rules, reactor, self.owner) for url in urls]
 
     def start(self) -> None:
         for hook in self._hooks:
             hook.start()
+        # The attempts under way end as the reactor shuts down, before
+        # stop() runs: they are cut by us, not failed by their webhook.
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
+
+    def _stopping(self) -> None:
+        for hook in self._hooks:
+            hook.stopped = True
 
     def wake(self) -> None:
         """Look for due alerts now (a transition was just written)."""
@@ -184,6 +192,10 @@ class _Hook:
 
     def _record(self, outcome: webhook.Outcome, row: AlertRow) -> defer.Deferred[Any]:
         now = time.time()
+        if self.stopped and not outcome.delivered:
+            # Our own stop cut the attempt: not the webhook's failure. The
+            # lease is handed back; the next receiver sends it again.
+            return defer.succeed(None)
         if outcome.delivered:
             if self.failing:
                 self.failing = False

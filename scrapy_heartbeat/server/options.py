@@ -97,12 +97,24 @@ def webhook_url(text: str) -> str:
             f"{shown!r} is not an http:// or https:// URL with a host; "
             "give e.g. https://hooks.example.com/path"
         )
+    if not text.isascii():
+        # Sent as is, a path's ü would become "?" and start a query, and a
+        # host's would never resolve: the alerts would go elsewhere or nowhere.
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} has characters that are not ASCII; write the host in its "
+            "xn-- form and the path and query percent-encoded (%C3%BC)"
+        )
     return text
 
 
 def states(text: str) -> tuple[str, ...]:
     """An argument type: a comma-separated list of liveness states."""
     found = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not found:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no state: no alert would ever be sent; "
+            f"give a comma-separated list of {','.join(STATES)}"
+        )
     unknown = [s for s in found if s not in STATES]
     if unknown:
         raise argparse.ArgumentTypeError(

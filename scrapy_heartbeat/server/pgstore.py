@@ -49,11 +49,6 @@ def _unavailable_as_such() -> Iterator[None]:
         yield
     except psycopg.OperationalError as exc:  # down, unreachable, timed out, full
         raise StoreUnavailable.because(exc) from None
-    except psycopg.ProgrammingError:  # a URL that cannot be parsed
-        # Not quoted: psycopg's message may hold part of the password.
-        raise StoreUnavailable(
-            "the URL cannot be parsed; check its percent-encoding and its options"
-        ) from None
 
 
 def _missing(db: psycopg.Connection[Any]) -> list[str]:
@@ -124,12 +119,18 @@ class PostgresStore(HeartbeatStore):
         with _unavailable_as_such():
             db: psycopg.Connection[Any] | None = getattr(self._local, "db", None)
             if db is None or db.closed or db.broken:
-                db = psycopg.connect(
-                    self.path,
-                    autocommit=True,
-                    connect_timeout=CONNECT_TIMEOUT,
-                    options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                )
+                try:
+                    db = psycopg.connect(
+                        self.path,
+                        autocommit=True,
+                        connect_timeout=CONNECT_TIMEOUT,
+                        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                    )
+                except psycopg.ProgrammingError:  # a URL that cannot be parsed
+                    # Not quoted: psycopg's message may hold part of the password.
+                    raise StoreUnavailable(
+                        "the URL cannot be parsed; check its percent-encoding and its options"
+                    ) from None
                 self._local.db = db
                 with self._lock:
                     self._connections.append(db)

@@ -143,3 +143,23 @@ def test_redirects_are_never_followed(serve: Callable[..., Serve]) -> None:
         target.stop()
         for hook in redirecting:
             hook.stop()
+
+
+def test_a_stop_during_an_attempt_is_not_the_webhooks_failure(
+    serve: Callable[..., Serve],
+) -> None:
+    """SIGTERM while alerts wait on a hanging webhook: the cut attempts are
+    handed back, never logged as the webhook failing."""
+    hanging = HeartbeatServer(behaviour="hang")
+    try:
+        s = serve(
+            "--check-every", "0.2", "--webhook", hanging.url + "/hook",
+            "--alert-timeout", "30", "--alert-lease", "60",
+        )  # fmt: skip
+        finish(s, 3)
+        wait_for(lambda: len(hanging.received) >= 1, 20, "an attempt under way")
+        s.stop()
+        assert s.process.returncode == 0
+        assert "failed" not in s.stderr(), s.stderr()[-2000:]
+    finally:
+        hanging.stop()

@@ -76,7 +76,15 @@ def test_a_number_out_of_range_is_refused(
 
 @pytest.mark.parametrize(
     "url",
-    ["not-a-url", "http://[::1", "ftp://hooks.example.com/x", "http:///path", "http://h:99x/"],
+    [
+        "not-a-url",
+        "http://[::1",
+        "ftp://hooks.example.com/x",
+        "http:///path",
+        "http://h:99x/",
+        "http://127.0.0.1:9/p\u00e4th?x=\u00fc",
+        "http://b\u00fccher.example/hook",
+    ],
 )
 def test_a_webhook_that_is_not_an_http_url_is_refused(tmp_path: Path, url: str) -> None:
     assert_refused(serve(tmp_path, "--webhook", url), "--webhook", "http")
@@ -160,3 +168,8 @@ def test_a_postgres_url_that_cannot_be_parsed(tmp_path: Path) -> None:
     done = serve(tmp_path, "--db", "postgresql://u:p%zz@127.0.0.1:1/x")
     assert_refused(done, "--db", "cannot be parsed")
     assert "%zz" not in done.stderr
+
+
+@pytest.mark.parametrize("states", [",", " , ", ""])
+def test_alerting_on_no_state_is_refused(tmp_path: Path, states: str) -> None:
+    assert_refused(serve(tmp_path, "--alert-on", states), "--alert-on", "names no state")
