@@ -331,6 +331,17 @@ def test_the_words_agree_with_their_numbers(receiver: Serve) -> None:
     assert one.get_element_by_id("summary").text_content().startswith("1 container; updated ")
 
 
+def test_counts_a_beat_left_out_are_a_dash_and_its_percentage_is_made(receiver: Serve) -> None:
+    """``send --total-urls 10 --crawled-urls 3``: no percentage, nor
+    successful and failed counts."""
+    body = beat(progress={"total_urls": 10, "crawled_urls": 3})
+    assert receiver.post(body).status_code == 200
+    rows = render(receiver.url + "/").get_element_by_id("rows")
+    counts = [cell.text_content() for cell in rows.find_class("count")]
+    assert "3 / 10 (– / –)" in counts, counts
+    assert "30.00%" in rows.text_content()
+
+
 def test_an_empty_receiver_says_how_to_point_a_crawler_at_it(
     tmp_path: Path, receiver: Serve, serve: Callable[..., Serve]
 ) -> None:
