@@ -20,7 +20,6 @@ import contextlib
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -29,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import save  # noqa: E402
+from bench.common import bench_database, save  # noqa: E402
 from bench.receiver_load import percentile  # noqa: E402
 from scrapy_heartbeat.demo import spawn_receiver  # noqa: E402
 from scrapy_heartbeat.server import open_store  # noqa: E402
@@ -87,13 +86,7 @@ def main() -> None:
     parser.add_argument("--save", help="save the report as bench/results/NAME.json")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        db = str(Path(stack.enter_context(tempfile.TemporaryDirectory()), "alerts.sqlite3"))
-        if args.backend == "postgresql":
-            from tests.server.postgres_server import PostgresServer
-
-            postgres = PostgresServer()
-            stack.callback(postgres.stop)
-            db = postgres.database()
+        db = bench_database(stack, args.backend, "alerts.sqlite3")
         seed(db, args.alerts)
         found = {"backend": args.backend, **measure(db, args)}
     print(json.dumps(found, indent=2))

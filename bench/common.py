@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +77,19 @@ def receiver() -> Iterator[Service]:
             yield service
         finally:
             service.stop()
+
+
+def bench_database(stack: ExitStack, backend: str, name: str) -> str:
+    """A fresh database for a receiver under ``stack``: a SQLite file named
+    ``name`` in a temporary directory, or a database on a throwaway
+    PostgreSQL server (``backend`` ``"postgresql"``)."""
+    if backend == "postgresql":
+        from tests.server.postgres_server import PostgresServer
+
+        postgres = PostgresServer()
+        stack.callback(postgres.stop)
+        return str(postgres.database())
+    return str(Path(stack.enter_context(tempfile.TemporaryDirectory()), name))
 
 
 def run_crawl_process(

@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import save  # noqa: E402
+from bench.common import bench_database, save  # noqa: E402
 from scrapy_heartbeat.demo import spawn_receiver  # noqa: E402
 from scrapy_heartbeat.payload import HEARTBEAT_PATH as PATH  # noqa: E402
 from scrapy_heartbeat.server import open_store  # noqa: E402
@@ -131,14 +130,7 @@ def measure(args: argparse.Namespace) -> tuple[list[float], dict[int, int], floa
     """Drive a fresh ``serve``: the latencies, reply codes, seconds and load
     generator CPU seconds; then the rows and executions stored."""
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory())
-        db = str(Path(tmp, "bench.sqlite3"))
-        if args.backend == "postgresql":
-            from tests.server.postgres_server import PostgresServer
-
-            postgres = PostgresServer()
-            stack.callback(postgres.stop)
-            db = postgres.database()
+        db = bench_database(stack, args.backend, "bench.sqlite3")
         server, url = spawn_receiver(db, *args.serve_arg)
         try:
             port = int(url.rsplit(":", 1)[1])

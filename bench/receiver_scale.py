@@ -22,7 +22,6 @@ import contextlib
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import save  # noqa: E402
+from bench.common import bench_database, save  # noqa: E402
 from bench.receiver_load import drive, percentile  # noqa: E402
 from scrapy_heartbeat.demo import spawn_receiver  # noqa: E402
 from scrapy_heartbeat.server import open_store  # noqa: E402
@@ -222,13 +221,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        db = str(Path(stack.enter_context(tempfile.TemporaryDirectory()), "scale.sqlite3"))
-        if args.backend == "postgresql":
-            from tests.server.postgres_server import PostgresServer
-
-            postgres = PostgresServer()
-            stack.callback(postgres.stop)
-            db = postgres.database()
+        db = bench_database(stack, args.backend, "scale.sqlite3")
         seeded = seed(db, args.backend, args.executions, args.history)
         server, url = spawn_receiver(db, *args.serve_arg, stderr=subprocess.DEVNULL)
         time.sleep(args.warm_up)  # its first liveness check, over every execution
