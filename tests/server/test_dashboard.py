@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -22,10 +21,9 @@ from lxml import html as lxml_html
 from scrapy_heartbeat import execution_token
 from scrapy_heartbeat.server import open_store
 from tests.server.beats import beat
-from tests.server.browser import evaluate, screenshot
+from tests.server.browser import CHROMIUM, QUIET, evaluate, screenshot
 from tests.server.serving import Serve
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INJECTED_URL = "https://example.com/<img src=x onerror=\"document.title='pwned'\">"
 INJECTED_STAGE = "<script>document.title='pwned'</script>"
 INJECTED_CONTAINER = "<b id=bold>bold</b>"
@@ -49,14 +47,7 @@ def render(url: str) -> lxml_html.HtmlElement:
         result = subprocess.run(
             [
                 CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *QUIET,
                 f"--user-data-dir={profile}",
                 "--virtual-time-budget=4000",
                 "--dump-dom",
