@@ -1,11 +1,13 @@
-"""Beats stored in batches, for a store that waits on the network
-(PostgreSQL): :class:`BatchWriter`."""
+"""Beats stored in batches, one transaction for many: :class:`BatchWriter`
+for a store that waits on the network (PostgreSQL), on a thread of its
+own; :class:`TickBatcher` for one that does not (SQLite), on the reactor's
+thread. A beat is answered only once its transaction is committed."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 
@@ -13,6 +15,19 @@ from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 
 #: A beat waiting to be stored: its body, when it arrived, and its answer.
 _Waiting = tuple[dict[str, Any], float, "defer.Deferred[float]"]
+
+
+class Batches(Protocol):
+    def add(self, body: dict[str, Any], now: float) -> defer.Deferred[float]:
+        """Queue a beat received at ``now``; fires with its latency once
+        stored, or fails with why not."""
+
+
+def batches_for(store: HeartbeatStore, reactor: Any) -> Batches:
+    """The batching that suits ``store``."""
+    if store.blocking:
+        return BatchWriter(store, reactor)
+    return TickBatcher(store, reactor)
 
 
 class BatchWriter:
@@ -48,18 +63,51 @@ class BatchWriter:
             self._store(batch)
 
     def _store(self, batch: list[_Waiting]) -> None:
-        try:
-            latencies = self.store.add_many([(body, now) for body, now, _ in batch])
-        except StoreUnavailable as exc:  # a 503 for each
-            self.reactor.callFromThread(_fail_all, batch, exc)
-        except Exception as exc:
-            if len(batch) == 1:
-                self.reactor.callFromThread(_fail_all, batch, exc)
-            else:  # one beat the database refuses must not cost the others theirs
-                for one in batch:
-                    self._store([one])
-        else:
-            self.reactor.callFromThread(_answer_all, batch, latencies)
+        for answer, part, outcome in _stored(self.store, batch):
+            self.reactor.callFromThread(answer, part, outcome)
+
+
+class TickBatcher:
+    """The beats that arrive while the reactor handles one round of ready
+    connections are stored together when the round ends, in one
+    transaction: under load a round brings tens of beats, and a commit per
+    beat would cost more than the beats themselves. Unloaded, a beat waits
+    for nothing but the end of the round it came in."""
+
+    def __init__(self, store: HeartbeatStore, reactor: Any) -> None:
+        self.store = store
+        self.reactor = reactor
+        self.waiting: list[_Waiting] = []
+
+    def add(self, body: dict[str, Any], now: float) -> defer.Deferred[float]:
+        """Queue a beat received at ``now``; fires with its latency once
+        stored, or fails with why not."""
+        done: defer.Deferred[float] = defer.Deferred()
+        if not self.waiting:
+            self.reactor.callLater(0, self._flush)
+        self.waiting.append((body, now, done))
+        return done
+
+    def _flush(self) -> None:
+        batch, self.waiting = self.waiting, []
+        for answer, part, outcome in _stored(self.store, batch):
+            answer(part, outcome)
+
+
+def _stored(store: HeartbeatStore, batch: list[_Waiting]) -> list[tuple[Any, Any, Any]]:
+    """Store ``batch`` in one transaction: how to answer which beats, with
+    what. One beat the database refuses must not cost the others theirs, so
+    a batch refused for anything but the database being away is stored one
+    beat at a time."""
+    try:
+        latencies = store.add_many([(body, now) for body, now, _ in batch])
+    except StoreUnavailable as exc:  # a 503 for each
+        return [(_fail_all, batch, exc)]
+    except Exception as exc:
+        if len(batch) == 1:
+            return [(_fail_all, batch, exc)]
+        return [answer for one in batch for answer in _stored(store, [one])]
+    return [(_answer_all, batch, latencies)]
 
 
 def _answer_all(batch: list[_Waiting], latencies: list[float]) -> None:

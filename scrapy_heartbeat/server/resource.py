@@ -27,7 +27,7 @@ from twisted.web import resource, server
 from scrapy_heartbeat._compat import twisted_reactor
 from scrapy_heartbeat.payload import HEARTBEAT_PATH, STATUSES, canonical_uuid
 from scrapy_heartbeat.server import listing
-from scrapy_heartbeat.server.batches import BatchWriter
+from scrapy_heartbeat.server.batches import Batches, batches_for
 from scrapy_heartbeat.server.credentials import (
     WRONG_BEAT_TOKEN,
     WRONG_READ_TOKEN,
@@ -79,7 +79,7 @@ class HeartbeatReceiver(resource.Resource):
         self.max_body = max_body
         self.on_heartbeat = on_heartbeat
         self.metrics = metrics
-        self._writer: BatchWriter | None = None
+        self._writer: Batches | None = None
         self.outage = Outage()
         self._dashboard = (
             resources.files("scrapy_heartbeat.server").joinpath("dashboard.html").read_bytes()
@@ -91,7 +91,7 @@ class HeartbeatReceiver(resource.Resource):
             reply = self._route(request)
         except Exception as exc:
             reply = self._failed(request, exc)
-        if isinstance(reply, defer.Deferred):  # a store that blocks, or /metrics
+        if isinstance(reply, defer.Deferred):  # a beat, a read or /metrics
             reply.addErrback(self._failed_late, request)
             reply.addCallback(self._write_late, request, started)
             return server.NOT_DONE_YET
@@ -110,9 +110,9 @@ class HeartbeatReceiver(resource.Resource):
         if self.metrics is not None and (request.path or b"").rstrip(b"/") == _BEAT_PATH:
             self.metrics.beat_answered(request.code, time.perf_counter() - started)
 
-    def _batches(self) -> BatchWriter:
+    def _batches(self) -> Batches:
         if self._writer is None:
-            self._writer = BatchWriter(self.store, twisted_reactor())
+            self._writer = batches_for(self.store, twisted_reactor())
         return self._writer
 
     def _call(self, then: Callable[[Any], bytes], fn: Callable[..., Any], *args: Any) -> Reply:
@@ -199,9 +199,8 @@ class HeartbeatReceiver(resource.Resource):
                 {"status": "ok", "timestamp": int(now), "execution_id": body["execution_id"]},
             )
 
-        if self.store.blocking:  # batched with the beats arriving meanwhile
-            return self._batches().add(body, now).addCallback(stored)
-        return stored(self.store.add(body, now))
+        # Batched with the beats arriving meanwhile.
+        return self._batches().add(body, now).addCallback(stored)
 
     def _executions(self, request: Request) -> Reply:
         args = request.args or {}
