@@ -24,7 +24,7 @@ from typing import Any
 
 from scrapy_heartbeat.payload import canonical_uuid
 from scrapy_heartbeat.server import schema
-from scrapy_heartbeat.server.liveness import CONCLUDED
+from scrapy_heartbeat.server.liveness import CONCLUDED, STALE
 from scrapy_heartbeat.server.schema import ExecutionRow
 from scrapy_heartbeat.server.store import HeartbeatStore
 
@@ -124,9 +124,9 @@ def _decided(
         for row in rows:
             examined += 1
             after = (row.last_seen, row.execution_id)
-            execution = store.described(row, moment)
-            if _matches(execution, status):
-                found.append(execution)
+            # Only a match is described: most rows a filter reads are not.
+            if _matches(store.liveness_of(row, moment), status):
+                found.append(store.described(row, moment))
                 if len(found) == limit:
                     return Page(found, encode_cursor(row))
             if examined >= budget:
@@ -150,10 +150,10 @@ def _necessary(store: HeartbeatStore, status: str, moment: float) -> tuple[str, 
     return where, args
 
 
-def _matches(execution: dict[str, Any], status: str) -> bool:
+def _matches(liveness: str, status: str) -> bool:
     if status == "stale":
-        return bool(execution["stale"])
-    return bool(execution["liveness"] == status)
+        return liveness in STALE
+    return liveness == status
 
 
 def count_by_state(store: HeartbeatStore) -> dict[tuple[str, str], int]:
@@ -171,7 +171,7 @@ def summary(store: HeartbeatStore) -> dict[str, Any]:
         by_liveness[liveness] = by_liveness.get(liveness, 0) + count
     total = sum(by_status.values())
     finished = sum(by_status.get(s, 0) for s in ("completed", "failed"))
-    stale = sum(by_liveness.get(s, 0) for s in ("late", "lost"))
+    stale = sum(by_liveness.get(s, 0) for s in STALE)
     return {
         "total": total,
         "active": total - finished,

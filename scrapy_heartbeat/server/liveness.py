@@ -40,6 +40,8 @@ FINISHED = ("completed", "failed")
 STATES = ("running", "late", "lost", "stalled", "paused", "completed", "failed")
 #: The states a client never sends: the receiver's own conclusions.
 CONCLUDED = ("late", "lost", "stalled")
+#: Silent for over 2 intervals: what ``stale`` means.
+STALE = ("late", "lost")
 
 
 @dataclass(frozen=True)

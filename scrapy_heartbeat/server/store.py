@@ -32,7 +32,7 @@ from typing import Any
 
 from scrapy_heartbeat.redact import describe
 from scrapy_heartbeat.server import schema
-from scrapy_heartbeat.server.liveness import FINISHED, LivenessRules, progress_key
+from scrapy_heartbeat.server.liveness import FINISHED, STALE, LivenessRules, progress_key
 from scrapy_heartbeat.server.schema import ContainerRow, ExecutionRow, HistoryRow, LivenessRow
 
 #: The longest SQLite waits for a lock another process holds, seconds: the
@@ -507,6 +507,10 @@ class HeartbeatStore:
         """One row of ``SELECT_EXECUTIONS`` as the read API shows it."""
         return self._execution(row, now)
 
+    def liveness_of(self, row: ExecutionRow, now: float) -> str:
+        """Only the liveness of :meth:`described`: what a filter on it needs."""
+        return self._decide(row.status, row.last_seen, row.interval, row.moved_at, now)
+
     def _execution_rows(self, query: str, args: tuple[Any, ...]) -> list[ExecutionRow]:
         return [ExecutionRow._make(row) for row in self._read(query, args)]
 
@@ -538,5 +542,5 @@ class HeartbeatStore:
             "seconds_since_progress": round(moment - moved, 3),
             "interval_seconds": None if interval is None else round(interval, 3),
             "finished": status in FINISHED,
-            "stale": liveness in ("late", "lost"),
+            "stale": liveness in STALE,
         }
