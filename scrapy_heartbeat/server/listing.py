@@ -105,7 +105,7 @@ def _rows(
     store: HeartbeatStore, where: str, args: tuple[Any, ...], after: Cursor, limit: int
 ) -> list[ExecutionRow]:
     query = schema.SELECT_PAGE.format(where=where)
-    found = store.read(query, (after[0], after[0], after[1], *args, limit))
+    found = store.read(query, (after[0], after[1], *args, limit))
     return [ExecutionRow._make(row) for row in found]
 
 

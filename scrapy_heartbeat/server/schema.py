@@ -352,10 +352,13 @@ def create_index(name: str, table: str, columns: str) -> str:
 
 #: The newest executions after a keyset cursor (``last_seen``,
 #: ``execution_id``), at most a given number; read as :class:`ExecutionRow`.
-#: ``{where}`` is more conditions (``AND ...``), or nothing.
+#: ``{where}`` is more conditions (``AND ...``), or nothing. The cursor is a
+#: row value, which both databases search in the index on the same pair:
+#: spelt as ``a < ? OR (a = ? AND b < ?)`` beside another condition on
+#: ``last_seen``, SQLite read every match, with its subqueries, to sort it.
 SELECT_PAGE = (
     SELECT_EXECUTIONS
-    + " WHERE (e.last_seen < ? OR (e.last_seen = ? AND e.execution_id < ?)){where}"
+    + " WHERE (e.last_seen, e.execution_id) < (?, ?){where}"
     " ORDER BY e.last_seen DESC, e.execution_id DESC LIMIT ?"
 )
 

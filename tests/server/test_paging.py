@@ -10,6 +10,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -17,7 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scrapy_heartbeat.server import open_store
-from scrapy_heartbeat.server.listing import MAX_LIMIT, decode_cursor, encode_cursor, page
+from scrapy_heartbeat.server.listing import (
+    MAX_LIMIT,
+    decode_cursor,
+    encode_cursor,
+    page,
+    unfinished,
+)
+from scrapy_heartbeat.server.resource import STATUS_FILTERS
 from scrapy_heartbeat.server.schema import ExecutionRow
 from tests.server.beats import worker_beat
 from tests.server.serving import EXECUTIONS, Serve
@@ -166,6 +175,35 @@ def test_a_liveness_filter_decides_a_bounded_number_of_rows(db: str) -> None:
         assert pages == 5  # 30 rows, 7 at a time
         lost = page(store, "lost", limit=10, now=now, budget=2)
         assert ([e["execution_id"] for e in lost.executions], lost.next_cursor) == ([ids[29]], None)
+    finally:
+        store.close()
+
+
+def test_every_page_is_read_in_the_order_of_an_index(tmp_path: Path) -> None:
+    """Each query a page or the metrics' executions make is answered by
+    walking an index in the order asked for: never by reading every match
+    (100,000 executions, with two subqueries each) to sort them first."""
+    store = open_store(str(tmp_path / "plan.sqlite3"))
+    issued: list[tuple[str, tuple[Any, ...]]] = []
+    reads = store.read
+
+    def recorded(query: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        issued.append((query, args))
+        return reads(query, args)
+
+    store.read = recorded  # type: ignore[method-assign]
+    try:
+        for status in (None, *STATUS_FILTERS):
+            page(store, status)
+        page(store, None, after=(time.time(), str(uuid.uuid4())))
+        unfinished(store, time.time() - 3600, 1000)
+        pages = [(q, a) for q, a in issued if "ORDER BY e.last_seen DESC" in q]
+        assert len(pages) == len(STATUS_FILTERS) + 3
+        for query, args in pages:
+            plan = " / ".join(
+                row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + query, args)
+            )
+            assert "TEMP B-TREE" not in plan, (query, plan)
     finally:
         store.close()
 
