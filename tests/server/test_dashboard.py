@@ -362,7 +362,8 @@ ROW_HEIGHTS = """[...document.querySelectorAll("#rows tr, #containers tr")].map(
   id: tr.dataset.executionId || tr.dataset.containerId,
   height: tr.getBoundingClientRect().height,
   titles: [...tr.querySelectorAll("[title]")].map(e => e.title),
-  cut: [...tr.querySelectorAll(".clip")].some(e => e.scrollWidth > e.clientWidth),
+  cut: [...tr.querySelectorAll(".clip")].some(e =>
+    e.scrollWidth > e.clientWidth || e.scrollHeight > e.clientHeight),  // one line clamped
 }))"""
 
 
@@ -386,6 +387,36 @@ def test_a_long_url_stage_or_container_keeps_its_row_one_line_high(receiver: Ser
     assert detail[container]["height"] <= detail["worker-1"]["height"] + 4, detail
     assert detail[container]["cut"] and url in detail[container]["titles"]
     assert container in detail[container]["titles"]
+
+
+FITS = """(() => { const page = document.documentElement;
+  return {page: page.scrollWidth, window: page.clientWidth,
+    tables: [...document.querySelectorAll("table")].filter(t => t.offsetParent).map(t =>
+      [t.id || t.parentElement.id, t.getBoundingClientRect().width, t.parentElement.clientWidth])};
+})()"""
+
+
+def test_the_list_and_an_execution_fit_the_window(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    """A running fleet, and a container whose id, stage and URL are at their
+    bounds: no table is wider than its place, nor the page than the window
+    (a window 1400 px wide, and one of 1024 px)."""
+    db = str(tmp_path / "hb.sqlite3")
+    big = fill_fleet(db, finished=False)
+    receiver = serve(db=db)
+    body = beat(container_id="c" * 255)
+    body["progress"].update(
+        current_url="https://example.com/" + "a" * 2000, current_stage="s" * 1000
+    )
+    assert receiver.post(body).status_code == 200
+    for width in (1400, 1024):
+        for url in (receiver.url + "/", receiver.url + f"/?execution={big}"):
+            fits = evaluate(url, FITS, width=width)
+            assert fits["page"] <= fits["window"] == width, (width, url, fits)
+            assert fits["tables"], (width, url)
+            for name, table, room in fits["tables"]:
+                assert table <= room, (width, url, name, table, room)
 
 
 #: The documentation's screenshots, remade by every run of this test.
