@@ -419,6 +419,38 @@ def test_the_list_and_an_execution_fit_the_window(
                 assert table <= room, (width, url, name, table, room)
 
 
+TICKS = """[...document.querySelectorAll("svg .x-tick, svg .y-tick")].map(t => {
+  const box = t.getBBox(), svg = t.ownerSVGElement;
+  return {chart: svg.id, tick: t.textContent, left: box.x, right: box.x + box.width, top: box.y,
+    bottom: box.y + box.height, width: svg.width.baseVal.value, height: svg.height.baseVal.value};
+})"""
+
+
+def test_the_charts_labels_lie_inside_them(tmp_path: Path, serve: Callable[..., Serve]) -> None:
+    """A span of whole steps (8 min) puts the last tick at the right edge;
+    counts in the millions make long labels up the side."""
+    eid = str(uuid.uuid4())
+    store = open_store(str(tmp_path / "hb.sqlite3"))
+    start = time.time() - 600
+    for i in range(20):  # as in the test of pages per minute, a million times more
+        for n, container in enumerate(("a", "b")):
+            body = beat(execution_id=eid, container_id=container)
+            body["progress"]["crawled_urls"] = 3_000_000 * i
+            store.add(body, start + 30 * i + n)
+    store.close()
+    ticks = evaluate(serve().url + f"/?execution={eid}", TICKS, width=1440)
+    labels = {
+        chart: [t["tick"] for t in ticks if t["chart"] == chart]
+        for chart in ("chart-crawled", "chart-rate")
+    }
+    assert labels["chart-rate"][-5:] == ["0", "2 min", "4 min", "6 min", "8 min"], labels
+    assert labels["chart-crawled"][:3] == ["0", "50M", "100M"], labels
+    assert labels["chart-rate"][:3] == ["0", "5M", "10M"], labels
+    for t in ticks:
+        assert 0 <= t["left"] < t["right"] <= t["width"], t
+        assert 0 <= t["top"] < t["bottom"] <= t["height"], t
+
+
 #: The documentation's screenshots, remade by every run of this test.
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "_static"
 #: Small enough for the docs; wide enough for the list's columns.
