@@ -269,10 +269,12 @@ def test_pages_per_minute_from_two_interleaved_containers(
 def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
     tmp_path: Path, serve: Callable[..., Serve]
 ) -> None:
-    """From the beat's own ``start_time`` and ``runtime_seconds``, else from
-    when its first and last beats arrived; latency from whole-second
-    timestamps shown without its noise."""
+    """From the beats' own ``start_time`` (the earliest sent, though the
+    last beat has none) and ``runtime_seconds``, else from when its first
+    and last beats arrived; latency from whole-second timestamps shown
+    without its noise."""
     own, garbled, slow = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    kept = str(uuid.uuid4())
     store = open_store(str(tmp_path / "hb.sqlite3"))
     now = time.time()
     store.add(beat(execution_id=own), now)  # start_time 2024-01-01T10:00:00, 1800 s
@@ -283,6 +285,13 @@ def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
     huge = beat(execution_id=slow, timestamp=int(now) - 7)
     huge["progress"].update(runtime_seconds=1e300, start_time="9" * 64)  # no time, no runtime
     store.add(huge, int(now) + 0.2)  # 7.2 s on the way
+    for at, start in ((now - 600, "2024-01-01T09:00:00"), (now - 300, "2024-01-01T09:30:00")):
+        body = beat(execution_id=kept)
+        body["progress"]["start_time"] = start
+        store.add(body, at)
+    body = beat(execution_id=kept)
+    del body["progress"]["start_time"]
+    store.add(body, now - 1)
     store.close()
     page = render(serve().url + "/")
     rows = {tr.get("data-execution-id"): tr for tr in page.cssselect("#rows tr")}
@@ -306,6 +315,10 @@ def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
     assert cells[slow]["latency"] == "7 s"
     assert cells[slow]["runtime"] == "0.0 s"  # one beat: no time between its first and last
     assert cells[slow]["started"] == time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(now) + 0.2))
+    assert cells[kept]["started"] == "2024-01-01 09:00"
+    assert rows[kept].cssselect("td")[headers.index("started")].get("title") == (
+        "start_time 2024-01-01T09:00:00"
+    )
     assert not re.search(r"\d\.\d+ s$", " ".join(c["latency"] for c in cells.values()))
 
 
