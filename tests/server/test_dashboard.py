@@ -9,6 +9,7 @@ import re
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from scrapy_heartbeat import execution_token
 from scrapy_heartbeat.server import open_store
 from tests.server.beats import beat
 from tests.server.browser import CHROMIUM, QUIET, evaluate, screenshot
-from tests.server.serving import Serve
+from tests.server.serving import EXECUTIONS, Serve
 
 INJECTED_URL = "https://example.com/<img src=x onerror=\"document.title='pwned'\">"
 INJECTED_STAGE = "<script>document.title='pwned'</script>"
@@ -416,7 +417,7 @@ def test_the_list_and_an_execution_fit_the_window(
     bounds: no table is wider than its place, nor the page than the window
     (a window 1400 px wide, and one of 1024 px)."""
     db = str(tmp_path / "hb.sqlite3")
-    big = fill_fleet(db, finished=False)
+    (big, _, _), _ = fill_fleet(db, finished=False)
     receiver = serve(db=db)
     body = beat(container_id="c" * 255)
     body["progress"].update(
@@ -470,7 +471,23 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "_static"
 SHOT_SIZE = (1600, 400)
 
 
-def fleet_beat(eid: str, container: str, status: str, crawled: int, at: float) -> dict[str, Any]:
+#: The simulated fleet beats every 10 s (the shortest interval the
+#: default ``HEARTBEAT_MIN_INTERVAL`` allows), for 20 minutes; books-c, one
+#: of the big crawl's three containers, is killed 12 minutes in.
+EVERY, RUN, KILLED = 10, 1200, 720
+#: Receivers that start watching it tell a container lost, and a crawl
+#: stalled, after 20 s of their own watch: two intervals, the least a lost
+#: sender may be silent for (a receiver never blames a sender for the time
+#: it was not listening).
+WATCHING = ("--check-every", "0.2", "--lost-after", "20", "--stall-after", "20")
+
+Fleet = tuple[str, str, str]
+
+
+def fleet_beat(
+    eid: str, container: str, status: str, crawled: int, *, ran: float, at: float
+) -> dict[str, Any]:
+    """A beat sent at ``at``, ``ran`` seconds into the crawl."""
     body = beat(execution_id=eid, container_id=container, status=status, timestamp=int(at))
     body["progress"].update(
         total_urls=1200,
@@ -482,59 +499,132 @@ def fleet_beat(eid: str, container: str, status: str, crawled: int, at: float) -
         percentage=round(crawled / 12, 2),
         current_stage=f"crawling ({crawled}/1200)",
         current_url=f"https://books.example/catalogue/page-{crawled}.html",
-        runtime_seconds=30 * crawled // 40,
-        start_time=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at - 30 * crawled // 40)),
+        runtime_seconds=int(ran),
+        start_time=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at - ran)),
     )
     return body
 
 
-def fill_fleet(db: str, finished: bool) -> str:
-    """Three executions over the last 20 minutes: one of three containers
-    (the third killed 8 minutes ago), one stuck, one small; all ended when
-    ``finished``. Returns the first one's id."""
+def fleet_round(fleet: Fleet, ran: float, at: float) -> list[tuple[dict[str, Any], float]]:
+    """The beats the fleet sends ``ran`` seconds into its run, from ``at``
+    on, and when each arrives: the big crawl (until books-c is killed, on
+    three containers), one stuck at 300 URLs, one small."""
+    big, stuck, small = fleet
+    minutes = ran / 60
+    crawls: list[tuple[str, str, int, float]] = [
+        (big, container, int(30 * minutes + minutes**2), n)
+        for n, container in enumerate(("books-a", "books-b", "books-c"))
+        if container != "books-c" or ran < KILLED
+    ]
+    crawls += [
+        (stuck, "news-1", min(300, int(40 * minutes)), 0.3),
+        (small, "quotes-1", int(20 * minutes), 0.6),
+    ]
+    return [
+        (fleet_beat(eid, container, "running", crawled, ran=ran + after, at=at + after), at + after)
+        for eid, container, crawled, after in crawls
+    ]
+
+
+def fill_fleet(db: str, finished: bool) -> tuple[Fleet, float]:
+    """The fleet's last 20 minutes; every crawl ended (but books-c, which
+    sends no final beat) when ``finished``. Returns the three executions'
+    ids, the big crawl's first, and when they started."""
     store = open_store(db)
     now = time.time()
-    big, stuck, small = (str(uuid.uuid4()) for _ in range(3))
-    for i in range(40):  # 20 minutes at 30 s
-        at = now - 1200 + 30 * i
-        for n, container in enumerate(("books-a", "books-b", "books-c")):
-            if container != "books-c" or at < now - 480:
-                store.add(
-                    fleet_beat(big, container, "running", 20 * i + i * i // 4, at + n), at + n
-                )
-        store.add(fleet_beat(stuck, "news-1", "running", min(300, 20 * i), at), at + 0.3)
-        store.add(fleet_beat(small, "quotes-1", "running", 10 * i, at), at + 0.6)
+    fleet: Fleet = (str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
+    for ran in range(0, RUN, EVERY):
+        for body, received in fleet_round(fleet, ran, now - RUN + ran):
+            store.add(body, received)
     if finished:
-        for eid, status, crawled in ((big, "completed", 1200), (stuck, "failed", 300)):
-            store.add(
-                fleet_beat(eid, "books-a" if eid == big else "news-1", status, crawled, now), now
-            )
-        store.add(fleet_beat(small, "quotes-1", "completed", 400, now), now)
+        big, stuck, small = fleet
+        for eid, container, status, crawled in (
+            (big, "books-b", "completed", 1200),
+            (big, "books-a", "completed", 1200),
+            (stuck, "news-1", "failed", 300),
+            (small, "quotes-1", "completed", 400),
+        ):
+            store.add(fleet_beat(eid, container, status, crawled, ran=RUN, at=now), now)
     store.close()
-    return big
+    return fleet, now - RUN
+
+
+def keep_beating(
+    receiver: Serve, fleet: Fleet, start: float, stop: threading.Event, replies: list[int]
+) -> None:
+    """The running fleet's beats, every :data:`EVERY` seconds until
+    ``stop``: books-c stays silent."""
+    while True:
+        now = time.time()
+        for body, _ in fleet_round(fleet, now - start, now):
+            replies.append(receiver.post(body).status_code)
+        if stop.wait(EVERY):
+            return
+
+
+def liveness(receiver: Serve, eid: str) -> dict[str, str]:
+    """The execution's liveness (under ``""``) and each container's."""
+    found = receiver.get(f"{EXECUTIONS}/{eid}").json()
+    return {
+        "": found["liveness"],
+        **{c["container_id"]: c["liveness"] for c in found["containers"]},
+    }
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the receivers did not conclude in time"
+        time.sleep(0.5)
+
+
+SHOWN = """[...document.querySelectorAll("#rows tr")].map(tr => ({
+  id: tr.dataset.executionId, row: tr.className,
+  containers: [...tr.querySelectorAll("li")].map(li => li.textContent),
+}))"""
 
 
 def test_screenshots_of_each_state_for_the_docs(
     tmp_path: Path, serve: Callable[..., Serve]
 ) -> None:
     """The docs show these: an empty receiver, a running fleet (its list and
-    one execution's page) and a finished one. A picture that differs from
-    the committed one is no failure: it is the new picture."""
+    one execution's page) and a finished one. The running fleet keeps
+    beating through the receiver, but for its killed container: once the
+    receivers have watched for long enough, their own rules call that one
+    lost, and the stuck crawl stalled. A picture that differs from the
+    committed one is no failure: it is the new picture."""
     empty = serve(db=str(tmp_path / "empty.sqlite3"))
-    big = fill_fleet(str(tmp_path / "running.sqlite3"), finished=False)
-    running = serve("--check-every", "0.2", db=str(tmp_path / "running.sqlite3"))
-    fill_fleet(str(tmp_path / "finished.sqlite3"), finished=True)
-    finished = serve("--check-every", "0.2", db=str(tmp_path / "finished.sqlite3"))
-    time.sleep(0.5)  # the summary's counts are as of the last check
-    SHOTS.mkdir(exist_ok=True)
-    shots = {
-        "dashboard-empty.png": (empty.url + "/", (900, 330)),
-        "dashboard-running.png": (running.url + "/", SHOT_SIZE),
-        "dashboard-execution.png": (running.url + f"/?execution={big}", (1440, 520)),
-        "dashboard-finished.png": (finished.url + "/", SHOT_SIZE),
-    }
-    for name, (url, (width, height)) in shots.items():
-        screenshot(url, SHOTS / name, width, height)
-        png = (SHOTS / name).read_bytes()
-        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
-        assert struct.unpack(">II", png[16:24]) == (width, height), name  # the IHDR chunk
+    fleet, start = fill_fleet(str(tmp_path / "running.sqlite3"), finished=False)
+    running = serve(*WATCHING, db=str(tmp_path / "running.sqlite3"))
+    ended, _ = fill_fleet(str(tmp_path / "finished.sqlite3"), finished=True)
+    finished = serve(*WATCHING, db=str(tmp_path / "finished.sqlite3"))
+    stop, replies = threading.Event(), list[int]()
+    beating = threading.Thread(target=keep_beating, args=(running, fleet, start, stop, replies))
+    beating.start()
+    try:
+        big, stuck, _ = fleet
+        wait_for(
+            lambda: liveness(running, big) == {"": "running", "books-a": "running",
+                                               "books-b": "running", "books-c": "lost"}
+            and liveness(running, stuck)[""] == "stalled"
+            and liveness(finished, ended[0])["books-c"] == "lost"
+        )  # fmt: skip
+        shown = {row["id"]: row for row in evaluate(running.url + "/", SHOWN, *SHOT_SIZE)}
+        assert any(c.startswith("books-c: running (lost), ") for c in shown[big]["containers"])
+        assert shown[stuck]["row"] == "stalled"
+        SHOTS.mkdir(exist_ok=True)
+        shots = {
+            "dashboard-empty.png": (empty.url + "/", (900, 330)),
+            "dashboard-running.png": (running.url + "/", SHOT_SIZE),
+            "dashboard-execution.png": (running.url + f"/?execution={big}", (1440, 520)),
+            "dashboard-finished.png": (finished.url + "/", SHOT_SIZE),
+        }
+        for name, (url, (width, height)) in shots.items():
+            screenshot(url, SHOTS / name, width, height)
+            png = (SHOTS / name).read_bytes()
+            assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+            assert struct.unpack(">II", png[16:24]) == (width, height), name  # the IHDR chunk
+    finally:
+        stop.set()
+        beating.join()
+    assert replies and set(replies) == {200}
