@@ -1,5 +1,6 @@
 """What the receiver keeps of a valid beat's ``progress``: the spec's
-fields, each bounded, and nothing else (:func:`kept_progress`).
+fields, each bounded, and nothing else (:func:`kept_progress`); and the
+time its ``start_time`` names (:func:`start_of`).
 
 A beat is validated first (:mod:`.validation`): a spec field of the wrong
 type is a 400, as the spec asks. What is left is accepted and trimmed,
@@ -12,6 +13,8 @@ every beat could keep a whole ``--max-body`` of JSON for weeks.
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime, timezone
 from typing import Any, Final, NamedTuple
 
 from scrapy_heartbeat.payload import COUNTER_FIELDS
@@ -63,3 +66,29 @@ def _cut(text: str, limit: int) -> str:
     while (excess := _stored_size(text) - limit) > 0:
         text = text[: len(text) - max(1, excess // 6)]
     return text
+
+
+#: The ISO 8601 times taken as a ``start_time``: a date, then perhaps a time
+#: to the minute, second, millisecond or microsecond, and an offset or ``Z``.
+#: Every Python the receiver runs on reads them alike, and so do browsers.
+_ISO_TIME: Final = re.compile(
+    r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d{3}(?:\d{3})?)?)?(?:Z|[+-]\d\d:\d\d)?)?",
+    re.ASCII,
+)
+
+
+def start_of(progress: object) -> tuple[str, float] | None:
+    """A beat's ``start_time``, and the time it names in seconds since the
+    epoch, so that the earliest any beat sent can be kept; None for a beat
+    without one, or one that is not an ISO 8601 time (:data:`_ISO_TIME`).
+    A time without an offset is taken as UTC."""
+    text = progress.get("start_time") if isinstance(progress, dict) else None
+    if not isinstance(text, str) or not _ISO_TIME.fullmatch(text):
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:  # a month 13, a 25th hour
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return text, when.timestamp()

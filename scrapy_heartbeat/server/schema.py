@@ -12,8 +12,10 @@ execution with its latest state, ``containers`` one row per (execution,
 container) with that container's. Besides what clients sent, each state row
 keeps what :mod:`.liveness` needs: when its counters last moved, the gaps
 between its beats (the last three, and their count and sum), and the
-liveness last settled; and the client's timestamp of the beat its state is
-from (``client_ts``), so that a beat that arrives late replaces nothing newer.
+liveness last settled; the client's timestamp of the beat its state is
+from (``client_ts``), so that a beat that arrives late replaces nothing newer;
+and the earliest ``start_time`` its beats sent (as sent, and as seconds since
+the epoch in ``started_at``), which a later beat without one does not lose.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ _STATE_COLUMNS = """
     gap1 REAL,
     gap2 REAL,
     gap3 REAL,
-    clock_offset REAL
+    clock_offset REAL,
+    start_time TEXT,
+    started_at REAL
 """
 
 SCHEMA = f"""
@@ -95,6 +99,8 @@ ADDED_COLUMNS = (
     "gap2 REAL",
     "gap3 REAL",
     "clock_offset REAL",
+    "start_time TEXT",
+    "started_at REAL",
 )
 
 
@@ -119,8 +125,9 @@ def _if_newer(table: str, column: str, value: str) -> str:
 def _upsert_state(table: str, extra: Sequence[tuple[str, str]] = (), tail: str = "") -> str:
     """The upsert of one sender's latest state. What the client said is
     taken from a newer beat only; when the receiver heard it (``last_seen``,
-    the gaps) from every beat. A gap after a ``paused`` beat is not an
-    interval, and a resume restarts the stall clock."""
+    the gaps) and when it started (the earliest ``start_time``) from every
+    beat. A gap after a ``paused`` beat is not an interval, and a resume
+    restarts the stall clock."""
     moved = f"""CASE
             WHEN {table}.status = 'paused' THEN excluded.last_seen
             WHEN excluded.progress_key IS NOT NULL AND ({table}.progress_key IS NULL
@@ -129,6 +136,7 @@ def _upsert_state(table: str, extra: Sequence[tuple[str, str]] = (), tail: str =
     gap = f"""CASE WHEN excluded.last_seen > {table}.last_seen
             THEN excluded.last_seen - {table}.last_seen ELSE 0 END"""
     counted = f"{table}.status <> 'paused'"
+    earlier = f"{table}.started_at IS NULL OR excluded.started_at < {table}.started_at"
     said = ",\n        ".join(
         _if_newer(table, column, value)
         for column, value in [
@@ -149,7 +157,9 @@ def _upsert_state(table: str, extra: Sequence[tuple[str, str]] = (), tail: str =
         gap_seconds = {table}.gap_seconds + CASE WHEN {counted} THEN {gap} ELSE 0 END,
         gap1 = CASE WHEN {counted} THEN {gap} ELSE {table}.gap1 END,
         gap2 = CASE WHEN {counted} THEN {table}.gap1 ELSE {table}.gap2 END,
-        gap3 = CASE WHEN {counted} THEN {table}.gap2 ELSE {table}.gap3 END{tail}
+        gap3 = CASE WHEN {counted} THEN {table}.gap2 ELSE {table}.gap3 END,
+        start_time = CASE WHEN {earlier} THEN excluded.start_time ELSE {table}.start_time END,
+        started_at = CASE WHEN {earlier} THEN excluded.started_at ELSE {table}.started_at END{tail}
     """
 
 
@@ -178,8 +188,8 @@ _ORDER_OFFSET = """CASE WHEN c.clock_offset + 0.1 < ? THEN c.clock_offset + 0.1 
 #: other may be taken in the order they arrive.
 UPSERT_EXECUTION = (
     "INSERT INTO executions (execution_id, container_id, latency, status, progress, "
-    "first_seen, last_seen, beats, progress_key, moved_at, client_ts) "
-    "VALUES (?, ?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, "
+    "first_seen, last_seen, beats, progress_key, moved_at, start_time, started_at, client_ts) "
+    "VALUES (?, ?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, ?, ?, "
     f"? + COALESCE((SELECT {_ORDER_OFFSET} FROM containers c "
     "WHERE c.execution_id = ? AND c.container_id = ?), ?)) "
     "ON CONFLICT (execution_id) DO UPDATE"
@@ -195,8 +205,9 @@ UPSERT_EXECUTION = (
 #: Arguments: the inserted values, then ``SET``'s status.
 UPSERT_CONTAINER = (
     "INSERT INTO containers (execution_id, container_id, status, progress, "
-    "first_seen, last_seen, beats, progress_key, moved_at, client_ts, clock_offset) "
-    "VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, ?, ?) "
+    "first_seen, last_seen, beats, progress_key, moved_at, start_time, started_at, "
+    "client_ts, clock_offset) "
+    "VALUES (?, ?, COALESCE(?, 'running'), ?, ?, ?, 1, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (execution_id, container_id) DO UPDATE"
     + _upsert_state(
         "containers",
@@ -228,7 +239,7 @@ SELECT_EXECUTIONS = f"""
 SELECT e.execution_id, e.container_id, e.status, e.progress, e.first_seen, e.last_seen,
     e.beats, e.latency, COALESCE(e.moved_at, e.first_seen), e.liveness,
     (SELECT COUNT(*) FROM containers c WHERE c.execution_id = e.execution_id),
-    {_SLOWEST_INTERVAL}
+    {_SLOWEST_INTERVAL}, e.start_time
 FROM executions e
 """
 
@@ -246,6 +257,7 @@ class ExecutionRow(NamedTuple):
     settled_liveness: str | None
     container_count: int
     interval: float | None
+    start_time: str | None
 
 
 #: What settling needs of each execution, its liveness, not its progress;
@@ -279,7 +291,7 @@ CLAIM_TRANSITION = (
 #: Read as :class:`ContainerRow`, latest first.
 SELECT_CONTAINERS = f"""
 SELECT c.container_id, c.status, c.progress, c.first_seen, c.last_seen, c.beats,
-    COALESCE(c.moved_at, c.first_seen), {_INTERVAL.format(t="c")}
+    COALESCE(c.moved_at, c.first_seen), {_INTERVAL.format(t="c")}, c.start_time
 FROM containers c WHERE c.execution_id = ? ORDER BY c.last_seen DESC LIMIT ?
 """
 
@@ -293,6 +305,7 @@ class ContainerRow(NamedTuple):
     beats: int
     moved_at: float
     interval: float | None
+    start_time: str | None
 
 
 #: Read as :class:`HistoryRow`, latest first, at most a given number.

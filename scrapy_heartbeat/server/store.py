@@ -33,6 +33,7 @@ from typing import Any
 from scrapy_heartbeat.redact import describe
 from scrapy_heartbeat.server import schema
 from scrapy_heartbeat.server.liveness import FINISHED, STALE, LivenessRules, progress_key
+from scrapy_heartbeat.server.progress import start_of
 from scrapy_heartbeat.server.schema import ContainerRow, ExecutionRow, HistoryRow, LivenessRow
 
 #: The longest SQLite waits for a lock another process holds, seconds: the
@@ -261,14 +262,16 @@ class HeartbeatStore:
         progress = body.get("progress")
         progress_json = None if progress is None else json.dumps(progress, ensure_ascii=False)
         key = progress_key(progress)
+        start = start_of(progress) or (None, None)
         eid, cid = body["execution_id"], body["container_id"]
         # Ordered by the client's clock, but not by one far ahead: its state
         # would stand against every later beat.
         ts = min(body["timestamp"], int(now) + MAX_AHEAD)
         beat = (eid, cid, status, body["timestamp"], now, latency, progress_json)
         sent = (body["timestamp"], latency, latency, eid, cid, latency)
-        execution = (eid, cid, latency, status, progress_json, now, now, key, now, *sent, status)
-        container = (eid, cid, status, progress_json, now, now, key, now, ts, latency, status)
+        state = (status, progress_json, now, now, key, now, *start)  # both rows alike
+        execution = (eid, cid, latency, *state, *sent, status)
+        container = (eid, cid, *state, ts, latency, status)
         statements = [
             (schema.INSERT_HEARTBEAT, beat),
             (schema.UPSERT_EXECUTION, execution),
@@ -327,6 +330,7 @@ class HeartbeatStore:
                 "first_seen": iso(row.first_seen),
                 "last_seen": iso(row.last_seen),
                 "beats": row.beats,
+                "start_time": row.start_time,
                 **self._liveness(row.status, row.last_seen, row.interval, row.moved_at, now),
             }
             for row in rows
@@ -524,6 +528,7 @@ class HeartbeatStore:
             "first_seen": iso(row.first_seen),
             "last_seen": iso(row.last_seen),
             "beats": row.beats,
+            "start_time": row.start_time,
             "latency_seconds": row.latency,
             **self._liveness(row.status, row.last_seen, row.interval, row.moved_at, now),
         }

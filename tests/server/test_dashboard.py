@@ -9,6 +9,7 @@ import re
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from scrapy_heartbeat import execution_token
 from scrapy_heartbeat.server import open_store
 from tests.server.beats import beat
 from tests.server.browser import CHROMIUM, QUIET, evaluate, screenshot
-from tests.server.serving import Serve
+from tests.server.serving import EXECUTIONS, Serve
 
 INJECTED_URL = "https://example.com/<img src=x onerror=\"document.title='pwned'\">"
 INJECTED_STAGE = "<script>document.title='pwned'</script>"
@@ -269,10 +270,12 @@ def test_pages_per_minute_from_two_interleaved_containers(
 def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
     tmp_path: Path, serve: Callable[..., Serve]
 ) -> None:
-    """From the beat's own ``start_time`` and ``runtime_seconds``, else from
-    when its first and last beats arrived; latency from whole-second
-    timestamps shown without its noise."""
+    """From the beats' own ``start_time`` (the earliest sent, though the
+    last beat has none) and ``runtime_seconds``, else from when its first
+    and last beats arrived; latency from whole-second timestamps shown
+    without its noise."""
     own, garbled, slow = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    kept = str(uuid.uuid4())
     store = open_store(str(tmp_path / "hb.sqlite3"))
     now = time.time()
     store.add(beat(execution_id=own), now)  # start_time 2024-01-01T10:00:00, 1800 s
@@ -283,6 +286,13 @@ def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
     huge = beat(execution_id=slow, timestamp=int(now) - 7)
     huge["progress"].update(runtime_seconds=1e300, start_time="9" * 64)  # no time, no runtime
     store.add(huge, int(now) + 0.2)  # 7.2 s on the way
+    for at, start in ((now - 600, "2024-01-01T09:00:00"), (now - 300, "2024-01-01T09:30:00")):
+        body = beat(execution_id=kept)
+        body["progress"]["start_time"] = start
+        store.add(body, at)
+    body = beat(execution_id=kept)
+    del body["progress"]["start_time"]
+    store.add(body, now - 1)
     store.close()
     page = render(serve().url + "/")
     rows = {tr.get("data-execution-id"): tr for tr in page.cssselect("#rows tr")}
@@ -306,6 +316,10 @@ def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
     assert cells[slow]["latency"] == "7 s"
     assert cells[slow]["runtime"] == "0.0 s"  # one beat: no time between its first and last
     assert cells[slow]["started"] == time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(now) + 0.2))
+    assert cells[kept]["started"] == "2024-01-01 09:00"
+    assert rows[kept].cssselect("td")[headers.index("started")].get("title") == (
+        "start_time 2024-01-01T09:00:00"
+    )
     assert not re.search(r"\d\.\d+ s$", " ".join(c["latency"] for c in cells.values()))
 
 
@@ -362,7 +376,8 @@ ROW_HEIGHTS = """[...document.querySelectorAll("#rows tr, #containers tr")].map(
   id: tr.dataset.executionId || tr.dataset.containerId,
   height: tr.getBoundingClientRect().height,
   titles: [...tr.querySelectorAll("[title]")].map(e => e.title),
-  cut: [...tr.querySelectorAll(".clip")].some(e => e.scrollWidth > e.clientWidth),
+  cut: [...tr.querySelectorAll(".clip")].some(e =>
+    e.scrollWidth > e.clientWidth || e.scrollHeight > e.clientHeight),  // one line clamped
 }))"""
 
 
@@ -388,13 +403,91 @@ def test_a_long_url_stage_or_container_keeps_its_row_one_line_high(receiver: Ser
     assert container in detail[container]["titles"]
 
 
+FITS = """(() => { const page = document.documentElement;
+  return {page: page.scrollWidth, window: page.clientWidth,
+    tables: [...document.querySelectorAll("table")].filter(t => t.offsetParent).map(t =>
+      [t.id || t.parentElement.id, t.getBoundingClientRect().width, t.parentElement.clientWidth])};
+})()"""
+
+
+def test_the_list_and_an_execution_fit_the_window(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    """A running fleet, and a container whose id, stage and URL are at their
+    bounds: no table is wider than its place, nor the page than the window
+    (a window 1400 px wide, and one of 1024 px)."""
+    db = str(tmp_path / "hb.sqlite3")
+    (big, _, _), _ = fill_fleet(db, finished=False)
+    receiver = serve(db=db)
+    body = beat(container_id="c" * 255)
+    body["progress"].update(
+        current_url="https://example.com/" + "a" * 2000, current_stage="s" * 1000
+    )
+    assert receiver.post(body).status_code == 200
+    for width in (1400, 1024):
+        for url in (receiver.url + "/", receiver.url + f"/?execution={big}"):
+            fits = evaluate(url, FITS, width=width)
+            assert fits["page"] <= fits["window"] == width, (width, url, fits)
+            assert fits["tables"], (width, url)
+            for name, table, room in fits["tables"]:
+                assert table <= room, (width, url, name, table, room)
+
+
+TICKS = """[...document.querySelectorAll("svg .x-tick, svg .y-tick")].map(t => {
+  const box = t.getBBox(), svg = t.ownerSVGElement;
+  return {chart: svg.id, tick: t.textContent, left: box.x, right: box.x + box.width, top: box.y,
+    bottom: box.y + box.height, width: svg.width.baseVal.value, height: svg.height.baseVal.value};
+})"""
+
+
+def test_the_charts_labels_lie_inside_them(tmp_path: Path, serve: Callable[..., Serve]) -> None:
+    """A span of whole steps (8 min) puts the last tick at the right edge;
+    counts in the millions make long labels up the side."""
+    eid = str(uuid.uuid4())
+    store = open_store(str(tmp_path / "hb.sqlite3"))
+    start = time.time() - 600
+    for i in range(20):  # as in the test of pages per minute, a million times more
+        for n, container in enumerate(("a", "b")):
+            body = beat(execution_id=eid, container_id=container)
+            body["progress"]["crawled_urls"] = 3_000_000 * i
+            store.add(body, start + 30 * i + n)
+    store.close()
+    ticks = evaluate(serve().url + f"/?execution={eid}", TICKS, width=1440)
+    labels = {
+        chart: [t["tick"] for t in ticks if t["chart"] == chart]
+        for chart in ("chart-crawled", "chart-rate")
+    }
+    assert labels["chart-rate"][-5:] == ["0", "2 min", "4 min", "6 min", "8 min"], labels
+    assert labels["chart-crawled"][:3] == ["0", "50M", "100M"], labels
+    assert labels["chart-rate"][:3] == ["0", "5M", "10M"], labels
+    for t in ticks:
+        assert 0 <= t["left"] < t["right"] <= t["width"], t
+        assert 0 <= t["top"] < t["bottom"] <= t["height"], t
+
+
 #: The documentation's screenshots, remade by every run of this test.
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "_static"
 #: Small enough for the docs; wide enough for the list's columns.
 SHOT_SIZE = (1600, 400)
 
 
-def fleet_beat(eid: str, container: str, status: str, crawled: int, at: float) -> dict[str, Any]:
+#: The simulated fleet beats every 10 s (the shortest interval the
+#: default ``HEARTBEAT_MIN_INTERVAL`` allows), for 20 minutes; books-c, one
+#: of the big crawl's three containers, is killed 12 minutes in.
+EVERY, RUN, KILLED = 10, 1200, 720
+#: Receivers that start watching it tell a container lost, and a crawl
+#: stalled, after 20 s of their own watch: two intervals, the least a lost
+#: sender may be silent for (a receiver never blames a sender for the time
+#: it was not listening).
+WATCHING = ("--check-every", "0.2", "--lost-after", "20", "--stall-after", "20")
+
+Fleet = tuple[str, str, str]
+
+
+def fleet_beat(
+    eid: str, container: str, status: str, crawled: int, *, ran: float, at: float
+) -> dict[str, Any]:
+    """A beat sent at ``at``, ``ran`` seconds into the crawl."""
     body = beat(execution_id=eid, container_id=container, status=status, timestamp=int(at))
     body["progress"].update(
         total_urls=1200,
@@ -406,59 +499,132 @@ def fleet_beat(eid: str, container: str, status: str, crawled: int, at: float) -
         percentage=round(crawled / 12, 2),
         current_stage=f"crawling ({crawled}/1200)",
         current_url=f"https://books.example/catalogue/page-{crawled}.html",
-        runtime_seconds=30 * crawled // 40,
-        start_time=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at - 30 * crawled // 40)),
+        runtime_seconds=int(ran),
+        start_time=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(at - ran)),
     )
     return body
 
 
-def fill_fleet(db: str, finished: bool) -> str:
-    """Three executions over the last 20 minutes: one of three containers
-    (the third killed 8 minutes ago), one stuck, one small; all ended when
-    ``finished``. Returns the first one's id."""
+def fleet_round(fleet: Fleet, ran: float, at: float) -> list[tuple[dict[str, Any], float]]:
+    """The beats the fleet sends ``ran`` seconds into its run, from ``at``
+    on, and when each arrives: the big crawl (until books-c is killed, on
+    three containers), one stuck at 300 URLs, one small."""
+    big, stuck, small = fleet
+    minutes = ran / 60
+    crawls: list[tuple[str, str, int, float]] = [
+        (big, container, int(30 * minutes + minutes**2), n)
+        for n, container in enumerate(("books-a", "books-b", "books-c"))
+        if container != "books-c" or ran < KILLED
+    ]
+    crawls += [
+        (stuck, "news-1", min(300, int(40 * minutes)), 0.3),
+        (small, "quotes-1", int(20 * minutes), 0.6),
+    ]
+    return [
+        (fleet_beat(eid, container, "running", crawled, ran=ran + after, at=at + after), at + after)
+        for eid, container, crawled, after in crawls
+    ]
+
+
+def fill_fleet(db: str, finished: bool) -> tuple[Fleet, float]:
+    """The fleet's last 20 minutes; every crawl ended (but books-c, which
+    sends no final beat) when ``finished``. Returns the three executions'
+    ids, the big crawl's first, and when they started."""
     store = open_store(db)
     now = time.time()
-    big, stuck, small = (str(uuid.uuid4()) for _ in range(3))
-    for i in range(40):  # 20 minutes at 30 s
-        at = now - 1200 + 30 * i
-        for n, container in enumerate(("books-a", "books-b", "books-c")):
-            if container != "books-c" or at < now - 480:
-                store.add(
-                    fleet_beat(big, container, "running", 20 * i + i * i // 4, at + n), at + n
-                )
-        store.add(fleet_beat(stuck, "news-1", "running", min(300, 20 * i), at), at + 0.3)
-        store.add(fleet_beat(small, "quotes-1", "running", 10 * i, at), at + 0.6)
+    fleet: Fleet = (str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
+    for ran in range(0, RUN, EVERY):
+        for body, received in fleet_round(fleet, ran, now - RUN + ran):
+            store.add(body, received)
     if finished:
-        for eid, status, crawled in ((big, "completed", 1200), (stuck, "failed", 300)):
-            store.add(
-                fleet_beat(eid, "books-a" if eid == big else "news-1", status, crawled, now), now
-            )
-        store.add(fleet_beat(small, "quotes-1", "completed", 400, now), now)
+        big, stuck, small = fleet
+        for eid, container, status, crawled in (
+            (big, "books-b", "completed", 1200),
+            (big, "books-a", "completed", 1200),
+            (stuck, "news-1", "failed", 300),
+            (small, "quotes-1", "completed", 400),
+        ):
+            store.add(fleet_beat(eid, container, status, crawled, ran=RUN, at=now), now)
     store.close()
-    return big
+    return fleet, now - RUN
+
+
+def keep_beating(
+    receiver: Serve, fleet: Fleet, start: float, stop: threading.Event, replies: list[int]
+) -> None:
+    """The running fleet's beats, every :data:`EVERY` seconds until
+    ``stop``: books-c stays silent."""
+    while True:
+        now = time.time()
+        for body, _ in fleet_round(fleet, now - start, now):
+            replies.append(receiver.post(body).status_code)
+        if stop.wait(EVERY):
+            return
+
+
+def liveness(receiver: Serve, eid: str) -> dict[str, str]:
+    """The execution's liveness (under ``""``) and each container's."""
+    found = receiver.get(f"{EXECUTIONS}/{eid}").json()
+    return {
+        "": found["liveness"],
+        **{c["container_id"]: c["liveness"] for c in found["containers"]},
+    }
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the receivers did not conclude in time"
+        time.sleep(0.5)
+
+
+SHOWN = """[...document.querySelectorAll("#rows tr")].map(tr => ({
+  id: tr.dataset.executionId, row: tr.className,
+  containers: [...tr.querySelectorAll("li")].map(li => li.textContent),
+}))"""
 
 
 def test_screenshots_of_each_state_for_the_docs(
     tmp_path: Path, serve: Callable[..., Serve]
 ) -> None:
     """The docs show these: an empty receiver, a running fleet (its list and
-    one execution's page) and a finished one. A picture that differs from
-    the committed one is no failure: it is the new picture."""
+    one execution's page) and a finished one. The running fleet keeps
+    beating through the receiver, but for its killed container: once the
+    receivers have watched for long enough, their own rules call that one
+    lost, and the stuck crawl stalled. A picture that differs from the
+    committed one is no failure: it is the new picture."""
     empty = serve(db=str(tmp_path / "empty.sqlite3"))
-    big = fill_fleet(str(tmp_path / "running.sqlite3"), finished=False)
-    running = serve("--check-every", "0.2", db=str(tmp_path / "running.sqlite3"))
-    fill_fleet(str(tmp_path / "finished.sqlite3"), finished=True)
-    finished = serve("--check-every", "0.2", db=str(tmp_path / "finished.sqlite3"))
-    time.sleep(0.5)  # the summary's counts are as of the last check
-    SHOTS.mkdir(exist_ok=True)
-    shots = {
-        "dashboard-empty.png": (empty.url + "/", (900, 330)),
-        "dashboard-running.png": (running.url + "/", SHOT_SIZE),
-        "dashboard-execution.png": (running.url + f"/?execution={big}", (1440, 520)),
-        "dashboard-finished.png": (finished.url + "/", SHOT_SIZE),
-    }
-    for name, (url, (width, height)) in shots.items():
-        screenshot(url, SHOTS / name, width, height)
-        png = (SHOTS / name).read_bytes()
-        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
-        assert struct.unpack(">II", png[16:24]) == (width, height), name  # the IHDR chunk
+    fleet, start = fill_fleet(str(tmp_path / "running.sqlite3"), finished=False)
+    running = serve(*WATCHING, db=str(tmp_path / "running.sqlite3"))
+    ended, _ = fill_fleet(str(tmp_path / "finished.sqlite3"), finished=True)
+    finished = serve(*WATCHING, db=str(tmp_path / "finished.sqlite3"))
+    stop, replies = threading.Event(), list[int]()
+    beating = threading.Thread(target=keep_beating, args=(running, fleet, start, stop, replies))
+    beating.start()
+    try:
+        big, stuck, _ = fleet
+        wait_for(
+            lambda: liveness(running, big) == {"": "running", "books-a": "running",
+                                               "books-b": "running", "books-c": "lost"}
+            and liveness(running, stuck)[""] == "stalled"
+            and liveness(finished, ended[0])["books-c"] == "lost"
+        )  # fmt: skip
+        shown = {row["id"]: row for row in evaluate(running.url + "/", SHOWN, *SHOT_SIZE)}
+        assert any(c.startswith("books-c: running (lost), ") for c in shown[big]["containers"])
+        assert shown[stuck]["row"] == "stalled"
+        SHOTS.mkdir(exist_ok=True)
+        shots = {
+            "dashboard-empty.png": (empty.url + "/", (900, 330)),
+            "dashboard-running.png": (running.url + "/", SHOT_SIZE),
+            "dashboard-execution.png": (running.url + f"/?execution={big}", (1440, 520)),
+            "dashboard-finished.png": (finished.url + "/", SHOT_SIZE),
+        }
+        for name, (url, (width, height)) in shots.items():
+            screenshot(url, SHOTS / name, width, height)
+            png = (SHOTS / name).read_bytes()
+            assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+            assert struct.unpack(">II", png[16:24]) == (width, height), name  # the IHDR chunk
+    finally:
+        stop.set()
+        beating.join()
+    assert replies and set(replies) == {200}

@@ -146,7 +146,7 @@ def test_every_cursor_made_reads_back(last_seen: float, execution_id: uuid.UUID)
 
 def _row(last_seen: float, execution_id: str) -> ExecutionRow:
     return ExecutionRow(
-        execution_id, "c", "running", None, 0.0, last_seen, 1, 0.0, 0.0, None, 1, None
+        execution_id, "c", "running", None, 0.0, last_seen, 1, 0.0, 0.0, None, 1, None, None
     )
 
 
