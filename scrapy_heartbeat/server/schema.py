@@ -370,8 +370,7 @@ def create_index(name: str, table: str, columns: str) -> str:
 #: spelt as ``a < ? OR (a = ? AND b < ?)`` beside another condition on
 #: ``last_seen``, SQLite read every match, with its subqueries, to sort it.
 SELECT_PAGE = (
-    SELECT_EXECUTIONS
-    + " WHERE (e.last_seen, e.execution_id) < (?, ?){where}"
+    SELECT_EXECUTIONS + " WHERE (e.last_seen, e.execution_id) < (?, ?){where}"
     " ORDER BY e.last_seen DESC, e.execution_id DESC LIMIT ?"
 )
 
