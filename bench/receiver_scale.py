@@ -149,11 +149,10 @@ async def run(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     async def memory() -> None:
         peak[0] = max(peak[0], rss_kib(pid))
 
-    readers = [
-        asyncio.create_task(every(2.0, stop, dashboard)),
-        asyncio.create_task(every(15.0, stop, scrape)),
-        asyncio.create_task(every(1.0, stop, memory)),
-    ]
+    readers = [asyncio.create_task(every(1.0, stop, memory))]
+    if not args.no_readers:
+        readers.append(asyncio.create_task(every(2.0, stop, dashboard)))
+        readers.append(asyncio.create_task(every(15.0, stop, scrape)))
     latencies, statuses, elapsed = await drive(
         "127.0.0.1",
         port,
@@ -183,6 +182,7 @@ def report(
     return {
         "backend": args.backend,
         "serve_args": args.serve_arg,
+        "readers": not args.no_readers,
         "executions_seeded": args.executions,
         "history_rows_seeded": args.history,
         "target_rate": args.rate,
@@ -212,6 +212,11 @@ def main() -> int:
     parser.add_argument("--containers", type=int, default=10_000, help="beating containers")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--warm-up", type=float, default=10.0, help="seconds before the load")
+    parser.add_argument(
+        "--no-readers",
+        action="store_true",
+        help="beats alone, no dashboard nor scrapes: what the reads cost the beats",
+    )
     parser.add_argument("--save", help="save the report as bench/results/NAME.json")
     parser.add_argument(
         "--serve-arg",
