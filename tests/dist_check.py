@@ -47,7 +47,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "scrapy_heartbeat"
-#: The sdist's whole suite, one test at a time: about 10 minutes here.
+#: The sdist's whole suite, one test at a time: 10 to 15 minutes here.
 SUITE_TIMEOUT = 45 * 60
 EXECUTIONS = "/api/v1/monitoring/executions"
 #: The crawls' site: three pages, each an item (no link back to the start
