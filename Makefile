@@ -56,9 +56,9 @@ test-matrix: lint unit test-compat
 
 # The sdist and the wheel as a release builds them (tests/dist_check.py): the
 # wheel alone in a fresh virtualenv runs --help, serve with send, the demo and
-# crawls with the extension and the add-on; the unpacked sdist's tests
-# collect, and a few of their modules pass, with its [test] extra. About 3
-# minutes, most of it installing into the fresh virtualenv.
+# crawls with the extension and the add-on; then, with the [test] extra, the
+# unpacked sdist's whole suite passes against that wheel, one test at a time
+# as a distribution's build runs it. About 15 minutes, most of it the suite.
 test-dist: $(STAMP) system-deps
 	$(PY) tests/dist_check.py
 

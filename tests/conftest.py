@@ -2,16 +2,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+import scrapy_heartbeat
 from tests.servers import HeartbeatServer, SiteServer
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer
 
 EXECUTION_ID = "550e8400-e29b-41d4-a716-446655440000"
+
+
+def pytest_report_header() -> str:
+    """Which copy of the package the suite tests: the source tree's under
+    ``make test`` (an editable install), the installed wheel's under ``make
+    test-dist``, which reads this line to make sure of it."""
+    package = Path(scrapy_heartbeat.__file__).resolve().parent
+    return f"scrapy_heartbeat {scrapy_heartbeat.__version__} imported from {package}"
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-import pytest
+import psycopg
 import requests
 
 from scrapy_heartbeat.server import open_store
@@ -132,7 +132,6 @@ def test_a_beat_the_database_refuses_costs_no_other_beat_in_its_batch(
     serve: Callable[..., Serve], postgres_server: PostgresServer
 ) -> None:
     s = serve(db=postgres_server.database())
-    psycopg = pytest.importorskip("psycopg")
     eid = str(uuid.uuid4())
     assert s.post(worker_beat(eid)).status_code == 200  # the schema exists
     with psycopg.connect(s.db, autocommit=True) as admin:
@@ -177,8 +176,6 @@ def test_a_beat_the_database_refuses_costs_no_other_beat_in_its_batch(
 
 
 def _waiting_on_locks(db: str) -> int:
-    import psycopg
-
     with psycopg.connect(db, autocommit=True) as watcher:
         row = watcher.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
