@@ -23,6 +23,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from scrapy_heartbeat.server.liveness import (
+    DEFAULT_INTERVAL,
+    LATE_AFTER_INTERVALS,
+    LOST_AFTER_AT_LEAST,
+    LOST_AFTER_INTERVALS,
+)
+
 #: The latest state of a sender, in ``executions`` and ``containers`` alike.
 _STATE_COLUMNS = """
     status TEXT NOT NULL,
@@ -260,16 +267,53 @@ class ExecutionRow(NamedTuple):
     start_time: str | None
 
 
-#: What settling needs of each execution, its liveness, not its progress;
-#: read as :class:`LivenessRow`, those that may change, after an
-#: execution_id, a batch at a time.
-SELECT_UNSETTLED = f"""
-SELECT e.execution_id, e.status, e.last_seen, COALESCE(e.moved_at, e.first_seen), e.liveness,
-    {_SLOWEST_INTERVAL}
-FROM executions e
-WHERE (e.liveness IS NULL OR e.liveness <> e.status OR e.status NOT IN ('completed', 'failed'))
-    AND e.execution_id > ? ORDER BY e.execution_id LIMIT ?
-"""
+#: The id that ends a window of settling: the given number of executions
+#: after an id, in id order (none: the rest is the last window).
+SETTLE_WINDOW_END = (
+    "SELECT execution_id FROM executions WHERE execution_id > ? "
+    "ORDER BY execution_id LIMIT 1 OFFSET ?"
+)
+
+#: A window of executions as settling sees them: the silence and stillness
+#: counted from when the receiver could hear (arguments: the moment and
+#: that time, twice each), and the interval the rules use (the spec's 30 s
+#: until one is observed). Its LIMIT keeps either database from folding it
+#: into the query around it, which would compute the interval's subquery
+#: once for each use. Arguments then: the window's bounds, and its size.
+_SETTLE_WINDOW = f"""
+    SELECT e.execution_id, e.status, e.last_seen, COALESCE(e.moved_at, e.first_seen) AS moved,
+        e.liveness,
+        COALESCE(NULLIF({_SLOWEST_INTERVAL}, 0), {DEFAULT_INTERVAL!r}) AS every,
+        ? - CASE WHEN e.last_seen > ? THEN e.last_seen ELSE ? END AS silent,
+        ? - CASE WHEN COALESCE(e.moved_at, e.first_seen) > ?
+            THEN COALESCE(e.moved_at, e.first_seen) ELSE ? END AS still
+    FROM executions e
+    WHERE e.execution_id > ?{{until}} ORDER BY e.execution_id LIMIT ?"""
+
+
+def select_unsettled(lost_after: bool, last_window: bool) -> str:
+    """What settling needs of each execution of a window (read as
+    :class:`LivenessRow`; its interval the one the rules use), for those
+    whose liveness, as :meth:`.liveness.LivenessRules.decide` would decide
+    it now, is not the one settled: the database, not Python, looks at the
+    fleet every round. ``lost_after``: whether the rules have one (one more
+    argument, before ``stall_after``). ``last_window``: no upper bound."""
+    late = f"w.silent > {LATE_AFTER_INTERVALS} * w.every"
+    lost = "w.silent > ?"  # x > max(a, b) exactly when x > a and x > b
+    if not lost_after:
+        lost = f"w.silent > {LOST_AFTER_INTERVALS} * w.every AND w.silent > {LOST_AFTER_AT_LEAST!r}"
+    decided = f"""CASE
+        WHEN w.status IN ('completed', 'failed', 'paused') THEN w.status
+        WHEN {late} AND {lost} THEN 'lost'
+        WHEN {late} THEN 'late'
+        WHEN w.still > ? THEN 'stalled'
+        ELSE 'running' END"""
+    window = _SETTLE_WINDOW.format(until="" if last_window else " AND e.execution_id <= ?")
+    return f"""
+SELECT w.execution_id, w.status, w.last_seen, w.moved, w.liveness, w.every
+FROM ({window}) w
+WHERE w.liveness IS NULL OR w.liveness <> {decided}
+ORDER BY w.execution_id"""
 
 
 class LivenessRow(NamedTuple):

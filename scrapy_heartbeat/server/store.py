@@ -44,7 +44,7 @@ BUSY_TIMEOUT = 0.05
 READ_BUSY_TIMEOUT = 5.0
 #: Executions read per step of :meth:`HeartbeatStore.settle`: a few
 #: milliseconds of the reactor thread each.
-SETTLE_BATCH = 100
+SETTLE_BATCH = 500
 #: How bad a sender's liveness is, for the grace: a grace never improves one.
 _SEVERITY = {"running": 0, "stalled": 1, "late": 2, "lost": 3}
 #: Containers an execution's detail shows at most, the latest first: one
@@ -363,13 +363,16 @@ class HeartbeatStore:
         one yields it. ``then(event, moment)`` gives the statements (the
         alerts to send) written in the transaction that claims it, only if
         it does: a transition is never claimed without them, nor they
-        written twice. Reads ``batch`` rows at a time, and yields None after
-        each batch: a caller can hand the thread back between them."""
+        written twice. Looks at ``batch`` executions at a time, in the
+        database, reads only those whose liveness changed, and yields None
+        after each batch: a caller can hand the thread back between them."""
         after = ""
         while True:
             moment = time.time() if now is None else now
             with self._listening():
-                found = self._read(schema.SELECT_UNSETTLED, (after, batch))
+                ends = self._read(schema.SETTLE_WINDOW_END, (after, batch - 1))
+                until = ends[0][0] if ends else None
+                found = self._read(*self._unsettled(moment, after, until, batch))
             rows = [LivenessRow._make(r) for r in found]
             changed = self._changed(rows, moment)
             claims = [
@@ -389,10 +392,24 @@ class HeartbeatStore:
             for event, count in zip(changed, claimed, strict=True):
                 if count:
                     yield event
-            if len(rows) < batch:
+            if until is None:
                 return
-            after = rows[-1].execution_id
+            after = until
             yield None
+
+    def _unsettled(
+        self, moment: float, after: str, until: str | None, size: int
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The query of :func:`.schema.select_unsettled` for a window, and
+        its arguments."""
+        heard = self.heard_since
+        args: tuple[Any, ...] = (moment, heard, heard, moment, heard, heard, after)
+        args += (size,) if until is None else (until, size)
+        if self.rules.lost_after is not None:
+            args += (self.rules.lost_after,)
+        args += (self.rules.stall_after,)
+        query = schema.select_unsettled(self.rules.lost_after is not None, until is None)
+        return query, args
 
     def _changed(self, rows: list[LivenessRow], moment: float) -> list[dict[str, Any]]:
         """The executions of ``rows`` whose liveness is not the one last

@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from scrapy_heartbeat.server import HeartbeatStore, LivenessRules, open_store
+from scrapy_heartbeat.server import HeartbeatStore, LivenessRules, open_store, schema
+from scrapy_heartbeat.server.schema import ExecutionRow
 from scrapy_heartbeat.server.store import StoreUnavailable
 from tests.crawl import wait_for
 from tests.server.beats import worker_beat
@@ -393,3 +396,87 @@ def test_an_execution_shows_its_latest_containers_only(store: HeartbeatStore) ->
     assert detail["container_count"] == 1005
     assert len(detail["containers"]) == 1000
     assert detail["containers"][0]["container_id"] == "c1004"
+
+
+_gap = st.none() | st.sampled_from([0.0, 0.5, 10.0, 30.0, 59.9]) | st.floats(0, 900)
+_container = st.tuples(st.integers(0, 4), _gap, _gap, _gap)
+_execution = st.tuples(
+    st.sampled_from(["running", "running", "running", "paused", "completed", "failed"]),
+    st.sampled_from([None, "running", "late", "lost", "stalled", "paused", "completed"]),
+    st.sampled_from([0.0, 60.0, 300.0, 600.0]) | st.floats(0, 4000),  # silent for
+    st.sampled_from([0.0, 100.0]) | st.floats(0, 4000),  # still for
+    st.lists(_container, max_size=3),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    executions=st.lists(_execution, min_size=1, max_size=12),
+    heard_before=st.sampled_from([0.0, 61.0, 3600.0]) | st.floats(0, 4000),
+    lost_after=st.none() | st.sampled_from([60.0, 300.0]) | st.floats(1, 2000),
+    window=st.integers(1, 5),
+)
+def test_the_database_reads_exactly_the_executions_whose_liveness_changed(
+    db: str,
+    executions: list[tuple[Any, ...]],
+    heard_before: float,
+    lost_after: float | None,
+    window: int,
+) -> None:
+    """Settling asks the database for the executions whose liveness is not
+    the one settled, deciding it in SQL: the same ones Python's rules pick,
+    for any silence, stillness, gaps, grace and rules, on both databases."""
+    store = open_store(db, LivenessRules(lost_after=lost_after, stall_after=100))
+    try:
+        store.heard_since = T0 - heard_before
+        ids = _seed_liveness(store, executions)
+        [read] = [store.read(schema.SELECT_EXECUTIONS + " ORDER BY e.execution_id")]
+        expected = [
+            row[0]
+            for row in map(ExecutionRow._make, read)
+            if store.liveness_of(row, T0) != row.settled_liveness
+        ]
+        picked, after = [], ""
+        while True:
+            ends = store.read(schema.SETTLE_WINDOW_END, (after, window - 1))
+            until = ends[0][0] if ends else None
+            picked += [row[0] for row in store.read(*store._unsettled(T0, after, until, window))]
+            if until is None:
+                break
+            after = until
+        assert sorted(ids) == sorted(r[0] for r in read)
+        assert picked == expected
+    finally:
+        store.close()
+
+
+def _seed_liveness(store: HeartbeatStore, executions: list[tuple[Any, ...]]) -> list[str]:
+    """Rows as the receiver keeps them, written directly: each execution
+    with its settled liveness and its containers' gaps."""
+    store._write(("DELETE FROM executions", ()), ("DELETE FROM containers", ()))
+    ids = []
+    for status, settled, silent, still, containers in executions:
+        eid = str(uuid.uuid4())
+        ids.append(eid)
+        state = (status, T0 - 5000, T0 - silent, 3, T0 - still, settled)
+        statements = [
+            (
+                "INSERT INTO executions (execution_id, container_id, latency, status, "
+                "first_seen, last_seen, beats, moved_at, liveness) "
+                "VALUES (?, 'c0', 0.1, ?, ?, ?, ?, ?, ?)",
+                (eid, *state),
+            )
+        ]
+        for n, (gaps, gap1, gap2, gap3) in enumerate(containers):
+            statements.append(
+                (
+                    "INSERT INTO containers (execution_id, container_id, status, first_seen, "
+                    "last_seen, beats, moved_at, liveness, gaps, gap_seconds, gap1, gap2, gap3) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (eid, f"c{n}", *state, gaps, 37.0 * gaps, gap1, gap2, gap3),
+                )
+            )
+        store._write(*statements)
+    return ids
