@@ -57,8 +57,8 @@ test-matrix: lint unit test-compat
 # The sdist and the wheel as a release builds them (tests/dist_check.py): the
 # wheel alone in a fresh virtualenv runs --help, serve with send, the demo and
 # crawls with the extension and the add-on; then, with the [test] extra, the
-# unpacked sdist's whole suite passes against that wheel, one test at a time
-# as a distribution's build runs it. About 15 minutes, most of it the suite.
+# unpacked sdist's whole suite passes against that wheel, on two workers
+# as make test runs it. Most of its time is the suite.
 test-dist: $(STAMP) system-deps
 	$(PY) tests/dist_check.py
 

@@ -47,7 +47,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "scrapy_heartbeat"
-#: The sdist's whole suite, one test at a time: 10 to 15 minutes here.
+#: The sdist's whole suite, on two workers as ``make test`` runs it.
 SUITE_TIMEOUT = 45 * 60
 EXECUTIONS = "/api/v1/monitoring/executions"
 #: The crawls' site: three pages, each an item (no link back to the start
@@ -309,7 +309,8 @@ def check_sdist(
     if count is None:
         raise CheckFailed(f"collection: {collected}")
     steps.ok(f"sdist: {collected}, {PACKAGE} from the wheel")
-    summary = run_tests(pytest, tree, bin_dir, timeout=SUITE_TIMEOUT)
+    workers = ["-n", "2", "--dist", "loadfile"]  # as make test runs it
+    summary = run_tests([*pytest, *workers], tree, bin_dir, timeout=SUITE_TIMEOUT)
     expect(
         outcomes(summary) == {"passed": int(count[1])},
         f"the sdist's tests did not all pass ({collected}): {summary}",
