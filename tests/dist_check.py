@@ -7,9 +7,10 @@ a fresh virtualenv with its dependencies and nothing else; from a directory
 outside the source tree, that virtualenv runs ``--help``, ``serve`` (its API
 and dashboard) with ``send``, the ``demo``, and crawls with the extension
 and with the add-on against a local site. Then the same virtualenv gets the
-``[test]`` extra and runs the unpacked sdist's whole test suite, from the
-sdist's directory and one test at a time, as Debian and conda-forge run it:
-every test it collects must pass, none skipped.
+``[test]`` extra and runs the unpacked sdist's whole test suite from the
+sdist's directory, as Debian and conda-forge run it, but on two workers as
+``make test`` does (a run one test at a time takes twice as long): every
+test it collects must pass, none skipped.
 
 The tests must exercise the wheel, not the sources beside them. Unpacked
 whole, the sdist's ``scrapy_heartbeat/`` would come first on ``sys.path``

@@ -8,9 +8,10 @@ which stays right while beats move executions: an execution that beats
 again jumps to the first page rather than shifting every later one. Client
 statuses filter in SQL. The receiver's own conclusions (late, lost,
 stalled, stale) depend on the interval observed and the time of the read,
-so they are decided here, row by row, on at most :data:`SCAN_BUDGET` rows
-per page: a filter that matches little answers a short (even empty) page
-with a cursor to go on from, never a scan of the whole fleet.
+so they are decided at the read, by the database on at most
+:data:`SCAN_BUDGET` rows per page, then here on the few that match: a
+filter that matches little answers a short (even empty) page with a cursor
+to go on from, never a scan of the whole fleet.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ class Page:
 
 
 def encode_cursor(row: ExecutionRow) -> str:
-    raw = f"{row.last_seen!r} {row.execution_id}".encode()
+    return _encode_key(row.last_seen, row.execution_id)
+
+
+def _encode_key(last_seen: float, execution_id: str) -> str:
+    raw = f"{float(last_seen)!r} {execution_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -112,27 +117,39 @@ def _rows(
 def _decided(
     store: HeartbeatStore, status: str, bounds: tuple[int, int], after: Cursor, moment: float
 ) -> Page:
-    """A page of a liveness filter: rows read a batch at a time, each
-    decided, until the page is full, the rows end or the budget is spent."""
+    """A page of a liveness filter: of the ``budget`` rows after the
+    cursor, the database decides each and returns the keys of those that
+    match; they are then read whole and decided again here (a beat may
+    have come between), the rules' last word."""
     limit, budget = bounds
     where, args = _necessary(store, status, moment)
-    batch = min(budget, max(limit, 200))
-    found: list[dict[str, Any]] = []
-    examined = 0
-    while True:
-        rows = _rows(store, where, args, after, batch)
-        for row in rows:
-            examined += 1
-            after = (row.last_seen, row.execution_id)
-            # Only a match is described: most rows a filter reads are not.
-            if _matches(store.liveness_of(row, moment), status):
-                found.append(store.described(row, moment))
-                if len(found) == limit:
-                    return Page(found, encode_cursor(row))
-            if examined >= budget:
-                return Page(found, encode_cursor(row))
-        if len(rows) < batch:
-            return Page(found, None)
+    inputs, rules = store.deciding_args(moment)
+    wanted = STALE if status == "stale" else (status,)
+    query = schema.select_decided_page(store.rules.lost_after is not None, where, wanted)
+    keys = store.read(query, (*inputs, *after, *args, budget, *rules, limit))
+    found = _described_matches(store, [key[1] for key in keys], status, moment)
+    if len(keys) == limit:
+        return Page(found, _encode_key(*keys[-1]))
+    end = store.read(schema.PAGE_WINDOW_END.format(where=where), (*after, *args, budget - 1))
+    return Page(found, _encode_key(*end[0]) if end else None)
+
+
+def _described_matches(
+    store: HeartbeatStore, ids: list[str], status: str, moment: float
+) -> list[dict[str, Any]]:
+    """The executions ``ids`` as the read API shows them, in that order,
+    those that still match ``status``."""
+    if not ids:
+        return []
+    marks = ", ".join("?" * len(ids))
+    rows = store.read(schema.SELECT_EXECUTIONS + f" WHERE e.execution_id IN ({marks})", tuple(ids))
+    by_id = {row[0]: ExecutionRow._make(row) for row in rows}
+    kept = [by_id[i] for i in ids if i in by_id]
+    return [
+        store.described(row, moment)
+        for row in kept
+        if _matches(store.liveness_of(row, moment), status)
+    ]
 
 
 def _necessary(store: HeartbeatStore, status: str, moment: float) -> tuple[str, tuple[Any, ...]]:

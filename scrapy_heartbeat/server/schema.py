@@ -274,46 +274,91 @@ SETTLE_WINDOW_END = (
     "ORDER BY execution_id LIMIT 1 OFFSET ?"
 )
 
-#: A window of executions as settling sees them: the silence and stillness
-#: counted from when the receiver could hear (arguments: the moment and
-#: that time, twice each), and the interval the rules use (the spec's 30 s
-#: until one is observed). Its LIMIT keeps either database from folding it
-#: into the query around it, which would compute the interval's subquery
-#: once for each use. Arguments then: the window's bounds, and its size.
-_SETTLE_WINDOW = f"""
-    SELECT e.execution_id, e.status, e.last_seen, COALESCE(e.moved_at, e.first_seen) AS moved,
-        e.liveness,
+#: What deciding an execution's liveness in SQL takes of it (as
+#: :meth:`.liveness.LivenessRules.decide` does in Python): the silence and
+#: stillness counted from when the receiver could hear (arguments: the
+#: moment and that time, twice each), and the interval the rules use (the
+#: spec's 30 s until one is observed).
+_LIVENESS_INPUTS = f"""e.status, e.liveness,
         COALESCE(NULLIF({_SLOWEST_INTERVAL}, 0), {DEFAULT_INTERVAL!r}) AS every,
         ? - CASE WHEN e.last_seen > ? THEN e.last_seen ELSE ? END AS silent,
         ? - CASE WHEN COALESCE(e.moved_at, e.first_seen) > ?
-            THEN COALESCE(e.moved_at, e.first_seen) ELSE ? END AS still
-    FROM executions e
-    WHERE e.execution_id > ?{{until}} ORDER BY e.execution_id LIMIT ?"""
+            THEN COALESCE(e.moved_at, e.first_seen) ELSE ? END AS still"""
 
 
-def select_unsettled(lost_after: bool, last_window: bool) -> str:
-    """What settling needs of each execution of a window (read as
-    :class:`LivenessRow`; its interval the one the rules use), for those
-    whose liveness, as :meth:`.liveness.LivenessRules.decide` would decide
-    it now, is not the one settled: the database, not Python, looks at the
-    fleet every round. ``lost_after``: whether the rules have one (one more
-    argument, before ``stall_after``). ``last_window``: no upper bound."""
+#: A LIMIT no query reaches: it only keeps a window from being folded in.
+_UNREACHED = 2**62
+
+
+def _decided(lost_after: bool) -> str:
+    """The liveness of a row ``w`` of :data:`_LIVENESS_INPUTS`, decided as
+    the rules do. Arguments: ``lost_after`` when the rules have one, then
+    ``stall_after``. A window that gives the rows has a LIMIT, which keeps
+    either database from folding it into the query around it: that would
+    compute the interval's subquery once for each use here."""
     late = f"w.silent > {LATE_AFTER_INTERVALS} * w.every"
     lost = "w.silent > ?"  # x > max(a, b) exactly when x > a and x > b
     if not lost_after:
         lost = f"w.silent > {LOST_AFTER_INTERVALS} * w.every AND w.silent > {LOST_AFTER_AT_LEAST!r}"
-    decided = f"""CASE
+    return f"""CASE
         WHEN w.status IN ('completed', 'failed', 'paused') THEN w.status
         WHEN {late} AND {lost} THEN 'lost'
         WHEN {late} THEN 'late'
         WHEN w.still > ? THEN 'stalled'
         ELSE 'running' END"""
-    window = _SETTLE_WINDOW.format(until="" if last_window else " AND e.execution_id <= ?")
+
+
+def select_unsettled(lost_after: bool, last_window: bool) -> str:
+    """What settling needs of each execution of a window of ids (read as
+    :class:`LivenessRow`; its interval the one the rules use), for those
+    whose liveness decided now is not the one settled: the database, not
+    Python, looks at the fleet every round. Arguments: those of
+    :data:`_LIVENESS_INPUTS`, the id after which the window starts, the
+    one it ends at (unless ``last_window``), then those of
+    :func:`_decided`. The ids bound the window, not a count: executions
+    another writer adds between :data:`SETTLE_WINDOW_END` and this query
+    push none out of it."""
+    until = "" if last_window else " AND e.execution_id <= ?"
     return f"""
 SELECT w.execution_id, w.status, w.last_seen, w.moved, w.liveness, w.every
-FROM ({window}) w
-WHERE w.liveness IS NULL OR w.liveness <> {decided}
+FROM (
+    SELECT e.execution_id, e.last_seen, COALESCE(e.moved_at, e.first_seen) AS moved,
+        {_LIVENESS_INPUTS}
+    FROM executions e
+    WHERE e.execution_id > ?{until} ORDER BY e.execution_id LIMIT {_UNREACHED}
+) w
+WHERE w.liveness IS NULL OR w.liveness <> {_decided(lost_after)}
 ORDER BY w.execution_id"""
+
+
+def select_decided_page(lost_after: bool, where: str, wanted: Sequence[str]) -> str:
+    """The keys (``last_seen``, ``execution_id``) of the executions whose
+    liveness decided now is one of ``wanted``, among a window of the newest
+    after a keyset cursor, at most a given number. Arguments: those of
+    :data:`_LIVENESS_INPUTS`, the cursor, those of ``where`` (more
+    conditions, ``AND ...``), the window's size, those of :func:`_decided`,
+    and how many at most."""
+    names = ", ".join(f"'{name}'" for name in wanted)
+    return f"""
+SELECT w.last_seen, w.execution_id
+FROM (
+    SELECT e.execution_id, e.last_seen, {_LIVENESS_INPUTS}
+    FROM executions e
+    WHERE (e.last_seen, e.execution_id) < (?, ?){where}
+    ORDER BY e.last_seen DESC, e.execution_id DESC LIMIT ?
+) w
+WHERE {_decided(lost_after)} IN ({names})
+ORDER BY w.last_seen DESC, w.execution_id DESC LIMIT ?"""
+
+
+#: The key of the row that ends a window of a page: the given number of
+#: executions after a keyset cursor (none: fewer are left). ``{where}`` as
+#: for :data:`SELECT_PAGE`.
+PAGE_WINDOW_END = (
+    "SELECT e.last_seen, e.execution_id FROM executions e "
+    "WHERE (e.last_seen, e.execution_id) < (?, ?){where} "
+    "ORDER BY e.last_seen DESC, e.execution_id DESC LIMIT 1 OFFSET ?"
+)
 
 
 class LivenessRow(NamedTuple):

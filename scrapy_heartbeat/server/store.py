@@ -372,7 +372,7 @@ class HeartbeatStore:
             with self._listening():
                 ends = self._read(schema.SETTLE_WINDOW_END, (after, batch - 1))
                 until = ends[0][0] if ends else None
-                found = self._read(*self._unsettled(moment, after, until, batch))
+                found = self._read(*self._unsettled(moment, after, until))
             rows = [LivenessRow._make(r) for r in found]
             changed = self._changed(rows, moment)
             claims = [
@@ -398,18 +398,23 @@ class HeartbeatStore:
             yield None
 
     def _unsettled(
-        self, moment: float, after: str, until: str | None, size: int
+        self, moment: float, after: str, until: str | None
     ) -> tuple[str, tuple[Any, ...]]:
         """The query of :func:`.schema.select_unsettled` for a window, and
         its arguments."""
-        heard = self.heard_since
-        args: tuple[Any, ...] = (moment, heard, heard, moment, heard, heard, after)
-        args += (size,) if until is None else (until, size)
-        if self.rules.lost_after is not None:
-            args += (self.rules.lost_after,)
-        args += (self.rules.stall_after,)
+        inputs, rules = self.deciding_args(moment)
+        window = (after,) if until is None else (after, until)
         query = schema.select_unsettled(self.rules.lost_after is not None, until is None)
-        return query, args
+        return query, (*inputs, *window, *rules)
+
+    def deciding_args(self, moment: float) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The arguments of deciding liveness in SQL at ``moment`` (see
+        :mod:`.schema`): those of the inputs, and those of the rules."""
+        heard = self.heard_since
+        rules: tuple[Any, ...] = (self.rules.stall_after,)
+        if self.rules.lost_after is not None:
+            rules = (self.rules.lost_after, *rules)
+        return (moment, heard, heard, moment, heard, heard), rules
 
     def _changed(self, rows: list[LivenessRow], moment: float) -> list[dict[str, Any]]:
         """The executions of ``rows`` whose liveness is not the one last

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scrapy_heartbeat.server import HeartbeatStore, LivenessRules, open_store, schema
+from scrapy_heartbeat.server.listing import DECIDED, decode_cursor, page
 from scrapy_heartbeat.server.schema import ExecutionRow
 from scrapy_heartbeat.server.store import StoreUnavailable
 from tests.crawl import wait_for
@@ -398,7 +399,11 @@ def test_an_execution_shows_its_latest_containers_only(store: HeartbeatStore) ->
     assert detail["containers"][0]["container_id"] == "c1004"
 
 
-_gap = st.none() | st.sampled_from([0.0, 0.5, 10.0, 30.0, 59.9]) | st.floats(0, 900)
+_gap = (
+    st.none()
+    | st.sampled_from([0.0, 0.5, 10.0, 30.0, 59.9])
+    | st.floats(0, 900, allow_subnormal=False)
+)
 _container = st.tuples(st.integers(0, 4), _gap, _gap, _gap)
 _execution = st.tuples(
     st.sampled_from(["running", "running", "running", "paused", "completed", "failed"]),
@@ -442,7 +447,7 @@ def test_the_database_reads_exactly_the_executions_whose_liveness_changed(
         while True:
             ends = store.read(schema.SETTLE_WINDOW_END, (after, window - 1))
             until = ends[0][0] if ends else None
-            picked += [row[0] for row in store.read(*store._unsettled(T0, after, until, window))]
+            picked += [row[0] for row in store.read(*store._unsettled(T0, after, until))]
             if until is None:
                 break
             after = until
@@ -480,3 +485,65 @@ def _seed_liveness(store: HeartbeatStore, executions: list[tuple[Any, ...]]) -> 
             )
         store._write(*statements)
     return ids
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    executions=st.lists(_execution, min_size=1, max_size=12),
+    heard_before=st.sampled_from([0.0, 3600.0]) | st.floats(0, 4000),
+    lost_after=st.none() | st.floats(1, 2000),
+    paging=st.tuples(st.sampled_from(DECIDED), st.integers(1, 4), st.integers(1, 5)),
+)
+def test_pages_of_a_liveness_filter_list_exactly_its_executions(
+    db: str,
+    executions: list[tuple[Any, ...]],
+    heard_before: float,
+    lost_after: float | None,
+    paging: tuple[str, int, int],
+) -> None:
+    """Followed to the end, the pages of ``?status=late`` (lost, stalled,
+    stale), which the database decides, list the executions Python's rules
+    give that liveness, newest first, each once."""
+    status, limit, budget = paging
+    store = open_store(db, LivenessRules(lost_after=lost_after, stall_after=100))
+    try:
+        store.heard_since = T0 - heard_before
+        _seed_liveness(store, executions)
+        rows = map(ExecutionRow._make, store.read(schema.SELECT_EXECUTIONS))
+        wanted = ("late", "lost") if status == "stale" else (status,)
+        expected = sorted(
+            (
+                (row.last_seen, row.execution_id)
+                for row in rows
+                if store.liveness_of(row, T0) in wanted
+            ),
+            reverse=True,
+        )
+        listed, cursor = [], None
+        for _ in range(len(executions) + 2):
+            found = page(store, status, limit, after=cursor, now=T0, budget=budget)
+            assert len(found.executions) <= limit
+            listed += [e["execution_id"] for e in found.executions]
+            if found.next_cursor is None:
+                break
+            cursor = decode_cursor(found.next_cursor)
+        assert listed == [eid for _, eid in expected]
+    finally:
+        store.close()
+
+
+def test_an_execution_added_meanwhile_pushes_none_out_of_a_window(store: HeartbeatStore) -> None:
+    """Another receiver (or, on PostgreSQL, the writer's thread) adds an
+    execution between finding where a window of settling ends and reading
+    it: the window still holds every execution up to its end."""
+    store.heard_since = T0 - 7200
+    a, added, b, lost, d = sorted(str(uuid.uuid4()) for _ in range(5))
+    for eid in (a, b, lost, d):
+        store.add(beat(eid), T0 - 3600 if eid == lost else T0)
+    until = store.read(schema.SETTLE_WINDOW_END, ("", 2))[0][0]
+    assert until == lost
+    store.add(beat(added), T0)  # between a and b: inside the window
+    picked = [row[0] for row in store.read(*store._unsettled(T0, "", until))]
+    assert lost in picked
