@@ -22,6 +22,42 @@ class Batches(Protocol):
         """Queue a beat received at ``now``; fires with its latency once
         stored, or fails with why not."""
 
+    def drain(self) -> defer.Deferred[None]:
+        """Fires once every beat queued so far has its answer."""
+
+
+class _Unanswered:
+    """The beats queued and not answered yet, counted on the reactor's
+    thread, and who waits for there to be none (a receiver stopping)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.count = 0
+        self.waiting: list[defer.Deferred[None]] = []
+
+    def track(self, done: defer.Deferred[float]) -> defer.Deferred[float]:
+        self.count += 1
+        return done.addBoth(self._answered)
+
+    def _answered(self, result: Any) -> Any:
+        self.count -= 1
+        if not self.count and self.waiting:
+            # Once this beat's answer is written: the callbacks after this one.
+            self.reactor.callLater(0, self._release)
+        return result
+
+    def _release(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for drained in waiting:
+            drained.callback(None)
+
+    def drain(self) -> defer.Deferred[None]:
+        if not self.count:
+            return defer.succeed(None)
+        drained: defer.Deferred[None] = defer.Deferred()
+        self.waiting.append(drained)
+        return drained
+
 
 def batches_for(store: HeartbeatStore, reactor: Any) -> Batches:
     """The batching that suits ``store``."""
@@ -42,6 +78,7 @@ class BatchWriter:
         self.store = store
         self.reactor = reactor
         self.waiting: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
+        self.unanswered = _Unanswered(reactor)
         self.thread = threading.Thread(target=self._run, name="heartbeat-writer", daemon=True)
         self.thread.start()
 
@@ -50,7 +87,11 @@ class BatchWriter:
         stored, or fails with why not."""
         done: defer.Deferred[float] = defer.Deferred()
         self.waiting.put((body, now, done))
-        return done
+        return self.unanswered.track(done)
+
+    def drain(self) -> defer.Deferred[None]:
+        """Fires once every beat queued so far has its answer."""
+        return self.unanswered.drain()
 
     def _run(self) -> None:
         while True:
@@ -78,6 +119,7 @@ class TickBatcher:
         self.store = store
         self.reactor = reactor
         self.waiting: list[_Waiting] = []
+        self.unanswered = _Unanswered(reactor)
 
     def add(self, body: dict[str, Any], now: float) -> defer.Deferred[float]:
         """Queue a beat received at ``now``; fires with its latency once
@@ -86,7 +128,11 @@ class TickBatcher:
         if not self.waiting:
             self.reactor.callLater(0, self._flush)
         self.waiting.append((body, now, done))
-        return done
+        return self.unanswered.track(done)
+
+    def drain(self) -> defer.Deferred[None]:
+        """Fires once every beat queued so far has its answer."""
+        return self.unanswered.drain()
 
     def _flush(self) -> None:
         batch, self.waiting = self.waiting, []

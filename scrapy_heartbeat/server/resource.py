@@ -110,6 +110,14 @@ class HeartbeatReceiver(resource.Resource):
         if self.metrics is not None and (request.path or b"").rstrip(b"/") == _BEAT_PATH:
             self.metrics.beat_answered(request.code, time.perf_counter() - started)
 
+    def drain(self) -> defer.Deferred[None]:
+        """Fires once every beat received so far has its answer: a receiver
+        stopping waits for it, so that a beat is never stored unanswered,
+        nor dropped with the connection it came on."""
+        if self._writer is None:
+            return defer.succeed(None)
+        return self._writer.drain()
+
     def _batches(self) -> Batches:
         if self._writer is None:
             self._writer = batches_for(self.store, twisted_reactor())

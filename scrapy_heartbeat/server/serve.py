@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer, task
 from twisted.internet.error import CannotListenError
 
 from scrapy_heartbeat._compat import twisted_reactor
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 #: ``serve``'s exit codes: stopped, or could not start.
 EXIT_STOPPED, EXIT_UNUSABLE = 0, 2
+#: On SIGTERM, how long the beats already received may take to be stored
+#: and answered; then how long their answers get to leave.
+DRAIN_SECONDS = 5.0
+FLUSH_SECONDS = 0.2
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -89,12 +94,37 @@ def serve(args: argparse.Namespace) -> int:
     print(f"Receiving heartbeats at {url}{HEARTBEAT_PATH}", flush=True)
     print(f"Dashboard: {url}/   database: {redact_url(args.db)}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.addSystemEventTrigger("before", "shutdown", _finish_beats, port, receiver, reactor)
     reactor.run()
     upkeep.stop()
     if deliveries is not None:
         deliveries.stop()
     store.close()
     return EXIT_STOPPED
+
+
+def _finish_beats(port: Any, receiver: HeartbeatReceiver, reactor: Any) -> defer.Deferred[None]:
+    """Before the reactor stops: no new connection, and every beat already
+    received stored and answered, within :data:`DRAIN_SECONDS`. Twisted
+    drops the connections at shutdown with whatever they had not sent, so
+    a beat committed meanwhile would be answered by a reset, and sent
+    again."""
+    drained: defer.Deferred[Any] = defer.maybeDeferred(port.stopListening)
+    drained.addCallback(lambda _: receiver.drain())
+    drained.addTimeout(DRAIN_SECONDS, reactor)
+    drained.addErrback(_drain_failed)
+    drained.addCallback(lambda _: task.deferLater(reactor, FLUSH_SECONDS, lambda: None))
+    return drained
+
+
+def _drain_failed(failure: Any) -> None:
+    if failure.check(defer.TimeoutError):
+        logger.warning(
+            "receiver stopping: beats still unanswered after %g s; their senders see a reset",
+            DRAIN_SECONDS,
+        )
+    else:
+        logger.warning("receiver stopping: %s", failure.getErrorMessage())
 
 
 def _alerts(
