@@ -42,7 +42,7 @@ def receiver(serve: Callable[..., Serve]) -> Serve:
     return serve("--check-every", "0.2")
 
 
-def render(url: str) -> lxml_html.HtmlElement:
+def render(url: str, tz: str = "UTC") -> lxml_html.HtmlElement:
     assert CHROMIUM is not None
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
@@ -54,7 +54,7 @@ def render(url: str) -> lxml_html.HtmlElement:
                 "--dump-dom",
                 url,
             ],
-            env={**os.environ, "TZ": "UTC"},  # times shown in the browser's zone
+            env={**os.environ, "TZ": tz},  # times shown in the browser's zone
             capture_output=True,
             text=True,
             timeout=90,
@@ -169,7 +169,8 @@ def test_the_page_of_one_execution(receiver: Serve) -> None:
     state = page.get_element_by_id("detail-state").text_content()
     assert "50 / 100 URLs (42 ok, 3 failed), 15 items, 1 error; started " in state
     assert "; 12 beats" in state
-    assert "; started 2024-01-01 10:00, runtime 30 min; stage: " + INJECTED_STAGE in state
+    stage = f"; stage: \u2068{INJECTED_STAGE}\u2069; last beat "
+    assert "; started 2024-01-01 10:00, runtime 30 min" + stage in state
     crawled = page.cssselect("#chart-crawled polyline")[0].get("points").split()
     assert len(crawled) == 12  # one point per beat
     caption = page.get_element_by_id("caption-crawled").text_content()
@@ -321,6 +322,33 @@ def test_a_row_says_when_it_started_how_long_it_ran_and_a_latency_in_seconds(
         "start_time 2024-01-01T09:00:00"
     )
     assert not re.search(r"\d\.\d+ s$", " ".join(c["latency"] for c in cells.values()))
+
+
+def test_a_start_time_is_read_as_the_receiver_reads_it(receiver: Serve) -> None:
+    """Without an offset a start_time is UTC, in New York too; what is not
+    an ISO time (a browser makes 2000-01-01 of "0") is no start at all."""
+    naive, zero = beat(), beat(execution_id=str(uuid.uuid4()))
+    naive["progress"]["start_time"] = "2024-01-01T09:00:00"
+    zero["progress"]["start_time"] = "0"
+    assert receiver.post(naive).status_code == receiver.post(zero).status_code == 200
+    page = render(receiver.url + "/", tz="America/New_York")
+    headers = [th.text_content() for th in page.cssselect("#list-table th")]
+    at = headers.index("started")
+    rows = {tr.get("data-execution-id"): tr.cssselect("td") for tr in page.cssselect("#rows tr")}
+    assert rows[naive["execution_id"]][at].text_content() == "2024-01-01 04:00"
+    zero_started = rows[zero["execution_id"]][at]
+    assert zero_started.get("title", "").startswith("first beat ")
+    assert not zero_started.text_content().startswith("2000")
+
+
+def test_a_stage_cannot_turn_the_words_after_it_around(receiver: Serve) -> None:
+    """A right-to-left override in a stage stays inside it: isolated."""
+    body = beat()
+    body["progress"]["current_stage"] = "\u202eparsing 12"
+    assert receiver.post(body).status_code == 200
+    page = render(receiver.url + f"/?execution={body['execution_id']}")
+    state = page.get_element_by_id("detail-state").text_content()
+    assert "; stage: \u2068\u202eparsing 12\u2069; last beat " in state
 
 
 def test_the_words_agree_with_their_numbers(receiver: Serve) -> None:
