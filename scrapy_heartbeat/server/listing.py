@@ -139,11 +139,7 @@ def _described_matches(
 ) -> list[dict[str, Any]]:
     """The executions ``ids`` as the read API shows them, in that order,
     those that still match ``status``."""
-    if not ids:
-        return []
-    marks = ", ".join("?" * len(ids))
-    rows = store.read(schema.SELECT_EXECUTIONS + f" WHERE e.execution_id IN ({marks})", tuple(ids))
-    by_id = {row[0]: ExecutionRow._make(row) for row in rows}
+    by_id = {row.execution_id: row for row in store.rows_of(ids)}
     kept = [by_id[i] for i in ids if i in by_id]
     return [
         store.described(row, moment)

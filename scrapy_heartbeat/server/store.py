@@ -421,12 +421,8 @@ class HeartbeatStore:
         settled, each with that one as ``old_liveness``. Only those are
         read whole."""
         moved = [row.execution_id for row in rows if self._transition(row, moment)]
-        if not moved:
-            return []
-        marks = ", ".join("?" * len(moved))
-        query = schema.SELECT_EXECUTIONS + f" WHERE e.execution_id IN ({marks})"
         changed = []
-        for row in self._execution_rows(query + " ORDER BY e.execution_id", tuple(moved)):
+        for row in self.rows_of(moved):
             if self._transition(row, moment):
                 found = self._execution(row, moment)
                 changed.append({**found, "old_liveness": row.settled_liveness})
@@ -532,6 +528,15 @@ class HeartbeatStore:
     def described(self, row: ExecutionRow, now: float | None = None) -> dict[str, Any]:
         """One row of ``SELECT_EXECUTIONS`` as the read API shows it."""
         return self._execution(row, now)
+
+    def rows_of(self, ids: list[str]) -> list[ExecutionRow]:
+        """The executions ``ids`` (those that exist), in id order, as
+        :data:`.schema.SELECT_EXECUTIONS` reads them."""
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        query = schema.SELECT_EXECUTIONS + f" WHERE e.execution_id IN ({marks})"
+        return self._execution_rows(query + " ORDER BY e.execution_id", tuple(ids))
 
     def liveness_of(self, row: ExecutionRow, now: float) -> str:
         """Only the liveness of :meth:`described`: what a filter on it needs."""
