@@ -210,9 +210,10 @@ def test_there_are_examples_of_each_kind() -> None:
 
 # -- wording ----------------------------------------------------------------
 
-#: The tracker's numbers ("#28", "issue 14"): history, which docs never cite.
+#: The tracker's numbers (a hash or the word "issue" before a number):
+#: history, which docs never cite.
 ISSUE_NUMBER = re.compile(r"#\d|\bissues? \d", re.IGNORECASE)
-#: A calendar date, as lab notes carry ("measured 2026-12-03").
+#: A calendar date (year, month and day, dashed), as lab notes carry.
 DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
 
 
