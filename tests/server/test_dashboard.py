@@ -351,6 +351,20 @@ def test_a_stage_cannot_turn_the_words_after_it_around(receiver: Serve) -> None:
     assert "; stage: \u2068\u202eparsing 12\u2069; last beat " in state
 
 
+def test_counts_a_beat_did_not_carry_are_dashes_not_zeros(receiver: Serve) -> None:
+    body = beat()
+    body["progress"] = {"crawled_urls": 7}
+    assert receiver.post(body).status_code == 200
+    listed = render(receiver.url + "/")
+    headers = [th.text_content() for th in listed.cssselect("#list-table th")]
+    [row] = listed.cssselect("#rows tr")
+    cells = dict(zip(headers, (td.text_content() for td in row.cssselect("td")), strict=True))
+    assert (cells["items"], cells["errors"]) == ("–", "–")
+    one = render(receiver.url + f"/?execution={body['execution_id']}")
+    state = one.get_element_by_id("detail-state").text_content()
+    assert " 7 / – URLs (– ok, – failed), – items, – errors; " in state
+
+
 def test_the_words_agree_with_their_numbers(receiver: Serve) -> None:
     body = beat()
     body["progress"].update(data_items=1, error_count=1)
@@ -638,7 +652,7 @@ def test_screenshots_of_each_state_for_the_docs(
             and liveness(finished, ended[0])["books-c"] == "lost"
         )  # fmt: skip
         shown = {row["id"]: row for row in evaluate(running.url + "/", SHOWN, *SHOT_SIZE)}
-        assert any(c.startswith("books-c: running (lost), ") for c in shown[big]["containers"])
+        assert any(c.startswith("(lost) books-c: running, ") for c in shown[big]["containers"])
         assert shown[stuck]["row"] == "stalled"
         SHOTS.mkdir(exist_ok=True)
         shots = {
