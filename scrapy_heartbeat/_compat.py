@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-from collections.abc import Callable
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 
@@ -25,6 +26,26 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def started(coro: Coroutine[Any, Any, None]) -> Awaitable[None]:
+    """Run ``coro`` from now on, as a task of the running asyncio loop, else
+    as a Deferred: what it does happens whether or not anyone awaits the
+    result (a signal sent with the synchronous ``send_catch_log`` never
+    does), and dropping the result leaves no coroutine unawaited."""
+    if _running_loop() is not None:
+        return asyncio.ensure_future(coro)
+    from twisted.internet.defer import Deferred
+
+    return _waiting(Deferred.fromCoroutine(coro))
+
+
+@types.coroutine
+def _waiting(deferred: Any) -> Generator[Any, Any, None]:
+    """Awaits ``deferred``. A generator, because Scrapy warns when a signal
+    handler returns a Deferred, and Python when a coroutine is dropped
+    unstarted; Twisted drives a generator as it does a coroutine."""
+    yield from deferred
 
 
 def twisted_reactor() -> Any:

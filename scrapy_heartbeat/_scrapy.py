@@ -58,14 +58,15 @@ def engine_of(crawler: Crawler) -> Any:
         return None
 
 
-def engine_closing(crawler: Crawler) -> bool:
-    """Whether the crawler's engine is closing its spider: Scrapy sends
-    ``spider_closed`` from there, and awaits what its handlers return."""
+def crawl_running(crawler: Crawler) -> bool:
+    """Whether the crawler's engine holds its spider open and is not
+    closing it. Scrapy sends ``spider_closed`` once the close began (and
+    awaits what its handlers return); after the close the engine has no slot."""
     engine = engine_of(crawler)
     for name in ("_slot", "slot"):
         slot = getattr(engine, name, None)
         if slot is not None:
-            return getattr(slot, "closing", None) is not None
+            return getattr(slot, "closing", None) is None
     return False
 
 

@@ -15,9 +15,9 @@ from scrapy.extensions.corestats import CoreStats
 from scrapy.utils.job import job_dir
 
 from scrapy_heartbeat import jobstate
-from scrapy_heartbeat._compat import loop_thread_caller, loop_timer, looping_call
+from scrapy_heartbeat._compat import loop_thread_caller, loop_timer, looping_call, started
 from scrapy_heartbeat._scrapy import (
-    engine_closing,
+    crawl_running,
     engine_of,
     engine_paused,
     local_queued,
@@ -36,7 +36,7 @@ from scrapy_heartbeat.settings import ConfigError, HeartbeatConfig, MissingBaseU
 from scrapy_heartbeat.shared import SharedCounters, open_shared_counters, shared_wanted
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Awaitable
     from concurrent.futures import Future
 
     from scrapy import Spider
@@ -87,6 +87,7 @@ class HeartbeatExtension:
         enable_companions(crawler)
         crawler.signals.connect(o.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(o.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(o.engine_stopped, signal=signals.engine_stopped)
         crawler.signals.connect(o.spider_error, signal=signals.spider_error)
         crawler.signals.connect(o.item_error, signal=signals.item_error)
         crawler.signals.connect(o.start_failed, signal=start_failed)
@@ -175,14 +176,15 @@ class HeartbeatExtension:
 
     # -- closing ----------------------------------------------------------------
 
-    def spider_closed(self, spider: Spider, reason: str) -> Coroutine[Any, Any, None] | None:
+    def spider_closed(self, spider: Spider, reason: str) -> Awaitable[None] | None:
         """Stop beating and send the final beat, then return what waits for
-        it (Scrapy awaits it). Not ``async def``: a crawl that never reported,
-        or a signal sent by hand with the synchronous ``send_catch_log``,
-        leaves no coroutine unawaited."""
+        it (Scrapy awaits it). Not ``async def``: the wait is already under
+        way, so a signal sent by hand with the synchronous
+        ``send_catch_log`` leaves no coroutine unawaited, and the final beat's
+        fate is recorded all the same."""
         if self.sender is None or self.closing is not None:
             return None  # never reported, or closed already
-        if not engine_closing(self.crawler):
+        if crawl_running(self.crawler):
             # Sent by hand while the crawl goes on: its true final state is
             # known only when the engine closes it.
             logger.warning(
@@ -191,10 +193,26 @@ class HeartbeatExtension:
                 extra={"crawler": self.crawler},
             )
             return None
+        return self._end(reason)
+
+    def engine_stopped(self) -> Awaitable[None] | None:
+        """The engine stopped and ``spider_closed`` never reached us (a
+        handler before ours broke the signal): end as at a shutdown, so that
+        no beat loop outlives the crawl."""
+        if self.sender is None or self.closing is not None:
+            return None
+        logger.warning(
+            "scrapy-heartbeat: the engine stopped without spider_closed; sending the final "
+            "heartbeat as for a shutdown",
+            extra={"crawler": self.crawler},
+        )
+        return self._end(SHUTDOWN)
+
+    def _end(self, reason: str) -> Awaitable[None] | None:
         budget = CloseBudget.for_reason(self.config, reason)
         status, future = self._close(reason, budget)
         if budget.waits:
-            return self._finish(status, budget, future)
+            return started(self._finish(status, budget, future))
         # HEARTBEAT_CLOSE_TIMEOUT = 0: nothing waits. The fate is recorded
         # when the beat ends; the exit guard holds the process for it meanwhile.
         call = loop_thread_caller()

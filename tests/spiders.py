@@ -303,3 +303,53 @@ class HandClosedSpider(PagesSpider):
                 signal=scrapy.signals.spider_closed, spider=self, reason="cancelled"
             )
         yield from super().parse(response)
+
+
+class LostCloseSpider(PagesSpider):
+    """Loses ``spider_closed`` for every receiver once idle (as when the
+    engine cannot send it), then reports from ``engine_stopped``, after the
+    extension's own handler, whether the extension still beats. With
+    ``-a resend=1`` it sends ``spider_closed`` (``finished``) itself, through
+    the synchronous ``send_catch_log``, once
+    the engine closed the spider, before the extension hears
+    ``engine_stopped``, as Scrapy's own tests do."""
+
+    name = "lost_close"
+
+    def __init__(self, resend: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.resend = resend == "1"
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> Any:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider.lose_closed, signal=signals.spider_idle)
+        if spider.resend:  # connected before the extension, so heard first
+            crawler.signals.connect(spider.send_closed, signal=signals.engine_stopped)
+        return spider
+
+    def send_closed(self) -> None:
+        for receiver in self.lost:
+            self.crawler.signals.connect(receiver, signal=signals.spider_closed)
+        self.crawler.signals.send_catch_log(
+            signal=signals.spider_closed, spider=self, reason="finished"
+        )
+
+    def lose_closed(self) -> None:
+        from pydispatch.dispatcher import getAllReceivers, liveReceivers
+
+        # A list first: disconnecting while iterating skips every other one.
+        closed = signals.spider_closed
+        self.lost = list(liveReceivers(getAllReceivers(self.crawler, closed)))
+        for receiver in self.lost:
+            self.crawler.signals.disconnect(receiver, signal=closed)
+        # Connected now, after the extension: receivers run in that order.
+        self.crawler.signals.connect(self.stopped, signal=signals.engine_stopped)
+
+    def stopped(self) -> None:
+        from scrapy_heartbeat.extension import HeartbeatExtension
+
+        for ext in self.crawler.extensions.middlewares:
+            if isinstance(ext, HeartbeatExtension):
+                running = ext.task is not None and ext.task.running
+                self.logger.info("heartbeat loop running after the engine stopped: %s", running)

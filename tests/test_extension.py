@@ -244,6 +244,45 @@ def test_a_refused_redis_url_never_ends_the_execution(
     assert len([line for line in result.log.splitlines() if "HEARTBEAT_REDIS_URL" in line]) == 1
 
 
+def test_a_lost_spider_closed_ends_at_engine_stopped(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    """spider_closed never reaches the extension: engine_stopped ends the
+    execution as a shutdown would (failed, no JOBDIR), and stops the beat
+    loop, which would otherwise outlive the crawl in a long-lived process."""
+    result = _crawl("tests.spiders.LostCloseSpider", pages_site, heartbeat_server, 4)
+    # 3: the crawl runner's own spider_closed handler is lost with ours.
+    assert result.returncode == 3, result.log[-3000:]
+    finals = [b for b in heartbeat_server.bodies() if b["status"] != "running"]
+    assert [b["status"] for b in finals] == ["failed"], finals
+    assert finals[0]["progress"]["crawled_urls"] == 4
+    assert result.log.count("the engine stopped without spider_closed") == 1
+    assert "heartbeat loop running after the engine stopped: False" in result.log
+
+
+def test_spider_closed_sent_after_the_engine_closed_is_the_final_beat(
+    pages_site: SiteServer, heartbeat_server: HeartbeatServer
+) -> None:
+    """Scrapy's own tests send spider_closed by hand once the engine closed
+    the spider without it: the crawl no longer runs, so that signal, and its
+    reason, end the execution."""
+    result = run_crawl(
+        "tests.spiders.LostCloseSpider",
+        {
+            "EXTENSIONS": {"scrapy_heartbeat.HeartbeatExtension": 500},
+            "HEARTBEAT_API_BASE_URL": heartbeat_server.url,
+            "HEARTBEAT_EXECUTION_ID": EXECUTION_ID,
+        },
+        args={"site": pages_site.url, "pages": "4", "resend": "1"},
+    )
+    assert result.returncode == 0, result.log[-3000:]  # the runner hears the resend too
+    finals = [b for b in heartbeat_server.bodies() if b["status"] != "running"]
+    assert [b["status"] for b in finals] == ["completed"], result.log[-4000:]
+    assert "spider_closed was sent while the crawl runs" not in result.log
+    assert "the engine stopped without spider_closed" not in result.log
+    assert "heartbeat loop running after the engine stopped: False" in result.log
+
+
 def test_spider_closed_sent_by_hand_on_a_running_crawl(
     pages_site: SiteServer, heartbeat_server: HeartbeatServer
 ) -> None:
