@@ -6,10 +6,11 @@ Prometheus read.
 
 Seeds a fresh database directly with SQL (``--executions`` executions of
 one container each, a tenth of them completed, the rest last seen over the
-past hour; ``--history`` history rows), starts ``scrapy-heartbeat serve``
-on it, and drives beats open-loop as :mod:`bench.receiver_load` does, while
-a dashboard-like poller asks for one page of 100 and the summary every 2 s
-(never before the previous answer) and ``/metrics`` is scraped every 15 s.
+past hour, each with the liveness a receiver settled; ``--history``
+history rows), starts ``scrapy-heartbeat serve`` on it, and drives beats
+open-loop as :mod:`bench.receiver_load` does, while a dashboard-like poller
+asks for one page of 100 and the summary every 2 s (never before the
+previous answer) and ``/metrics`` is scraped every 15 s.
 Reports the beats' latencies, each page's and scrape's time, the scrape's
 size and series, and the receiver's peak RSS.
 """
@@ -56,11 +57,11 @@ def seed_statements(backend: str, executions: int, history: int, now: float) -> 
         f"SELECT <id>, <container>CASE WHEN n % 10 = 0 THEN 'completed' ELSE 'running' END, "
         f"'{PROGRESS}', {now - 7200}, {now} - (n % 3600), 240, '500/1500', {now} - 60, 239, "
         f"{239 * 30.0}, CASE WHEN n % 10 = 0 THEN 'completed' WHEN n % 3600 < 60 THEN 'running' "
-        "WHEN n % 3600 < 300 THEN 'late' ELSE 'lost' END FROM s"
+        "WHEN n % 3600 < 300 THEN 'late' ELSE 'lost' END, 240 FROM s"
     )
     columns = (
         "status, progress, first_seen, last_seen, beats, progress_key, moved_at, gaps, "
-        "gap_seconds, liveness"
+        "gap_seconds, liveness, settled_beats"
     )
     return [
         f"{series.format(count=executions)} INSERT INTO executions (execution_id, container_id, "

@@ -49,7 +49,8 @@ _STATE_COLUMNS = """
     gap3 REAL,
     clock_offset REAL,
     start_time TEXT,
-    started_at REAL
+    started_at REAL,
+    settled_beats INTEGER
 """
 
 SCHEMA = f"""
@@ -108,6 +109,7 @@ ADDED_COLUMNS = (
     "clock_offset REAL",
     "start_time TEXT",
     "started_at REAL",
+    "settled_beats INTEGER",
 )
 
 
@@ -286,6 +288,29 @@ _LIVENESS_INPUTS = f"""e.status, e.liveness,
             THEN COALESCE(e.moved_at, e.first_seen) ELSE ? END AS still"""
 
 
+#: Executions no round can change the liveness of until they beat again:
+#: a status settled as itself (the rules never look past it), and a ``lost``
+#: confirmed at its count of beats (silence only grows, and under a grace
+#: nothing recovers). Settling skips them: at fleet scale they are most rows.
+_SETTLED_FOR_GOOD = """COALESCE(
+        e.liveness IN ('completed', 'failed', 'paused') AND e.liveness = e.status
+        OR e.liveness = 'lost' AND e.settled_beats = e.beats, FALSE)"""
+
+
+def confirm_lost(count: int) -> str:
+    """Confirms ``count`` executions settled ``lost`` and still silent, each
+    at the count of beats it was read with (arguments: the ids, then id and
+    count for each): from then on settling skips them, until a beat changes
+    the count. One statement for a window's worth, found by the key."""
+    ids = ", ".join(["?"] * count)
+    read = " ".join(["WHEN ? THEN ?"] * count)
+    return (
+        "UPDATE executions SET settled_beats = beats "
+        f"WHERE execution_id IN ({ids}) AND liveness = 'lost' "
+        f"AND beats = CASE execution_id {read} END"
+    )
+
+
 #: A LIMIT no query reaches: it only keeps a window from being folded in.
 _UNREACHED = 2**62
 
@@ -311,8 +336,9 @@ def _decided(lost_after: bool) -> str:
 def select_unsettled(lost_after: bool, last_window: bool) -> str:
     """What settling needs of each execution of a window of ids (read as
     :class:`LivenessRow`; its interval the one the rules use), for those
-    whose liveness decided now is not the one settled: the database, not
-    Python, looks at the fleet every round. Arguments: those of
+    whose liveness decided now is not the one settled, and the ``lost``
+    ones not yet confirmed (see :data:`_SETTLED_FOR_GOOD`): the database,
+    not Python, looks at the fleet every round. Arguments: those of
     :data:`_LIVENESS_INPUTS`, the id after which the window starts, the
     one it ends at (unless ``last_window``), then those of
     :func:`_decided`. The ids bound the window, not a count: executions
@@ -320,14 +346,15 @@ def select_unsettled(lost_after: bool, last_window: bool) -> str:
     push none out of it."""
     until = "" if last_window else " AND e.execution_id <= ?"
     return f"""
-SELECT w.execution_id, w.status, w.last_seen, w.moved, w.liveness, w.every
+SELECT w.execution_id, w.status, w.last_seen, w.moved, w.liveness, w.every, w.beats
 FROM (
     SELECT e.execution_id, e.last_seen, COALESCE(e.moved_at, e.first_seen) AS moved,
-        {_LIVENESS_INPUTS}
+        e.beats, {_LIVENESS_INPUTS}
     FROM executions e
-    WHERE e.execution_id > ?{until} ORDER BY e.execution_id LIMIT {_UNREACHED}
+    WHERE e.execution_id > ?{until} AND NOT {_SETTLED_FOR_GOOD}
+    ORDER BY e.execution_id LIMIT {_UNREACHED}
 ) w
-WHERE w.liveness IS NULL OR w.liveness <> {_decided(lost_after)}
+WHERE w.liveness IS NULL OR w.liveness = 'lost' OR w.liveness <> {_decided(lost_after)}
 ORDER BY w.execution_id"""
 
 
@@ -368,12 +395,16 @@ class LivenessRow(NamedTuple):
     moved_at: float
     settled_liveness: str | None
     interval: float | None
+    beats: int
 
 
 #: The conditional update that claims a transition: of receivers settling
-#: the same row, one changes it.
+#: the same row, one changes it. It keeps the count of beats the liveness
+#: was decided at (none if a beat came meanwhile). Arguments: the liveness,
+#: the moment, that count, the id, the liveness it replaces.
 CLAIM_TRANSITION = (
-    "UPDATE executions SET liveness = ?, liveness_since = ? "
+    "UPDATE executions SET liveness = ?, liveness_since = ?, "
+    "settled_beats = CASE WHEN beats = ? THEN beats END "
     "WHERE execution_id = ? AND COALESCE(liveness, '') = ?"
 )
 

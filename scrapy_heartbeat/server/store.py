@@ -21,6 +21,7 @@ the rows.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -183,12 +184,16 @@ class HeartbeatStore:
             return [execute(query, args).rowcount for query, args in statements]
 
     def _claim_each(
-        self, claims: list[tuple[schema.Statement, list[schema.Statement]]]
+        self,
+        claims: list[tuple[schema.Statement, list[schema.Statement]]],
+        also: Sequence[schema.Statement] = (),
     ) -> list[int]:
         """In one transaction, each claim, and the statements that follow
-        it when it claimed a row; the claims' row counts."""
+        it when it claimed a row, and first ``also``; the claims' row counts."""
         counts = []
         with self._transaction() as execute:
+            for query, args in also:
+                execute(query, args)
             for (query, args), following in claims:
                 counts.append(execute(query, args).rowcount)
                 if counts[-1]:
@@ -375,20 +380,8 @@ class HeartbeatStore:
                 found = self._read(*self._unsettled(moment, after, until))
             rows = [LivenessRow._make(r) for r in found]
             changed = self._changed(rows, moment)
-            claims = [
-                (
-                    (
-                        schema.CLAIM_TRANSITION,
-                        (e["liveness"], moment, e["execution_id"], e["old_liveness"] or ""),
-                    ),
-                    list(then(e, moment)) if then is not None else [],
-                )
-                for e in changed
-            ]
-            # One transaction per batch: ten thousand new executions are not
-            # ten thousand commits.
             with self._listening():
-                claimed = self._claim_each(claims) if claims else []
+                claimed = self._claim_window(rows, changed, moment, then)
             for event, count in zip(changed, claimed, strict=True):
                 if count:
                     yield event
@@ -396,6 +389,40 @@ class HeartbeatStore:
                 return
             after = until
             yield None
+
+    def _claim_window(
+        self,
+        rows: list[LivenessRow],
+        changed: list[dict[str, Any]],
+        moment: float,
+        then: Callable[[dict[str, Any], float], Sequence[schema.Statement]] | None,
+    ) -> list[int]:
+        """Claim a window's transitions, with what follows each, and confirm
+        its lost executions that stay lost; the claims' row counts. One
+        transaction per window: ten thousand new executions are not ten
+        thousand commits."""
+        claims = [
+            (
+                (
+                    schema.CLAIM_TRANSITION,
+                    (e["liveness"], moment, e["beats"], e["execution_id"], e["old_liveness"] or ""),
+                ),
+                list(then(e, moment)) if then is not None else [],
+            )
+            for e in changed
+        ]
+        moved = {e["execution_id"] for e in changed}
+        still_lost = [
+            (row.execution_id, row.beats)
+            for row in rows
+            if row.settled_liveness == "lost" and row.execution_id not in moved
+        ]
+        confirms: list[schema.Statement] = []
+        if still_lost:
+            ids = tuple(eid for eid, _ in still_lost)
+            args = ids + tuple(itertools.chain.from_iterable(still_lost))
+            confirms.append((schema.confirm_lost(len(still_lost)), args))
+        return self._claim_each(claims, confirms) if claims or confirms else []
 
     def _unsettled(
         self, moment: float, after: str, until: str | None

@@ -409,6 +409,7 @@ _execution = st.tuples(
     st.sampled_from([0.0, 60.0, 300.0, 600.0]) | st.floats(0, 4000),  # silent for
     st.sampled_from([0.0, 100.0]) | st.floats(0, 4000),  # still for
     st.lists(_container, max_size=3),
+    st.booleans(),  # settled at its count of beats (as a confirmed lost one is)
 )
 
 
@@ -436,10 +437,15 @@ def test_the_database_reads_exactly_the_executions_whose_liveness_changed(
         store.heard_since = T0 - heard_before
         ids = _seed_liveness(store, executions)
         [read] = [store.read(schema.SELECT_EXECUTIONS + " ORDER BY e.execution_id")]
+        confirmed = {eid for eid, e in zip(ids, executions, strict=True) if e[-1]}
         expected = [
-            row[0]
+            row.execution_id
             for row in map(ExecutionRow._make, read)
-            if store.liveness_of(row, T0) != row.settled_liveness
+            if not _settled_for_good(row, row.execution_id in confirmed)
+            and (
+                store.liveness_of(row, T0) != row.settled_liveness
+                or row.settled_liveness == "lost"  # to be confirmed
+            )
         ]
         picked, after = [], ""
         while True:
@@ -455,21 +461,84 @@ def test_the_database_reads_exactly_the_executions_whose_liveness_changed(
         store.close()
 
 
+def test_a_lost_execution_is_read_again_only_once_it_beats(store: HeartbeatStore) -> None:
+    """Settling confirms a lost execution once, then skips it (silence only
+    grows) until a beat changes its count of beats, even if the rules
+    change meanwhile; a finished one it skips from the start."""
+    eid, done = str(uuid.uuid4()), str(uuid.uuid4())
+    store.heard_since = T0 - 1
+    for i in range(3):
+        store.add(beat(eid, crawled=i), T0 + 10 * i)
+    store.add(beat(done, status="completed"), T0)
+
+    def read(moment: float) -> list[str]:
+        return [row[0] for row in store.read(*store._unsettled(moment, "", None))]
+
+    def settle(moment: float) -> list[tuple[str | None, str]]:
+        found = [e for e in store.settle(moment) if e is not None]
+        return [(e["old_liveness"], e["liveness"]) for e in found if e["execution_id"] == eid]
+
+    assert settle(T0 + 21) == [(None, "running")]
+    assert read(T0 + 22) == []  # running as settled; the completed one skipped
+    assert settle(T0 + 400) == [("running", "lost")]
+    assert read(T0 + 401) == []  # confirmed by the claim itself
+    # As an older receiver left it: lost, not confirmed.
+    store._write(("UPDATE executions SET settled_beats = NULL", ()))
+    assert read(T0 + 401) == [eid]
+    assert settle(T0 + 401) == []  # confirms it
+    assert read(T0 + 10_000) == []
+    # Not even rules that would now call it late read it again.
+    store.rules = LivenessRules(lost_after=100_000, stall_after=store.rules.stall_after)
+    assert store.liveness_of(store.rows_of([eid])[0], T0 + 10_000) == "late"
+    assert read(T0 + 10_000) == []
+    store.add(beat(eid, crawled=9), T0 + 10_000)
+    assert read(T0 + 10_001) == [eid]
+    assert settle(T0 + 10_001) == [("lost", "running")]
+
+
+def test_a_beat_during_the_claim_of_lost_keeps_the_execution_read(
+    store: HeartbeatStore,
+) -> None:
+    """A beat that lands between deciding ``lost`` and claiming it leaves
+    the execution unconfirmed, so the next round sees the beat."""
+    eid = str(uuid.uuid4())
+    store.heard_since = T0 - 1
+    store.add(beat(eid, crawled=0), T0)
+    store.add(beat(eid, crawled=1), T0 + 10)
+
+    def meanwhile(event: dict[str, Any], moment: float) -> list[Any]:
+        store.add(beat(eid, crawled=2), moment)
+        return []
+
+    events = [e for e in store.settle(T0 + 400, then=meanwhile) if e is not None]
+    assert [e["liveness"] for e in events] == ["lost"]
+    found = [e for e in store.settle(T0 + 401) if e is not None]
+    assert [(e["old_liveness"], e["liveness"]) for e in found] == [("lost", "running")]
+
+
+def _settled_for_good(row: ExecutionRow, confirmed: bool) -> bool:
+    """The model of what settling skips: a status settled as itself, and
+    a lost execution confirmed at its count of beats."""
+    if row.settled_liveness in ("completed", "failed", "paused"):
+        return row.settled_liveness == row.status
+    return row.settled_liveness == "lost" and confirmed
+
+
 def _seed_liveness(store: HeartbeatStore, executions: list[tuple[Any, ...]]) -> list[str]:
     """Rows as the receiver keeps them, written directly: each execution
     with its settled liveness and its containers' gaps."""
     store._write(("DELETE FROM executions", ()), ("DELETE FROM containers", ()))
     ids = []
-    for status, settled, silent, still, containers in executions:
+    for status, settled, silent, still, containers, confirmed in executions:
         eid = str(uuid.uuid4())
         ids.append(eid)
         state = (status, T0 - 5000, T0 - silent, 3, T0 - still, settled)
         statements = [
             (
                 "INSERT INTO executions (execution_id, container_id, latency, status, "
-                "first_seen, last_seen, beats, moved_at, liveness) "
-                "VALUES (?, 'c0', 0.1, ?, ?, ?, ?, ?, ?)",
-                (eid, *state),
+                "first_seen, last_seen, beats, moved_at, liveness, settled_beats) "
+                "VALUES (?, 'c0', 0.1, ?, ?, ?, ?, ?, ?, ?)",
+                (eid, *state, 3 if confirmed else None),
             )
         ]
         for n, (gaps, gap1, gap2, gap3) in enumerate(containers):
