@@ -223,13 +223,30 @@ def _write_port(path: str, port: int) -> bool:
 
 
 def print_heartbeat(body: dict[str, Any], latency: float) -> None:
+    """One line per beat, as the dashboard words it: a dash for a count the
+    beat did not carry, and the latency in whole seconds, since the beat's
+    timestamp has no finer ones."""
     p = body.get("progress") or {}
+
+    def count(field: str) -> str:
+        value = p.get(field)
+        return "–" if value is None else printable(str(value))
+
     stage = printable(p.get("current_stage", ""))
+    late = "< 1" if latency < 1 else f"{latency:.0f}"
     print(
-        f"heartbeat {body['execution_id'][:8]} {body.get('status') or '-':9} "
-        f"{p.get('crawled_urls', 0)}/{p.get('total_urls', 0)} URLs "
-        f"({p.get('percentage', 0)}%), ok {p.get('successful_urls', 0)}, "
-        f"failed {p.get('failed_urls', 0)}, items {p.get('data_items', 0)}, "
-        f"errors {p.get('error_count', 0)}, latency {latency:g}s | {stage}",
+        f"heartbeat {short_id(body['execution_id'])} {body.get('status') or '-':9} "
+        f"{count('crawled_urls')}/{count('total_urls')} URLs ({count('percentage')}%), "
+        f"ok {count('successful_urls')}, failed {count('failed_urls')}, "
+        f"items {count('data_items')}, errors {count('error_count')}, latency {late} s | {stage}",
         flush=True,
     )
+
+
+def short_id(execution_id: str) -> str:
+    """As the dashboard shows it: the first 8 digits, or the last 8 of a
+    time-ordered UUID (version 6 or 7), whose first digits are a clock that
+    executions started in the same minute share."""
+    if len(execution_id) == 36 and execution_id[14] in "67":
+        return "…" + execution_id[-8:]
+    return execution_id[:8]

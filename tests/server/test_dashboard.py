@@ -128,6 +128,22 @@ def test_with_a_token_the_dashboard_asks_for_it(serve: Callable[..., Serve]) -> 
     assert "token was refused" in wrong.get_element_by_id("summary").text_content()
 
 
+def test_the_token_of_the_fragment_leaves_the_address(serve: Callable[..., Serve]) -> None:
+    """Read once from ``#token=``, the token is kept for the tab and dropped
+    from the address: out of the history and of an address copied."""
+    receiver = serve("--token", "s3cret-token")
+    headers = {"Authorization": "Bearer s3cret-token"}
+    assert receiver.post(beat(), headers=headers).status_code == 200
+    seen = evaluate(
+        receiver.url + f"/?execution={beat()['execution_id']}#token=s3cret-token",
+        "[location.href, document.getElementById('title').textContent]",
+    )
+    assert seen == [
+        receiver.url + f"/?execution={beat()['execution_id']}",
+        f"Execution {beat()['execution_id']}",
+    ]
+
+
 def test_with_scoped_credentials_the_dashboard_takes_the_read_token(
     serve: Callable[..., Serve],
 ) -> None:
@@ -349,6 +365,21 @@ def test_a_stage_cannot_turn_the_words_after_it_around(receiver: Serve) -> None:
     page = render(receiver.url + f"/?execution={body['execution_id']}")
     state = page.get_element_by_id("detail-state").text_content()
     assert "; stage: \u2068\u202eparsing 12\u2069; last beat " in state
+
+
+def test_time_ordered_ids_are_told_apart_by_their_last_digits(receiver: Serve) -> None:
+    """UUIDv7 ids of executions started in the same minute share their first
+    8 digits: the list shows their last 8; other ids their first 8."""
+    v7 = ["01936b2e-1f00-7000-8000-00000000a1b2", "01936b2e-2a00-7abc-9000-00000000c3d4"]
+    v4 = str(uuid.uuid4())
+    for eid in (*v7, v4):
+        assert receiver.post(beat(execution_id=eid)).status_code == 200
+    listed = render(receiver.url + "/")
+    shown = {
+        tr.get("data-execution-id"): tr.cssselect("td.id a")[0].text_content()
+        for tr in listed.cssselect("#rows tr")
+    }
+    assert shown == {v7[0]: "…0000a1b2", v7[1]: "…0000c3d4", v4: v4[:8]}
 
 
 def test_counts_a_beat_did_not_carry_are_dashes_not_zeros(receiver: Serve) -> None:
