@@ -230,12 +230,14 @@ def print_heartbeat(body: dict[str, Any], latency: float) -> None:
 
     def count(field: str) -> str:
         value = p.get(field)
-        return "–" if value is None else printable(str(value))
+        if value is None:
+            return "–"
+        return f"{value:.2f}" if isinstance(value, float) else printable(str(value))
 
     stage = printable(p.get("current_stage", ""))
     late = "< 1" if latency < 1 else f"{latency:.0f}"
     print(
-        f"heartbeat {short_id(body['execution_id'])} {body.get('status') or '-':9} "
+        f"heartbeat {short_id(body['execution_id'])} {body.get('status') or '–':9} "
         f"{count('crawled_urls')}/{count('total_urls')} URLs ({count('percentage')}%), "
         f"ok {count('successful_urls')}, failed {count('failed_urls')}, "
         f"items {count('data_items')}, errors {count('error_count')}, latency {late} s | {stage}",

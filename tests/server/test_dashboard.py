@@ -130,7 +130,7 @@ def test_with_a_token_the_dashboard_asks_for_it(serve: Callable[..., Serve]) -> 
 
 def test_the_token_of_the_fragment_leaves_the_address(serve: Callable[..., Serve]) -> None:
     """Read once from ``#token=``, the token is kept for the tab and dropped
-    from the address: out of the history and of an address copied."""
+    from the address bar: an address copied from the page does not carry it."""
     receiver = serve("--token", "s3cret-token")
     headers = {"Authorization": "Bearer s3cret-token"}
     assert receiver.post(beat(), headers=headers).status_code == 200

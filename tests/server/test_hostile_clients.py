@@ -348,16 +348,17 @@ def test_print_escapes_what_a_client_sent(serve: Callable[..., Serve]) -> None:
 
 
 def test_print_words_a_beat_as_the_dashboard_does(serve: Callable[..., Serve]) -> None:
-    """Dashes for counts the beat did not carry, whole-second latency (the
-    timestamp has no finer ones), and a time-ordered id by its last digits."""
+    """Dashes for counts the beat did not carry, a percentage to two places,
+    whole-second latency (the timestamp has no finer ones), and a
+    time-ordered id by its last digits."""
     receiver = serve("--print")
     body = beat(execution_id="01936b2e-1f00-7000-8000-00000000a1b2")
-    body["progress"] = {"crawled_urls": 7, "current_stage": "crawling"}
+    body["progress"] = {"crawled_urls": 7, "percentage": 100 / 3, "current_stage": "crawling"}
     body["timestamp"] = int(time.time())
     assert receiver.post(body).status_code == 200
     assert receiver.process.stdout is not None
     printed = [receiver.process.stdout.readline() for _ in range(3)][-1]
     assert printed == (
-        "heartbeat …0000a1b2 running   7/– URLs (–%), ok –, failed –, items –, errors –, "
+        "heartbeat …0000a1b2 running   7/– URLs (33.33%), ok –, failed –, items –, errors –, "
         "latency < 1 s | crawling\n"
     )
