@@ -288,12 +288,15 @@ _LIVENESS_INPUTS = f"""e.status, e.liveness,
             THEN COALESCE(e.moved_at, e.first_seen) ELSE ? END AS still"""
 
 
+#: The client statuses that are their own liveness, whatever the silence.
+_OWN_LIVENESS = "('completed', 'failed', 'paused')"
+
 #: Executions no round can change the liveness of until they beat again:
 #: a status settled as itself (the rules never look past it), and a ``lost``
 #: confirmed at its count of beats (silence only grows, and under a grace
 #: nothing recovers). Settling skips them: at fleet scale they are most rows.
-_SETTLED_FOR_GOOD = """COALESCE(
-        e.liveness IN ('completed', 'failed', 'paused') AND e.liveness = e.status
+_SETTLED_FOR_GOOD = f"""COALESCE(
+        e.liveness IN {_OWN_LIVENESS} AND e.liveness = e.status
         OR e.liveness = 'lost' AND e.settled_beats = e.beats, FALSE)"""
 
 
@@ -326,7 +329,7 @@ def _decided(lost_after: bool) -> str:
     if not lost_after:
         lost = f"w.silent > {LOST_AFTER_INTERVALS} * w.every AND w.silent > {LOST_AFTER_AT_LEAST!r}"
     return f"""CASE
-        WHEN w.status IN ('completed', 'failed', 'paused') THEN w.status
+        WHEN w.status IN {_OWN_LIVENESS} THEN w.status
         WHEN {late} AND {lost} THEN 'lost'
         WHEN {late} THEN 'late'
         WHEN w.still > ? THEN 'stalled'
