@@ -46,6 +46,9 @@ READ_BUSY_TIMEOUT = 5.0
 #: Executions read per step of :meth:`HeartbeatStore.settle`: a few
 #: milliseconds of the reactor thread each.
 SETTLE_BATCH = 500
+#: A transition to claim: the execution's id, the conditional update that
+#: claims it, and the statements written only if it does.
+Claim = tuple[str, schema.Statement, list[schema.Statement]]
 #: How bad a sender's liveness is, for the grace: a grace never improves one.
 _SEVERITY = {"running": 0, "stalled": 1, "late": 2, "lost": 3}
 #: Containers an execution's detail shows at most, the latest first: one
@@ -183,18 +186,17 @@ class HeartbeatStore:
         with self._transaction() as execute:
             return [execute(query, args).rowcount for query, args in statements]
 
-    def _claim_each(
-        self,
-        claims: list[tuple[schema.Statement, list[schema.Statement]]],
-        also: Sequence[schema.Statement] = (),
-    ) -> list[int]:
-        """In one transaction, each claim, and the statements that follow
-        it when it claimed a row, and first ``also``; the claims' row counts."""
+    def _claim_each(self, claims: list[Claim], lost: Sequence[tuple[str, int]] = ()) -> list[int]:
+        """In one transaction, the ``lost`` executions confirmed at their
+        counts of beats (see :func:`.schema.confirm_lost`), then each claim
+        and the statements that follow it when it claimed a row; the
+        claims' row counts."""
         counts = []
         with self._transaction() as execute:
-            for query, args in also:
-                execute(query, args)
-            for (query, args), following in claims:
+            if lost:
+                ids = tuple(eid for eid, _ in lost)
+                execute(schema.confirm_lost(len(lost)), ids + tuple(itertools.chain(*lost)))
+            for _, (query, args), following in claims:
                 counts.append(execute(query, args).rowcount)
                 if counts[-1]:
                     for then, then_args in following:
@@ -398,11 +400,13 @@ class HeartbeatStore:
         then: Callable[[dict[str, Any], float], Sequence[schema.Statement]] | None,
     ) -> list[int]:
         """Claim a window's transitions, with what follows each, and confirm
-        its lost executions that stay lost; the claims' row counts. One
-        transaction per window: ten thousand new executions are not ten
-        thousand commits."""
-        claims = [
+        its lost executions that stay lost; the claims' row counts, in the
+        order of ``changed``. In id order, the order a batch of beats locks
+        rows in, so that a claim and a batch never wait for each other in
+        a cycle."""
+        claims: list[Claim] = [
             (
+                e["execution_id"],
                 (
                     schema.CLAIM_TRANSITION,
                     (e["liveness"], moment, e["beats"], e["execution_id"], e["old_liveness"] or ""),
@@ -412,17 +416,16 @@ class HeartbeatStore:
             for e in changed
         ]
         moved = {e["execution_id"] for e in changed}
-        still_lost = [
+        still_lost = sorted(
             (row.execution_id, row.beats)
             for row in rows
             if row.settled_liveness == "lost" and row.execution_id not in moved
-        ]
-        confirms: list[schema.Statement] = []
-        if still_lost:
-            ids = tuple(eid for eid, _ in still_lost)
-            args = ids + tuple(itertools.chain.from_iterable(still_lost))
-            confirms.append((schema.confirm_lost(len(still_lost)), args))
-        return self._claim_each(claims, confirms) if claims or confirms else []
+        )
+        if not claims and not still_lost:
+            return []
+        order = sorted(range(len(claims)), key=lambda i: claims[i][0])
+        counts = self._claim_each([claims[i] for i in order], still_lost)
+        return [count for _, count in sorted(zip(order, counts, strict=True))]
 
     def _unsettled(
         self, moment: float, after: str, until: str | None

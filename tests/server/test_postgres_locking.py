@@ -11,8 +11,11 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
+import pytest
 import requests
 
+from scrapy_heartbeat.server import open_store
+from scrapy_heartbeat.server.pgstore import CLAIM_CHUNK
 from tests.server.beats import worker_beat
 from tests.server.postgres_server import PostgresServer
 from tests.server.serving import HEARTBEAT, Serve
@@ -88,3 +91,56 @@ def test_two_receivers_scraped_under_load_never_deadlock(
     assert len(codes) > 100 and set(codes) == {200}
     assert len(scrapes) > 10 and set(scrapes) == {200}
     assert deadlocks == 0
+
+
+def _locked_by_others(db: str) -> set[str]:
+    """The executions whose rows another transaction holds locked now."""
+    with psycopg.connect(db) as probe:
+        every = {r[0] for r in probe.execute("SELECT execution_id FROM executions")}
+        free = probe.execute("SELECT execution_id FROM executions FOR UPDATE SKIP LOCKED")
+        return every - {r[0] for r in free}
+
+
+def _waiting_for_a_lock(db: str, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(db, autocommit=True) as probe:
+        while time.monotonic() < deadline:
+            query = "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            if probe.execute(query).fetchone() != (0,):
+                return True
+            time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("kind", ["transitions", "lost"])
+def test_settling_locks_few_rows_at_a_time_in_id_order(
+    postgres_server: PostgresServer, kind: str
+) -> None:
+    """A round that claims a whole window (a fleet's new executions, or lost
+    ones to confirm) holds only a small chunk of rows locked at a time, and
+    takes them in id order, the order a batch of beats takes them in: a
+    batch waits for a chunk, never for the window, and never in a cycle."""
+    db = postgres_server.database()
+    store = open_store(db)
+    try:
+        now = time.time()
+        ids = sorted(str(uuid.uuid4()) for _ in range(300))
+        store.add_many([(worker_beat(eid), now - 1000) for eid in ids])
+        if kind == "lost":  # as a receiver that did not confirm them left them
+            store._write(("UPDATE executions SET liveness = 'lost', settled_beats = NULL", ()))
+        blocked = ids[220]  # within the fifth chunk of 50
+        lock = "SELECT 1 FROM executions WHERE execution_id = %s FOR UPDATE"
+        with psycopg.connect(db) as holder:
+            holder.execute(lock, (blocked,))
+            settling = threading.Thread(target=lambda: list(store.settle(now)))
+            settling.start()
+            assert _waiting_for_a_lock(db)
+            held = _locked_by_others(db) - {blocked}
+        settling.join(30)
+        assert not settling.is_alive()
+        assert held and all(eid < blocked for eid in held)
+        assert len(held) < CLAIM_CHUNK
+        settled = store.read("SELECT COUNT(*) FROM executions WHERE settled_beats = beats")
+        assert settled == [(300,)]
+    finally:
+        store.close()
