@@ -27,6 +27,44 @@ RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench" / "results")
 T = TypeVar("T")
 
 
+#: The most of the machine's CPU time its host may take (steal) during a
+#: run whose figure is to resolve a latency target: this VM shares its host,
+#: and a run with a third of its CPU taken measures the neighbours.
+STOLEN_AT_MOST = 0.05
+
+
+def cpu_counters() -> list[int]:
+    """The machine's CPU time so far, in ticks, as ``/proc/stat`` counts it:
+    user, nice, system, idle, iowait, irq, softirq, steal."""
+    with open("/proc/stat") as stat:
+        return [int(n) for n in stat.readline().split()[1:9]]
+
+
+def cpu_shares(before: Sequence[int], after: Sequence[int]) -> dict[str, float]:
+    """Between two :func:`cpu_counters`: the share of the machine's CPU time
+    that was busy, and the share its host took for other guests (steal)."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent) or 1
+    idle = spent[3] + spent[4]
+    return {
+        "busy": round((total - idle - spent[7]) / total, 3),
+        "stolen": round(spent[7] / total, 3),
+    }
+
+
+def host_verdict(shares: dict[str, float], ok: bool) -> tuple[str, int]:
+    """The line a latency benchmark ends with, and its exit status: a run
+    whose host took more than :data:`STOLEN_AT_MOST` of the CPU does not
+    resolve its target, met or not."""
+    if shares["stolen"] > STOLEN_AT_MOST:
+        return (
+            f"DOES NOT RESOLVE: the host took {shares['stolen']:.0%} of the CPU "
+            f"(more than {STOLEN_AT_MOST:.0%}); run it again on a quieter host",
+            2,
+        )
+    return ("PASS", 0) if ok else ("FAIL: see the figures above", 1)
+
+
 @dataclass
 class Service:
     url: str

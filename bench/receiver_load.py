@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database, save  # noqa: E402
+from bench.common import bench_database, cpu_counters, cpu_shares, host_verdict, save  # noqa: E402
 from scrapy_heartbeat.demo import spawn_receiver  # noqa: E402
 from scrapy_heartbeat.payload import HEARTBEAT_PATH as PATH  # noqa: E402
 from scrapy_heartbeat.server import open_store  # noqa: E402
@@ -126,15 +126,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-def measure(args: argparse.Namespace) -> tuple[list[float], dict[int, int], float, float, int, int]:
+def measure(
+    args: argparse.Namespace,
+) -> tuple[list[float], dict[int, int], float, float, int, int, dict[str, float]]:
     """Drive a fresh ``serve``: the latencies, reply codes, seconds and load
-    generator CPU seconds; then the rows and executions stored."""
+    generator CPU seconds; then the rows and executions stored, and the
+    machine's CPU shares during the load."""
     with contextlib.ExitStack() as stack:
         db = bench_database(stack, args.backend, "bench.sqlite3")
         server, url = spawn_receiver(db, *args.serve_arg)
         try:
             port = int(url.rsplit(":", 1)[1])
-            cpu_before = os.times()
+            cpu_before, machine_before = os.times(), cpu_counters()
             latencies, statuses, elapsed = asyncio.run(
                 drive(
                     "127.0.0.1",
@@ -146,6 +149,7 @@ def measure(args: argparse.Namespace) -> tuple[list[float], dict[int, int], floa
                 )
             )
             client_cpu = sum(os.times()[:2]) - sum(cpu_before[:2])
+            machine = cpu_shares(machine_before, cpu_counters())
         finally:
             server.terminate()
             server.wait(10)
@@ -158,7 +162,7 @@ def measure(args: argparse.Namespace) -> tuple[list[float], dict[int, int], floa
         finally:
             store.close()
 
-    return latencies, statuses, elapsed, client_cpu, rows, executions
+    return latencies, statuses, elapsed, client_cpu, rows, executions, machine
 
 
 def main() -> int:
@@ -177,7 +181,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    latencies, statuses, elapsed, client_cpu, rows, executions = measure(args)
+    latencies, statuses, elapsed, client_cpu, rows, executions, machine = measure(args)
     accepted = statuses.get(200, 0)
     report = {
         "backend": args.backend,
@@ -197,6 +201,7 @@ def main() -> int:
         "executions_stored": executions,
         "every_accepted_beat_stored": rows == accepted,
         "load_generator_cpu_s": round(client_cpu, 1),
+        "machine_cpu": machine,
     }
     print(json.dumps(report, indent=2))
     if args.save:
@@ -207,8 +212,9 @@ def main() -> int:
         and report["achieved_rate"] >= 0.98 * args.rate
         and report["latency_ms"]["p99"] < 100
     )
-    print("PASS" if ok else "FAIL: see the figures above")
-    return 0 if ok else 1
+    line, status = host_verdict(machine, bool(ok))
+    print(line)
+    return status
 
 
 if __name__ == "__main__":

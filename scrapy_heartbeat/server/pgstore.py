@@ -16,10 +16,11 @@ client's own 10 s timeout.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -29,6 +30,12 @@ from scrapy_heartbeat.server.store import Claim, HeartbeatStore, StoreUnavailabl
 
 CONNECT_TIMEOUT = 3
 STATEMENT_TIMEOUT_MS = 5000
+#: Every connection's settings: the statement timeout, and no JIT. The
+#: planner's estimate for a window of settling runs far past JIT's cost
+#: thresholds though the window reads few rows, and compiling it took
+#: 500-650 ms of the database's CPU every round, beside the beats; none of
+#: the receiver's queries runs long enough to repay a compilation.
+SESSION_OPTIONS = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c jit=off"
 #: Claims of settling per transaction: few enough that the rows they lock
 #: are held for milliseconds, enough that a burst of new executions is
 #: not a commit each.
@@ -102,6 +109,27 @@ def _together(statements: Sequence[schema.Statement]) -> schema.Statement:
     return _placeholders(query), tuple(a for _, args in statements for a in args)
 
 
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), CLAIM_CHUNK):
+        yield items[start : start + CLAIM_CHUNK]
+
+
+def _each(db: psycopg.Connection[Any], statements: Sequence[schema.Statement]) -> list[int]:
+    """Run ``statements``, those in a row with the same query as one
+    pipelined ``executemany``; each one's row count."""
+    counts = []
+    for query, group in itertools.groupby(statements, key=lambda statement: statement[0]):
+        cursor = db.cursor()
+        cursor.executemany(_placeholders(query), [args for _, args in group], returning=True)
+        counts.append(cursor.rowcount)
+        while cursor.nextset():
+            counts.append(cursor.rowcount)
+    return counts
+
+
 class PostgresStore(HeartbeatStore):
     blocking = True
 
@@ -128,7 +156,7 @@ class PostgresStore(HeartbeatStore):
                         self.path,
                         autocommit=True,
                         connect_timeout=CONNECT_TIMEOUT,
-                        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                        options=SESSION_OPTIONS,
                     )
                 except psycopg.ProgrammingError:  # a URL that cannot be parsed
                     # Not quoted: psycopg's message may hold part of the password.
@@ -169,33 +197,23 @@ class PostgresStore(HeartbeatStore):
         return [latency for _, latency in planned]
 
     def _claim_each(self, claims: list[Claim], lost: Sequence[tuple[str, int]] = ()) -> list[int]:
-        """As the base class does, but pipelined, :data:`CLAIM_CHUNK`
-        executions per transaction, each lost execution confirmed by a
-        statement of its own: rows are locked in id order, and held for a
-        few round trips, not one round trip per claim. A batch of beats
-        that needs one of them waits milliseconds, not the whole window."""
-        steps: list[tuple[str, schema.Statement, list[schema.Statement], int | None]] = [
-            (eid, claim, following, i) for i, (eid, claim, following) in enumerate(claims)
-        ]
+        """As the base class does, in transactions of :data:`CLAIM_CHUNK`
+        executions, each transaction's statements sent at once (pipelined
+        ``executemany``), rows taken in the id order they come in: a row
+        is held for a few round trips, not for a round trip per claim of
+        the window, and a batch of beats that needs it waits milliseconds."""
         confirm = schema.confirm_lost(1)
-        steps += [(eid, (confirm, (eid, eid, beats)), [], None) for eid, beats in lost]
-        steps.sort(key=lambda step: step[0])
-        counts = [0] * len(claims)
+        counts: list[int] = []
         with self._connection() as db, _unavailable_as_such():
-            for start in range(0, len(steps), CLAIM_CHUNK):
-                chunk = steps[start : start + CLAIM_CHUNK]
+            for confirms in _chunks([(confirm, (eid, eid, beats)) for eid, beats in lost]):
                 with db.transaction():
-                    with db.pipeline():
-                        done = [db.execute(_placeholders(q), a) for _, (q, a), _, _ in chunk]
-                    following = []
-                    for cursor, (_, _, then, i) in zip(done, chunk, strict=True):
-                        if i is not None and cursor.rowcount:
-                            counts[i] = cursor.rowcount
-                            following += then
-                    if following:
-                        with db.pipeline():
-                            for query, args in following:
-                                db.execute(_placeholders(query), args)
+                    _each(db, confirms)
+            for chunk in _chunks(claims):
+                with db.transaction():
+                    claimed = _each(db, [claim for _, claim, _ in chunk])
+                    pairs = zip(chunk, claimed, strict=True)
+                    _each(db, [s for (_, _, then), n in pairs if n for s in then])
+                counts += claimed
         return counts
 
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:

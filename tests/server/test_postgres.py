@@ -181,3 +181,17 @@ def _waiting_on_locks(db: str) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def test_the_receivers_sessions_never_compile_queries(postgres_server: PostgresServer) -> None:
+    """PostgreSQL's JIT compiles a query whose estimated cost is high; a
+    window of settling is estimated far above the thresholds while it reads
+    a few rows, and its compilation costs the database's CPU every round."""
+    with psycopg.connect(postgres_server.url("postgres")) as plain:
+        assert plain.execute("SHOW jit").fetchall() == [("on",)]  # the server's default
+    store = open_store(postgres_server.database())
+    try:
+        assert store.read("SHOW jit") == [("off",)]
+        assert store.read("SHOW statement_timeout") == [("5s",)]
+    finally:
+        store.close()
