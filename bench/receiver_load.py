@@ -69,6 +69,7 @@ async def worker(
     ids: list[str],
     latencies: list[float],
     statuses: dict[int, int],
+    sent: list[float] | None = None,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -92,6 +93,8 @@ async def worker(
                     length = int(line.split(b":", 1)[1])
             await reader.readexactly(length)
             latencies.append(time.monotonic() - due)
+            if sent is not None:
+                sent.append(due)
             code = int(head.split(b" ", 2)[1])
             statuses[code] = statuses.get(code, 0) + 1
     finally:
@@ -99,8 +102,18 @@ async def worker(
 
 
 async def drive(
-    host: str, port: int, *, containers: int, rate: float, seconds: float, connections: int
+    host: str,
+    port: int,
+    *,
+    containers: int,
+    rate: float,
+    seconds: float,
+    connections: int,
+    sent: list[float] | None = None,
 ) -> tuple[list[float], dict[int, int], float]:
+    """Beats open loop: their latencies, reply codes and the seconds taken;
+    each beat's due time (``time.monotonic()``) into ``sent``, in the order
+    of the latencies, when given."""
     ids = [str(uuid.uuid4()) for _ in range(containers)]
     total = int(rate * seconds)
     schedule: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
@@ -113,7 +126,15 @@ async def drive(
         schedule.put_nowait((-1, 0.0))
     workers = [
         asyncio.create_task(
-            worker(host, port, schedule=schedule, ids=ids, latencies=latencies, statuses=statuses)
+            worker(
+                host,
+                port,
+                schedule=schedule,
+                ids=ids,
+                latencies=latencies,
+                statuses=statuses,
+                sent=sent,
+            )
         )
         for _ in range(connections)
     ]

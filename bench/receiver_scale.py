@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import subprocess
 import sys
@@ -142,6 +143,8 @@ async def run(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     scrapes: list[tuple[float, int, int]] = []
     codes: dict[str, int] = {}
     peak = [rss_kib(pid)]
+    sent: list[float] = []
+    cpu: list[tuple[float, list[int]]] = [(time.monotonic(), cpu_counters())]
 
     async def dashboard() -> None:
         for path, into in (
@@ -161,6 +164,7 @@ async def run(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
 
     async def memory() -> None:
         peak[0] = max(peak[0], rss_kib(pid))
+        cpu.append((time.monotonic(), cpu_counters()))
 
     readers = [asyncio.create_task(every(1.0, stop, memory))]
     if not args.no_readers:
@@ -173,11 +177,35 @@ async def run(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         rate=args.rate,
         seconds=args.seconds,
         connections=args.connections,
+        sent=sent,
     )
     stop.set()
     await asyncio.gather(*readers)
     seen = {"pages": pages, "filtered": filtered, "scrapes": scrapes, "codes": codes, "peak": peak}
-    return report(args, latencies, statuses, elapsed, seen)
+    found = report(args, latencies, statuses, elapsed, seen)
+    found["timeline"] = timeline(latencies, sent, cpu)
+    return found
+
+
+def timeline(
+    latencies: list[float], sent: list[float], cpu: list[tuple[float, list[int]]]
+) -> list[list[float]]:
+    """Per second of the run, by when the beats were due: the second, the
+    beats due in it, their slowest (ms), and the share of the machine's CPU
+    its host took in the second before each sample (steal), so that slow
+    beats can be told from a host that took the CPU."""
+    start = min(sent, default=0.0)
+    slowest: dict[int, list[float]] = {}
+    for due, latency in zip(sent, latencies, strict=True):
+        slowest.setdefault(int(due - start), []).append(latency)
+    stolen = {
+        int(at - start): cpu_shares(before, after)["stolen"]
+        for (_, before), (at, after) in itertools.pairwise(cpu)
+    }
+    return [
+        [second, len(found), round(max(found) * 1000, 1), stolen.get(second, 0.0)]
+        for second, found in sorted(slowest.items())
+    ]
 
 
 def ms(values: list[float], p: float) -> float | None:
