@@ -189,11 +189,12 @@ async def run(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def timeline(
     latencies: list[float], sent: list[float], cpu: list[tuple[float, list[int]]]
-) -> list[list[float]]:
+) -> list[list[float | None]]:
     """Per second of the run, by when the beats were due: the second, the
     beats due in it, their slowest (ms), and the share of the machine's CPU
-    its host took in the second before each sample (steal), so that slow
-    beats can be told from a host that took the CPU."""
+    its host took in the second before each sample (steal; None for a
+    second no sample ended in), so that slow beats can be told from a host
+    that took the CPU."""
     start = min(sent, default=0.0)
     slowest: dict[int, list[float]] = {}
     for due, latency in zip(sent, latencies, strict=True):
@@ -203,7 +204,7 @@ def timeline(
         for (_, before), (at, after) in itertools.pairwise(cpu)
     }
     return [
-        [second, len(found), round(max(found) * 1000, 1), stolen.get(second, 0.0)]
+        [second, len(found), round(max(found) * 1000, 1), stolen.get(second)]
         for second, found in sorted(slowest.items())
     ]
 

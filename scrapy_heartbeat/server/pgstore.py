@@ -196,14 +196,16 @@ class PostgresStore(HeartbeatStore):
             db.cursor().executemany(together[0][0], [together[i][1] for i in order])
         return [latency for _, latency in planned]
 
-    def _claim_each(self, claims: list[Claim], lost: Sequence[tuple[str, int]] = ()) -> list[int]:
+    def _claim_each(
+        self, claims: list[Claim], lost: Sequence[tuple[str, int]] = ()
+    ) -> Iterator[list[int]]:
         """As the base class does, in transactions of :data:`CLAIM_CHUNK`
         executions, each transaction's statements sent at once (pipelined
         ``executemany``), rows taken in the id order they come in: a row
         is held for a few round trips, not for a round trip per claim of
-        the window, and a batch of beats that needs it waits milliseconds."""
+        the window, and a batch of beats that needs it waits milliseconds.
+        Yields each transaction's counts once it is committed."""
         confirm = schema.confirm_lost(1)
-        counts: list[int] = []
         with self._connection() as db, _unavailable_as_such():
             for confirms in _chunks([(confirm, (eid, eid, beats)) for eid, beats in lost]):
                 with db.transaction():
@@ -213,8 +215,7 @@ class PostgresStore(HeartbeatStore):
                     claimed = _each(db, [claim for _, claim, _ in chunk])
                     pairs = zip(chunk, claimed, strict=True)
                     _each(db, [s for (_, _, then), n in pairs if n for s in then])
-                counts += claimed
-        return counts
+                yield claimed
 
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
         for attempt in (1, 2):

@@ -304,7 +304,9 @@ def confirm_lost(count: int) -> str:
     """Confirms ``count`` executions settled ``lost`` and still silent, each
     at the count of beats it was read with (arguments: the ids, then id and
     count for each): from then on settling skips them, until a beat changes
-    the count. One statement for a window's worth, found by the key."""
+    the count. Found by the key; SQLite confirms a window's worth in one
+    statement, PostgreSQL one execution per statement, so that rows are
+    locked in id order."""
     ids = ", ".join(["?"] * count)
     read = " ".join(["WHEN ? THEN ?"] * count)
     return (

@@ -186,11 +186,14 @@ class HeartbeatStore:
         with self._transaction() as execute:
             return [execute(query, args).rowcount for query, args in statements]
 
-    def _claim_each(self, claims: list[Claim], lost: Sequence[tuple[str, int]] = ()) -> list[int]:
+    def _claim_each(
+        self, claims: list[Claim], lost: Sequence[tuple[str, int]] = ()
+    ) -> Iterator[list[int]]:
         """In one transaction, the ``lost`` executions confirmed at their
         counts of beats (see :func:`.schema.confirm_lost`), then each claim
-        and the statements that follow it when it claimed a row; the
-        claims' row counts."""
+        and the statements that follow it when it claimed a row; yields the
+        claims' row counts once committed (a store that commits in parts
+        yields each part's)."""
         counts = []
         with self._transaction() as execute:
             if lost:
@@ -201,7 +204,7 @@ class HeartbeatStore:
                 if counts[-1]:
                     for then, then_args in following:
                         execute(then, then_args)
-        return counts
+        yield counts
 
     def _write_rows(self, query: str, args: tuple[Any, ...]) -> list[Any]:
         """The rows a writing statement returns (``RETURNING``), committed."""
@@ -372,7 +375,10 @@ class HeartbeatStore:
         it does: a transition is never claimed without them, nor they
         written twice. Looks at ``batch`` executions at a time, in the
         database, reads only those whose liveness changed, and yields None
-        after each batch: a caller can hand the thread back between them."""
+        after each batch: a caller can hand the thread back between them.
+        A store that claims a window in parts yields each part's events
+        once it is committed, so a part that fails costs no event of the
+        parts before it."""
         after = ""
         while True:
             moment = time.time() if now is None else now
@@ -381,12 +387,13 @@ class HeartbeatStore:
                 until = ends[0][0] if ends else None
                 found = self._read(*self._unsettled(moment, after, until))
             rows = [LivenessRow._make(r) for r in found]
-            changed = self._changed(rows, moment)
-            with self._listening():
-                claimed = self._claim_window(rows, changed, moment, then)
-            for event, count in zip(changed, claimed, strict=True):
-                if count:
-                    yield event
+            claiming = self._claim_window(rows, self._changed(rows, moment), moment, then)
+            while True:  # each part's events once it is committed
+                with self._listening():
+                    claimed = next(claiming, None)
+                if claimed is None:
+                    break
+                yield from claimed
             if until is None:
                 return
             after = until
@@ -398,12 +405,13 @@ class HeartbeatStore:
         changed: list[dict[str, Any]],
         moment: float,
         then: Callable[[dict[str, Any], float], Sequence[schema.Statement]] | None,
-    ) -> list[int]:
+    ) -> Iterator[list[dict[str, Any]]]:
         """Claim a window's transitions, with what follows each, and confirm
-        its lost executions that stay lost; the claims' row counts, in the
-        order of ``changed``. In id order, the order a batch of beats locks
-        rows in, so that a claim and a batch never wait for each other in
-        a cycle."""
+        its lost executions that stay lost; yields the events claimed, each
+        time a part is committed. In id order, the order a batch of beats
+        locks rows in, so that a claim and a batch never wait for each
+        other in a cycle."""
+        changed = sorted(changed, key=lambda e: str(e["execution_id"]))
         claims: list[Claim] = [
             (
                 e["execution_id"],
@@ -422,10 +430,11 @@ class HeartbeatStore:
             if row.settled_liveness == "lost" and row.execution_id not in moved
         )
         if not claims and not still_lost:
-            return []
-        order = sorted(range(len(claims)), key=lambda i: claims[i][0])
-        counts = self._claim_each([claims[i] for i in order], still_lost)
-        return [count for _, count in sorted(zip(order, counts, strict=True))]
+            return
+        done = 0
+        for counts in self._claim_each(claims, still_lost):
+            part, done = changed[done : done + len(counts)], done + len(counts)
+            yield [event for event, count in zip(part, counts, strict=True) if count]
 
     def _unsettled(
         self, moment: float, after: str, until: str | None

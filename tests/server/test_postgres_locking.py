@@ -16,6 +16,7 @@ import requests
 
 from scrapy_heartbeat.server import open_store
 from scrapy_heartbeat.server.pgstore import CLAIM_CHUNK
+from scrapy_heartbeat.server.store import StoreUnavailable
 from tests.server.beats import worker_beat
 from tests.server.postgres_server import PostgresServer
 from tests.server.serving import HEARTBEAT, Serve
@@ -142,5 +143,49 @@ def test_settling_locks_few_rows_at_a_time_in_id_order(
         assert len(held) < CLAIM_CHUNK
         settled = store.read("SELECT COUNT(*) FROM executions WHERE settled_beats = beats")
         assert settled == [(300,)]
+    finally:
+        store.close()
+
+
+def test_a_round_cut_short_reports_every_part_it_committed(
+    postgres_server: PostgresServer,
+) -> None:
+    """Settling commits a window in parts; when the database goes away in
+    the middle, the transitions of the parts committed before are still
+    reported (they are claimed: no later round reports them), and the rest
+    are claimed by the next round."""
+    db = postgres_server.database()
+    store = open_store(db)
+    try:
+        now = time.time()
+        ids = sorted(str(uuid.uuid4()) for _ in range(120))
+        store.add_many([(worker_beat(eid), now - 1000) for eid in ids])
+        reported: list[str] = []
+        failures: list[BaseException] = []
+
+        def settle() -> None:
+            try:
+                for event in store.settle(now):
+                    if event is not None:
+                        reported.append(event["execution_id"])
+            except StoreUnavailable as exc:
+                failures.append(exc)
+
+        lock = "SELECT 1 FROM executions WHERE execution_id = %s FOR UPDATE"
+        with psycopg.connect(db) as holder:
+            holder.execute(lock, (ids[2 * CLAIM_CHUNK + 10],))  # within the third part
+            settling = threading.Thread(target=settle)
+            settling.start()
+            assert _waiting_for_a_lock(db)
+            with psycopg.connect(db, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            settling.join(30)
+        assert not settling.is_alive() and len(failures) == 1
+        assert reported == ids[: 2 * CLAIM_CHUNK]
+        rest = [e["execution_id"] for e in store.settle(now) if e is not None]
+        assert rest == ids[2 * CLAIM_CHUNK :]
     finally:
         store.close()
