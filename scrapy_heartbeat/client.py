@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -271,6 +272,11 @@ class HeartbeatClient:
                 self._scrub(self._through_proxy(describe_exception(exc, wait), exc)),
                 retryable=not isinstance(exc, requests.exceptions.ReadTimeout),
             )
+        except urllib3.exceptions.HTTPError as exc:
+            # requests reads a redirect's body itself, even with redirects
+            # off, and older releases let urllib3's errors out unwrapped.
+            reason = self._cut or f"reply unreadable ({type(exc).__name__})"
+            return HeartbeatResult("failed", reason, retryable=self._cut is None)
         with response:
             try:
                 raw = response.raw.read(MAX_REPLY + 1, decode_content=True) or b""
