@@ -212,9 +212,9 @@ class PostgresStore(HeartbeatStore):
                     _each(db, confirms)
             for chunk in _chunks(claims):
                 with db.transaction():
-                    claimed = _each(db, [claim for _, claim, _ in chunk])
+                    claimed = _each(db, [claim for claim, _ in chunk])
                     pairs = zip(chunk, claimed, strict=True)
-                    _each(db, [s for (_, _, then), n in pairs if n for s in then])
+                    _each(db, [s for (_, then), n in pairs if n for s in then])
                 yield claimed
 
     def _read(self, query: str, args: tuple[Any, ...] = ()) -> list[Any]:

@@ -46,9 +46,9 @@ READ_BUSY_TIMEOUT = 5.0
 #: Executions read per step of :meth:`HeartbeatStore.settle`: a few
 #: milliseconds of the reactor thread each.
 SETTLE_BATCH = 500
-#: A transition to claim: the execution's id, the conditional update that
-#: claims it, and the statements written only if it does.
-Claim = tuple[str, schema.Statement, list[schema.Statement]]
+#: A transition to claim: the conditional update that claims it, and the
+#: statements written only if it does.
+Claim = tuple[schema.Statement, list[schema.Statement]]
 #: How bad a sender's liveness is, for the grace: a grace never improves one.
 _SEVERITY = {"running": 0, "stalled": 1, "late": 2, "lost": 3}
 #: Containers an execution's detail shows at most, the latest first: one
@@ -199,7 +199,7 @@ class HeartbeatStore:
             if lost:
                 ids = tuple(eid for eid, _ in lost)
                 execute(schema.confirm_lost(len(lost)), ids + tuple(itertools.chain(*lost)))
-            for _, (query, args), following in claims:
+            for (query, args), following in claims:
                 counts.append(execute(query, args).rowcount)
                 if counts[-1]:
                     for then, then_args in following:
@@ -411,10 +411,9 @@ class HeartbeatStore:
         time a part is committed. In id order, the order a batch of beats
         locks rows in, so that a claim and a batch never wait for each
         other in a cycle."""
-        changed = sorted(changed, key=lambda e: str(e["execution_id"]))
+        changed = sorted(changed, key=lambda e: e["execution_id"])
         claims: list[Claim] = [
             (
-                e["execution_id"],
                 (
                     schema.CLAIM_TRANSITION,
                     (e["liveness"], moment, e["beats"], e["execution_id"], e["old_liveness"] or ""),
