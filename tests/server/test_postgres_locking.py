@@ -16,7 +16,7 @@ import requests
 
 from scrapy_heartbeat.server import open_store
 from scrapy_heartbeat.server.pgstore import CLAIM_CHUNK
-from scrapy_heartbeat.server.store import StoreUnavailable
+from scrapy_heartbeat.server.store import HeartbeatStore, StoreUnavailable
 from tests.server.beats import worker_beat
 from tests.server.postgres_server import PostgresServer
 from tests.server.serving import HEARTBEAT, Serve
@@ -113,6 +113,19 @@ def _waiting_for_a_lock(db: str, seconds: float = 30.0) -> bool:
     return False
 
 
+#: Holds one execution's row, as a batch of beats does while it stores.
+_LOCK_ROW = "SELECT 1 FROM executions WHERE execution_id = %s FOR UPDATE"
+
+
+def _unsettled_executions(store: HeartbeatStore, count: int) -> tuple[float, list[str]]:
+    """``count`` new executions, one beat each, none settled: the next round
+    claims each. The moment to settle at, and their ids in id order."""
+    now = time.time()
+    ids = sorted(str(uuid.uuid4()) for _ in range(count))
+    store.add_many([(worker_beat(eid), now - 1000) for eid in ids])
+    return now, ids
+
+
 @pytest.mark.parametrize("kind", ["transitions", "lost"])
 def test_settling_locks_few_rows_at_a_time_in_id_order(
     postgres_server: PostgresServer, kind: str
@@ -124,15 +137,12 @@ def test_settling_locks_few_rows_at_a_time_in_id_order(
     db = postgres_server.database()
     store = open_store(db)
     try:
-        now = time.time()
-        ids = sorted(str(uuid.uuid4()) for _ in range(300))
-        store.add_many([(worker_beat(eid), now - 1000) for eid in ids])
+        now, ids = _unsettled_executions(store, 300)
         if kind == "lost":  # as a receiver that did not confirm them left them
             store._write(("UPDATE executions SET liveness = 'lost', settled_beats = NULL", ()))
         blocked = ids[220]  # within the fifth chunk of 50
-        lock = "SELECT 1 FROM executions WHERE execution_id = %s FOR UPDATE"
         with psycopg.connect(db) as holder:
-            holder.execute(lock, (blocked,))
+            holder.execute(_LOCK_ROW, (blocked,))
             settling = threading.Thread(target=lambda: list(store.settle(now)))
             settling.start()
             assert _waiting_for_a_lock(db)
@@ -157,9 +167,7 @@ def test_a_round_cut_short_reports_every_part_it_committed(
     db = postgres_server.database()
     store = open_store(db)
     try:
-        now = time.time()
-        ids = sorted(str(uuid.uuid4()) for _ in range(120))
-        store.add_many([(worker_beat(eid), now - 1000) for eid in ids])
+        now, ids = _unsettled_executions(store, 120)
         reported: list[str] = []
         failures: list[BaseException] = []
 
@@ -171,9 +179,8 @@ def test_a_round_cut_short_reports_every_part_it_committed(
             except StoreUnavailable as exc:
                 failures.append(exc)
 
-        lock = "SELECT 1 FROM executions WHERE execution_id = %s FOR UPDATE"
         with psycopg.connect(db) as holder:
-            holder.execute(lock, (ids[2 * CLAIM_CHUNK + 10],))  # within the third part
+            holder.execute(_LOCK_ROW, (ids[2 * CLAIM_CHUNK + 10],))  # within the third part
             settling = threading.Thread(target=settle)
             settling.start()
             assert _waiting_for_a_lock(db)
